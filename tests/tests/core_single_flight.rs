@@ -263,20 +263,23 @@ async fn a_loader_that_always_panics_fails_every_caller_fast_and_poisons_nothing
     );
 }
 
+/// A caller of `key` whose load takes 100 ms and answers `value`.
+fn spawn_slow_load(cache: &Cache<u64, u32>, key: u64, value: u32) -> tokio::task::JoinHandle<u32> {
+    let cache = cache.clone();
+    tokio::spawn(async move {
+        cache
+            .get_or_load(key, move |_| async move {
+                sleep(Duration::from_millis(100)).await;
+                value
+            })
+            .await
+    })
+}
+
 #[tokio::test(start_paused = true)]
 async fn invalidate_during_a_load_answers_its_callers_but_caches_nothing() {
     let cache = cache::<u32>("invalidate-in-flight");
-    let caller = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_load(1, |_| async {
-                    sleep(Duration::from_millis(100)).await;
-                    1
-                })
-                .await
-        })
-    };
+    let caller = spawn_slow_load(&cache, 1, 1);
     sleep(Duration::from_millis(10)).await;
     cache.invalidate(&1);
     assert_eq!(timeout(BOUND, caller).await.unwrap().unwrap(), 1);
@@ -292,17 +295,7 @@ async fn invalidate_during_a_load_answers_its_callers_but_caches_nothing() {
 #[tokio::test(start_paused = true)]
 async fn insert_wins_over_a_load_in_flight() {
     let cache = cache::<u32>("insert-in-flight");
-    let caller = {
-        let cache = cache.clone();
-        tokio::spawn(async move {
-            cache
-                .get_or_load(1, |_| async {
-                    sleep(Duration::from_millis(100)).await;
-                    1
-                })
-                .await
-        })
-    };
+    let caller = spawn_slow_load(&cache, 1, 1);
     sleep(Duration::from_millis(10)).await;
     cache.insert(1, 99);
     assert_eq!(timeout(BOUND, caller).await.unwrap().unwrap(), 1);

@@ -1,1 +1,203 @@
-fn main() {}
+//! A PostgreSQL repository whose reads are `#[stampede_cached]`, proven
+//! against a real server: `cargo run --release --example postgres_repo`.
+//!
+//! Connects to `DATABASE_URL` (default `postgres://postgres@127.0.0.1/test`),
+//! creates its schema if missing (table `stampede_users`, a counter table
+//! `stampede_query_count`, and a SQL function `stampede_find_user(id)` that
+//! bumps the counter on the server for every call and returns the row), then:
+//!
+//! 1. loads user 42 once (the cache is warm), and lets its 1 s TTL expire;
+//! 2. resets the server-side counter and fires 1000 concurrent `find_user(42)`
+//!    calls — the stampede a hot key sees at expiry;
+//! 3. reads the counter back FROM THE DATABASE and exits non-zero unless
+//!    exactly one query ran;
+//! 4. shows negative caching (an absent id is one query too) and
+//!    invalidation after a write.
+//!
+//! `.ci/postgres-example.sh` starts the machine's PostgreSQL, creates the
+//! database and runs this example as a CI step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stampede_cache::stampede_cached;
+use tokio_postgres::{Client, NoTls};
+
+/// A row of `stampede_users`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+}
+
+/// Errors are handed to every caller that waited on the failing query, so
+/// they must be `Clone`: the driver's error is wrapped in an `Arc`.
+#[derive(Clone, Debug)]
+pub struct RepoError(pub Arc<tokio_postgres::Error>);
+
+impl From<tokio_postgres::Error> for RepoError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        RepoError(Arc::new(e))
+    }
+}
+
+impl std::fmt::Display for RepoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "database error: {}", self.0)
+    }
+}
+
+impl std::error::Error for RepoError {}
+
+/// The repository. `Clone` (an `Arc` inside) because cached loads run
+/// detached from their callers and take their own copy of the receiver.
+#[derive(Clone)]
+pub struct UserRepo {
+    db: Arc<Client>,
+}
+
+impl UserRepo {
+    /// One query per id per second, however many callers arrive at once.
+    /// `None` (no such user) is cached too: absent ids cannot hammer the DB.
+    #[stampede_cached(ttl = "1s", name = "example.users.by_id")]
+    pub async fn find_user(&self, id: i64) -> Result<Option<User>, RepoError> {
+        let row = self
+            .db
+            .query_one("SELECT id, name FROM stampede_find_user($1)", &[&id])
+            .await?;
+        let id: Option<i64> = row.get(0);
+        Ok(id.map(|id| User {
+            id,
+            name: row.get(1),
+        }))
+    }
+
+    /// A write, followed by the invalidation of the cached read.
+    pub async fn rename(&self, id: i64, name: &str) -> Result<(), RepoError> {
+        self.db
+            .execute(
+                "UPDATE stampede_users SET name = $2 WHERE id = $1",
+                &[&id, &name],
+            )
+            .await?;
+        UserRepo::find_user_cache().invalidate(&id);
+        Ok(())
+    }
+
+    /// How many times `stampede_find_user` ran on the server since the last reset.
+    pub async fn server_query_count(&self) -> Result<i64, RepoError> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT n FROM stampede_query_count WHERE fn = 'find_user'",
+                &[],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn reset_server_query_count(&self) -> Result<(), RepoError> {
+        self.db
+            .execute(
+                "UPDATE stampede_query_count SET n = 0 WHERE fn = 'find_user'",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS stampede_users (id bigint PRIMARY KEY, name text NOT NULL);
+CREATE TABLE IF NOT EXISTS stampede_query_count (fn text PRIMARY KEY, n bigint NOT NULL);
+INSERT INTO stampede_query_count VALUES ('find_user', 0) ON CONFLICT DO NOTHING;
+INSERT INTO stampede_users VALUES (42, 'Ada'), (7, 'Grace') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name;
+CREATE OR REPLACE FUNCTION stampede_find_user(uid bigint)
+RETURNS TABLE (id bigint, name text) LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    UPDATE stampede_query_count SET n = n + 1 WHERE fn = 'find_user';
+    PERFORM pg_sleep(0.05); -- a query that takes a while, as hot ones do
+    RETURN QUERY SELECT u.id, u.name FROM stampede_users u WHERE u.id = uid
+        UNION ALL SELECT NULL::bigint, NULL::text
+        WHERE NOT EXISTS (SELECT 1 FROM stampede_users u WHERE u.id = uid);
+END $$;
+"#;
+
+const CALLERS: usize = 1000;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1/test".to_owned());
+    let (client, connection) = tokio_postgres::connect(&url, NoTls)
+        .await
+        .map_err(|e| format!("connecting to {url}: {e}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("connection error: {e}");
+        }
+    });
+    client.batch_execute(SCHEMA).await?;
+    let repo = UserRepo {
+        db: Arc::new(client),
+    };
+
+    // 1. Warm the cache, then let the entry expire.
+    let ada = repo.find_user(42).await?;
+    println!("warm: find_user(42) = {ada:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // 2. The stampede: 1000 concurrent lookups of the expired key.
+    repo.reset_server_query_count().await?;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move { repo.find_user(42).await })
+        })
+        .collect();
+    for call in calls {
+        let user = call.await??;
+        assert_eq!(user.as_ref().map(|u| u.id), Some(42));
+    }
+    let elapsed = started.elapsed();
+
+    // 3. Ask the database how many queries it ran.
+    let ran = repo.server_query_count().await?;
+    let stats = UserRepo::find_user_cache().stats();
+    println!(
+        "{CALLERS} concurrent find_user(42) after expiry: {ran} query ran on the server \
+         (counted by stampede_find_user), {:.1} ms; cache stats: loads {}, coalesced {}",
+        elapsed.as_secs_f64() * 1000.0,
+        stats.loads,
+        stats.coalesced
+    );
+    if ran != 1 {
+        eprintln!("FAIL: expected exactly 1 query on the server, it ran {ran}");
+        std::process::exit(1);
+    }
+
+    // 4a. Negative caching: an absent id is cached as `None`.
+    repo.reset_server_query_count().await?;
+    for _ in 0..100 {
+        assert_eq!(repo.find_user(9_999).await?, None);
+    }
+    let ran = repo.server_query_count().await?;
+    println!("100 lookups of an absent id: {ran} query");
+    if ran != 1 {
+        eprintln!("FAIL: expected exactly 1 query for the absent id, it ran {ran}");
+        std::process::exit(1);
+    }
+
+    // 4b. A write invalidates the cached read.
+    repo.rename(42, "Ada Lovelace").await?;
+    let renamed = repo.find_user(42).await?;
+    println!("after rename: find_user(42) = {renamed:?}");
+    repo.rename(42, "Ada").await?;
+    if renamed.map(|u| u.name).as_deref() != Some("Ada Lovelace") {
+        eprintln!("FAIL: the rename was not visible after invalidation");
+        std::process::exit(1);
+    }
+    println!("OK");
+    Ok(())
+}

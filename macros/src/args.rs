@@ -5,7 +5,6 @@ use std::time::Duration;
 use proc_macro2::{Span, TokenStream};
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Path, Token, Type, UnOp};
 
 /// Every argument name, in the order the error messages list them.
@@ -109,19 +108,30 @@ impl Parse for RawArg {
     }
 }
 
-/// Levenshtein distance, for "did you mean".
+/// Edit distance with adjacent transpositions (optimal string alignment), for "did you mean".
 fn distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// "did you mean `x`? " when a candidate is close, else "".
@@ -241,11 +251,6 @@ fn number(e: &Expr) -> Option<(f64, bool)> {
 impl Args {
     /// Parses and validates the attribute's arguments.
     pub fn parse(tokens: TokenStream) -> syn::Result<Args> {
-        let whole = if tokens.is_empty() {
-            Span::call_site()
-        } else {
-            tokens.span()
-        };
         let raw: Punctuated<RawArg, Token![,]> =
             syn::parse::Parser::parse2(Punctuated::parse_terminated, tokens)?;
 
@@ -491,7 +496,7 @@ impl Args {
 
         let Some(ttl) = ttl else {
             return Err(err(
-                whole,
+                Span::call_site(),
                 "#[stampede_cached] needs a `ttl`\nhelp: add how long a value stays fresh, e.g. `#[stampede_cached(ttl = \"30s\")]`",
             ));
         };

@@ -225,7 +225,14 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
         }
     };
     match args {
-        Ok(args) => Expansion::new(args, func)?.emit(),
+        Ok(args) => match Expansion::new(args, func.clone()) {
+            Ok(expansion) => expansion.emit(),
+            Err(e) => {
+                let mut out = e.to_compile_error();
+                out.extend(func.to_token_stream());
+                Ok(out)
+            }
+        },
         Err(mut e) => {
             // Also report what is wrong with the function itself, but keep the original fn so
             // that its callers do not add errors of their own.
@@ -422,7 +429,12 @@ impl Expansion {
                 FnArg::Typed(pt) => {
                     let Pat::Ident(pi) = &*pt.pat else { continue };
                     let kind = match &*pt.ty {
-                        Type::Reference(r) => Kind::Borrowed((*r.elem).clone(), owned_of(&r.elem)),
+                        // `&'static T` is an owned value in its own right.
+                        Type::Reference(r)
+                            if r.lifetime.as_ref().is_none_or(|l| l.ident != "static") =>
+                        {
+                            Kind::Borrowed((*r.elem).clone(), owned_of(&r.elem))
+                        }
                         _ => Kind::Owned,
                     };
                     inputs.push(Arg {
@@ -576,11 +588,7 @@ impl Expansion {
         } = func;
         let fn_name = sig.ident.clone();
         let plain_name = fn_name.unraw().to_string();
-        let origin = format_ident!(
-            "__stampede_cached_{}",
-            plain_name,
-            span = Span::mixed_site()
-        );
+        let origin = format_ident!("__stampede_cached_{}", plain_name, span = Span::call_site());
         let handle = format_ident!("{}_cache", plain_name, span = fn_name.span());
         let is_method = receiver.is_some();
         let span_ret = match &sig.output {
@@ -609,15 +617,25 @@ impl Expansion {
         let own_moved = |a: &Arg| -> TokenStream {
             let id = &a.ident;
             match &a.kind {
-                Kind::Owned => quote_spanned!(a.ty.span()=> #p::moved(#id)),
-                Kind::Borrowed(elem, _) => quote_spanned!(elem.span()=> #p::owned::<#elem>(#id)),
+                Kind::Owned => {
+                    let p = respan(p.clone(), a.ty.span());
+                    quote_spanned!(a.ty.span()=> #p::moved(#id))
+                }
+                Kind::Borrowed(elem, _) => {
+                    let p = respan(p.clone(), elem.span());
+                    quote_spanned!(elem.span()=> #p::owned::<#elem>(#id))
+                }
             }
         };
         let own_key = |a: &Arg| -> TokenStream {
             let id = &a.ident;
             match &a.kind {
-                Kind::Owned => quote_spanned!(a.ty.span()=> #p::key(#id)),
+                Kind::Owned => {
+                    let p = respan(p.clone(), a.ty.span());
+                    quote_spanned!(a.ty.span()=> #p::key(#id))
+                }
                 Kind::Borrowed(elem, _) => {
+                    let p = respan(p.clone(), elem.span());
                     quote_spanned!(elem.span()=> #p::key_owned::<#elem>(#id))
                 }
             }
@@ -645,7 +663,7 @@ impl Expansion {
                 key_value = quote_spanned!(k.span=> #p::key::<#ty>(#expr));
                 key_pat = quote!(_);
                 for (i, a) in inputs.iter().enumerate() {
-                    let local = format_ident!("__sc_arg{}", i, span = Span::mixed_site());
+                    let local = format_ident!("__sc_arg{}", i, span = Span::call_site());
                     let v = own_moved(a);
                     prelude.push(quote!(let #local = #v;));
                     call_args.push(pass(a, &local));
@@ -657,7 +675,7 @@ impl Expansion {
                 let mut key_locals = Vec::new();
                 let mut skipped = Vec::new();
                 for (i, a) in inputs.iter().enumerate() {
-                    let local = format_ident!("__sc_arg{}", i, span = Span::mixed_site());
+                    let local = format_ident!("__sc_arg{}", i, span = Span::call_site());
                     let skipped_here = match &key_arg {
                         Some(k) => a.ident != *k,
                         None => args.skip.contains(&a.ident),
@@ -687,10 +705,11 @@ impl Expansion {
         }
 
         // ---- receiver
-        let this = Ident::new("__sc_this", Span::mixed_site());
+        let this = Ident::new("__sc_this", Span::call_site());
         let receiver_stmt = receiver.map(|span| {
             let self_tok = Ident::new("self", span);
-            quote_spanned!(span=> let #this = #p::receiver(#self_tok);)
+            let self_ty = Ident::new("Self", span);
+            quote_spanned!(span=> let #this = #p::receiver::<#self_ty>(#self_tok);)
         });
         let origin_call = if is_method {
             quote!(Self::#origin(&#this, #(#call_args),*))
@@ -703,10 +722,10 @@ impl Expansion {
             quote!(#handle())
         };
         let load_fn = match returns {
-            Returns::Value => quote_spanned!(span_ret=> #p::load),
-            Returns::Result => quote_spanned!(span_ret=> #p::try_load),
+            Returns::Value => quote!(load),
+            Returns::Result => quote!(try_load),
         };
-        let key_local = Ident::new("__sc_key", Span::mixed_site());
+        let key_local = Ident::new("__sc_key", Span::call_site());
 
         // ---- attributes
         let cfgs: Vec<&Attribute> = attrs.iter().filter(|a| is_cfg_attr(a)).collect();
@@ -785,12 +804,22 @@ impl Expansion {
             )
         };
 
+        // Spanned on the return type: a value or error type that cannot be cached is reported
+        // there.
+        // Every token of the call is spanned on the return type: a value or error type that
+        // cannot be cached is reported there (and once, not once per token span).
+        let load_call = respan(
+            quote! {
+                #p::#load_fn(#handle_call, #key_local, move |#key_pat| async move { #origin_call.await }).await
+            },
+            span_ret,
+        );
         let wrapper_body = quote! {
             {
                 #receiver_stmt
                 let #key_local = #key_value;
                 #(#prelude)*
-                #load_fn(#handle_call, #key_local, move |#key_pat| async move { #origin_call.await }).await
+                #load_call
             }
         };
 
@@ -814,6 +843,24 @@ impl Expansion {
             }
         })
     }
+}
+
+/// `tokens` with every span set to `span`, so errors about the expression they form are
+/// reported there.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Group(g) = &tt {
+                let mut ng = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                ng.set_span(span);
+                tt = TokenTree::Group(ng);
+            } else {
+                tt.set_span(span);
+            }
+            tt
+        })
+        .collect()
 }
 
 fn nanos(d: std::time::Duration) -> proc_macro2::Literal {

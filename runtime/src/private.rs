@@ -36,10 +36,21 @@ impl<T: Send + 'static> Movable for T {}
 
 /// An argument taken by reference whose owned copy the detached load takes.
 #[diagnostic::on_unimplemented(
-    message = "#[stampede_cached] needs an owned copy of `&{Self}` for the detached load, but `{Self}` is not `ToOwned` (or `Clone`)\nhelp: derive `Clone` for it, or take the argument by value (e.g. an `Arc<T>`)"
+    message = "#[stampede_cached] needs an owned copy of `&{Self}` for the detached load, but `{Self}` is not `ToOwned` (or `Clone`)\nhelp: derive `Clone` for `{Self}`, or take the argument by value (e.g. an `Arc<{Self}>`)"
 )]
-pub trait Borrowed: ToOwned {}
-impl<T: ?Sized + ToOwned> Borrowed for T {}
+pub trait Borrowed {
+    /// `<Self as ToOwned>::Owned`.
+    type Owned;
+    /// `ToOwned::to_owned`.
+    fn own(&self) -> Self::Owned;
+}
+impl<T: ?Sized + ToOwned> Borrowed for T {
+    type Owned = T::Owned;
+    #[inline(always)]
+    fn own(&self) -> T::Owned {
+        self.to_owned()
+    }
+}
 
 /// A cached value.
 #[diagnostic::on_unimplemented(
@@ -55,16 +66,31 @@ impl<T: Clone + Send + Sync + 'static> Value for T {}
 pub trait Error: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> Error for T {}
 
-/// The return type of a fn the macro treats as fallible (`returns = "result"`).
+/// The return type of a fn the macro treats as fallible: `Result<T, E>` under any alias.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a `Result`, but #[stampede_cached] treats it as one\nhelp: remove `returns = \"result\"`, or return `Result<T, E>`"
 )]
 pub trait IsResult {
     /// The `Ok` type: the cached value.
     type Ok;
+    /// The `Err` type: shared with the waiters of a failed load, never cached.
+    type Err;
+    /// Into a plain `Result`.
+    fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    /// From a plain `Result`.
+    fn from_result(r: Result<Self::Ok, Self::Err>) -> Self;
 }
 impl<T, E> IsResult for Result<T, E> {
     type Ok = T;
+    type Err = E;
+    #[inline(always)]
+    fn into_result(self) -> Self {
+        self
+    }
+    #[inline(always)]
+    fn from_result(r: Self) -> Self {
+        r
+    }
 }
 
 /// The receiver's clone the detached load runs on.
@@ -85,7 +111,7 @@ pub fn key_owned<T: ?Sized + Borrowed>(part: &T) -> T::Owned
 where
     T::Owned: KeyPart,
 {
-    part.to_owned()
+    part.own()
 }
 
 /// An owned argument moved into the load.
@@ -100,7 +126,7 @@ pub fn owned<T: ?Sized + Borrowed>(arg: &T) -> T::Owned
 where
     T::Owned: Movable,
 {
-    arg.to_owned()
+    arg.own()
 }
 
 /// `Cache::get_or_load`, for `-> T` and `-> Option<T>`.
@@ -115,21 +141,26 @@ where
     cache.get_or_load(key, loader)
 }
 
-/// `Cache::try_get_or_load`, for `-> Result<T, E>`.
+/// `Cache::try_get_or_load`, for `-> Result<T, E>` and its aliases (`R: IsResult`).
 #[inline(always)]
-pub fn try_load<K, V, E, F, Fut>(
-    cache: &'static Cache<K, V>,
+pub fn try_load<R, K, F, Fut>(
+    cache: &'static Cache<K, R::Ok>,
     key: K,
     loader: F,
-) -> impl Future<Output = Result<V, E>>
+) -> impl Future<Output = R>
 where
+    R: IsResult,
     K: KeyPart,
-    V: Value,
-    E: Error,
+    R::Ok: Value,
+    R::Err: Error,
     F: FnOnce(K) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<V, E>> + Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
 {
-    cache.try_get_or_load(key, loader)
+    let fut = cache.try_get_or_load(key, move |key| {
+        let load = loader(key);
+        async move { load.await.into_result() }
+    });
+    async move { R::from_result(fut.await) }
 }
 
 /// The static cache of one in-process function.

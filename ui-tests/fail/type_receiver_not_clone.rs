@@ -1,0 +1,12 @@
+use stampede_cache::stampede_cached;
+
+struct Repo;
+
+impl Repo {
+    #[stampede_cached(ttl = "30s")]
+    async fn load(&self, id: u64) -> u64 {
+        id
+    }
+}
+
+fn main() {}

@@ -14,6 +14,7 @@
 //! Keys cycle over 1024 pre-loaded `u64` keys; values are `u64`. The caches:
 //!
 //! * `stampede_cache/get_or_load` — our `Cache` (`Strategy::Lock`), loader never runs.
+//! * `stampede_cache/#[stampede_cached]` — an `async fn` memoised by our macro.
 //! * `quick_cache/get` — `quick_cache::sync::Cache::get` (a plain map lookup, no TTL, no loader).
 //! * `quick_cache/get_value_or_guard_async` — quick_cache's coalescing async lookup.
 //! * `moka/get_with` — `moka::future::Cache::get_with` with a TTL.
@@ -25,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use cached::proc_macro::cached;
 use criterion::{Criterion, criterion_group, criterion_main};
-use stampede_cache::{Cache, Strategy};
+use stampede_cache::{Cache, Strategy, stampede_cached};
 
 const KEYS: u64 = 1024;
 const TTL: Duration = Duration::from_secs(3600);
@@ -39,6 +40,18 @@ struct Ours(Cache<u64, u64>);
 impl Contestant for Ours {
     async fn lookup(&self, key: u64) -> u64 {
         self.0.get_or_load(key, |k| async move { k }).await
+    }
+}
+
+#[stampede_cached(ttl = "1h", capacity = 10_000, name = "bench.hit.macro")]
+async fn ours_macro(key: u64) -> u64 {
+    key
+}
+
+struct OursMacro;
+impl Contestant for OursMacro {
+    async fn lookup(&self, key: u64) -> u64 {
+        ours_macro(key).await
     }
 }
 
@@ -171,6 +184,7 @@ fn hit_path(c: &mut Criterion) {
                 .build(),
         )
     });
+    bench_contestant(c, "stampede_cache/#[stampede_cached]", || OursMacro);
     bench_contestant(c, "quick_cache/get", || {
         // `get` inserts nothing: pre-fill.
         let cache = quick_cache::sync::Cache::new(10_000);

@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::{
-    L1Evictor, Loaded, OriginLoad, SharedKey, SharedTier, SharedValue, TierFactory, TierSpec,
+    L1Evictor, Loaded, Need, OriginLoad, SharedBackend, SharedKey, SharedTier, SharedValue,
+    TierFactory, TierSpec,
 };
 use crate::flight::{CatchUnwind, ErasedError, Flight, Outcome, panic_message};
 use crate::stats::{CacheStats, Counters};
@@ -90,6 +91,7 @@ pub struct CacheBuilder<K, V> {
     capacity: usize,
     lock_ttl: Duration,
     tier: Option<TierFactory<K, V>>,
+    backend: Option<SharedBackend>,
 }
 
 impl<K, V> CacheBuilder<K, V>
@@ -155,6 +157,7 @@ where
                     lock_ttl: self.lock_ttl,
                     counters: counters.clone(),
                     l1,
+                    backend: self.backend,
                 })
             });
             Inner {
@@ -179,6 +182,24 @@ impl<K: SharedKey, V: SharedValue> CacheBuilder<K, V> {
     pub fn shared(mut self) -> Self {
         self.tier = Some(crate::backend::shared_tier::<K, V>);
         self
+    }
+
+    /// Like [`shared`](Self::shared), through `backend` instead of the
+    /// installed one: for a fleet simulation in one process, tests, or a
+    /// cache that lives on another Redis.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use stampede_cache::{Cache, LocalBackend};
+    ///
+    /// let backend = LocalBackend::new();
+    /// let cache: Cache<u32, u32> = Cache::builder("doc.backend").backend(backend).build();
+    /// assert!(cache.is_shared());
+    /// # }
+    /// ```
+    pub fn backend(mut self, backend: impl Into<SharedBackend>) -> Self {
+        self.backend = Some(backend.into());
+        self.shared()
     }
 
     /// Lease of the distributed lock, renewed while the loader runs; it bounds
@@ -231,6 +252,7 @@ where
             capacity: DEFAULT_CAPACITY,
             lock_ttl: DEFAULT_LOCK_TTL,
             tier: None,
+            backend: None,
         }
     }
 
@@ -506,12 +528,18 @@ where
         let flight = Arc::new(Flight::new());
         flights.insert(key.clone(), flight.clone());
         drop(flights);
-        self.spawn_load(key.clone(), flight.clone(), loader);
+        let need = match want {
+            Want::Value => Need::Value,
+            Want::Refresh(seen) => Need::Refresh {
+                seen_fresh_until: seen.fresh_until,
+            },
+        };
+        self.spawn_load(key.clone(), flight.clone(), loader, need);
         Join::Flight(flight, true)
     }
 
     /// Runs the flight's load as its own task.
-    fn spawn_load<F, Fut, E>(&self, key: K, flight: Arc<Flight<V>>, loader: F)
+    fn spawn_load<F, Fut, E>(&self, key: K, flight: Arc<Flight<V>>, loader: F, need: Need)
     where
         F: FnOnce(K) -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -536,7 +564,7 @@ where
                 landed: false,
             };
             let outcome = match &landing.inner.shared {
-                Some(tier) => CatchUnwind::new(tier.load(landing.key.clone(), origin)).await,
+                Some(tier) => CatchUnwind::new(tier.load(landing.key.clone(), origin, need)).await,
                 None => {
                     let (ttl, stale) = (landing.inner.ttl, landing.inner.strategy.stale_window());
                     CatchUnwind::new(async move {
@@ -687,6 +715,12 @@ where
         let mut flights = self.lock_flights();
         flights.remove(key);
         self.store.remove(key);
+    }
+
+    fn evict_where(&self, matches: &dyn Fn(&K) -> bool) {
+        let mut flights = self.lock_flights();
+        flights.retain(|key, _| !matches(key));
+        self.store.retain(|key| !matches(key));
     }
 
     fn evict_all(&self) {

@@ -70,12 +70,20 @@ pub use stampede_cache_macros::stampede_cached;
 
 mod backend;
 mod cache;
+mod codec;
 mod flight;
 mod stats;
 mod store;
 mod strategy;
 
-pub use backend::{SharedKey, SharedValue};
+#[cfg(feature = "redis")]
+pub use backend::redis;
+pub use backend::{
+    BackendError, LocalBackend, SharedBackend, SharedKey, SharedValue, install, installed,
+};
+
+#[doc(hidden)]
+pub use backend::conformance as __conformance;
 pub use cache::{Cache, CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_TTL};
 pub use stats::CacheStats;
 pub use strategy::Strategy;

@@ -1,0 +1,615 @@
+//! The Redis backend of `shared` caches (cargo feature `redis`).
+//!
+//! One Redis (or Valkey) primary holds, per key of a `shared` cache, the
+//! value (L2) and the key's lock; a pub/sub channel carries the ready and
+//! invalidation notices. Keys are `<prefix>:{<cache name>:<hex of the key's
+//! MessagePack bytes>}:<kind>`, so the lock, value and channels of one key
+//! share a Redis Cluster hash slot.
+//!
+//! - Commands go through redis-rs's [`ConnectionManager`], which reconnects
+//!   by itself; each is bounded by a command timeout
+//!   ([`RedisBackendBuilder::command_timeout`]), after which the call fails
+//!   open to the loader in process (counted in `fallbacks`).
+//! - The lock is `SET NX PX`; release, renewal and the value write are Lua
+//!   scripts (`redis::Script`) that compare the holder's token first, so a
+//!   holder whose lease lapsed can neither release another's lock nor
+//!   overwrite a newer value (fencing). The write script also publishes the
+//!   ready notice and releases the lock.
+//! - Each process keeps ONE extra connection subscribed (`PSUBSCRIBE
+//!   <prefix>:*`) and fans the notices out to its waiters; after a gap in
+//!   that subscription it drops its L1 copies, since invalidations may have
+//!   been missed.
+//!
+//! **An efficiency lock, not a correctness lock**: one primary, no Redlock.
+//! A failover or a long pause can let two processes load the same key; the
+//! fenced write keeps the value tier consistent, but do not rely on the lock
+//! for mutual exclusion of side effects.
+//!
+//! ```no_run
+//! # async fn start() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use std::time::Duration;
+//! use stampede_cache::redis::RedisBackend;
+//!
+//! let backend = RedisBackend::builder("redis://127.0.0.1:6379/")
+//!     .prefix("myapp")
+//!     .command_timeout(Duration::from_millis(200))
+//!     .connect()
+//!     .await?;
+//! stampede_cache::install(backend);
+//! # Ok(()) }
+//! ```
+//!
+//! [`ConnectionManager`]: ::redis::aio::ConnectionManager
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::{Client, Script, Value};
+use futures_util::StreamExt;
+use tokio::task::JoinHandle;
+
+use super::hub::Hub;
+use super::{Backend, BackendError, BackendFut, BackendResult, SharedBackend, split_tag};
+
+/// Default bound on one Redis command.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default key prefix.
+pub const DEFAULT_PREFIX: &str = "stampede";
+
+const READ_OR_LOCK: &str = r"
+local v = redis.call('GET', KEYS[2])
+if v then return {v, 0} end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, 1} end
+return {false, 0}
+";
+
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] == '1' then redis.call('PUBLISH', ARGV[3], '') end
+  return 1
+end
+return 0
+";
+
+/// KEYS: lock, value. ARGV: token, bytes, ttl ms, ready channel.
+const WRITE_FENCED: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[4], '')
+return 1
+";
+
+/// KEYS: value. ARGV: bytes, ttl ms, ready channel, invalidation channel, sender.
+const WRITE: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], '')
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+";
+
+/// KEYS: value, lock. ARGV: invalidation channel, sender.
+const INVALIDATE: &str = r"
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+";
+
+/// A [`SharedBackend`] on one Redis or Valkey primary; see the
+/// [module docs](self). Cloning shares the connections.
+#[derive(Clone)]
+pub struct RedisBackend {
+    inner: Arc<RedisInner>,
+}
+
+/// Configures a [`RedisBackend`]; from [`RedisBackend::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .connect()"]
+pub struct RedisBackendBuilder {
+    url: String,
+    prefix: String,
+    command_timeout: Duration,
+}
+
+struct Scripts {
+    read_or_lock: Script,
+    renew: Script,
+    release: Script,
+    write_fenced: Script,
+    write: Script,
+    invalidate: Script,
+}
+
+struct RedisInner {
+    prefix: String,
+    timeout: Duration,
+    conn: ConnectionManager,
+    hub: Arc<Hub>,
+    scripts: Scripts,
+    subscriber: JoinHandle<()>,
+    commands: AtomicU64,
+}
+
+impl Drop for RedisInner {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+impl RedisBackend {
+    /// Connects with the default prefix ([`DEFAULT_PREFIX`]) and command
+    /// timeout ([`DEFAULT_COMMAND_TIMEOUT`]). Fails if Redis cannot be
+    /// reached now; once connected, later outages are survived (calls fail
+    /// open, the connections come back by themselves).
+    ///
+    /// `url` is a redis-rs connection URL: `redis://[user:pass@]host:port/[db]`.
+    pub async fn connect(url: &str) -> Result<Self, BackendError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a backend for `url`.
+    pub fn builder(url: &str) -> RedisBackendBuilder {
+        RedisBackendBuilder {
+            url: url.to_owned(),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+        }
+    }
+
+    /// Redis commands (script invocations included) this backend has sent:
+    /// the round trips, for benchmarks and diagnostics.
+    pub fn commands_sent(&self) -> u64 {
+        self.inner.commands.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("prefix", &self.inner.prefix)
+            .field("command_timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBackendBuilder {
+    /// Prefix of every key and channel. Default [`DEFAULT_PREFIX`]. Give
+    /// each application (or environment) sharing a Redis its own.
+    ///
+    /// # Panics
+    /// If `prefix` is empty or contains `{` or `}` (it would break the hash tag).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        assert!(
+            !prefix.is_empty() && !prefix.contains(['{', '}']),
+            "stampede-cache: the Redis key prefix must be non-empty and free of braces, got {prefix:?}"
+        );
+        self.prefix = prefix;
+        self
+    }
+
+    /// Bound on one Redis command (and on a connection attempt); past it the
+    /// call runs its loader in process. Default [`DEFAULT_COMMAND_TIMEOUT`].
+    ///
+    /// # Panics
+    /// If `timeout` is zero.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "stampede-cache: the command timeout must be > 0"
+        );
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// Connects the command connection and the notice subscription.
+    pub async fn connect(self) -> Result<RedisBackend, BackendError> {
+        let client = Client::open(self.url.as_str()).map_err(redis_error)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.command_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = bounded(
+            self.command_timeout * 4,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await?;
+        let hub = Arc::new(Hub::default());
+        let pattern = format!("{}:*", glob_escape(&self.prefix));
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let subscriber = tokio::spawn(subscribe(
+            client,
+            pattern,
+            self.prefix.clone(),
+            hub.clone(),
+            subscribed_tx,
+        ));
+        match tokio::time::timeout(self.command_timeout * 4, subscribed_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                subscriber.abort();
+                return Err(error);
+            }
+            _ => {
+                subscriber.abort();
+                return Err(BackendError::timeout(self.command_timeout * 4));
+            }
+        }
+        Ok(RedisBackend {
+            inner: Arc::new(RedisInner {
+                prefix: self.prefix,
+                timeout: self.command_timeout,
+                conn,
+                hub,
+                scripts: Scripts {
+                    read_or_lock: Script::new(READ_OR_LOCK),
+                    renew: Script::new(RENEW),
+                    release: Script::new(RELEASE),
+                    write_fenced: Script::new(WRITE_FENCED),
+                    write: Script::new(WRITE),
+                    invalidate: Script::new(INVALIDATE),
+                },
+                subscriber,
+                commands: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl From<RedisBackend> for SharedBackend {
+    fn from(backend: RedisBackend) -> Self {
+        SharedBackend::new(backend.inner, "redis")
+    }
+}
+
+fn redis_error(error: ::redis::RedisError) -> BackendError {
+    BackendError::new(format!("redis: {error}"))
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    op: impl Future<Output = ::redis::RedisResult<T>>,
+) -> BackendResult<T> {
+    match tokio::time::timeout(timeout, op).await {
+        Ok(result) => result.map_err(redis_error),
+        Err(_) => Err(BackendError::timeout(timeout)),
+    }
+}
+
+/// Escapes Redis glob metacharacters.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The notice subscription: one connection, `PSUBSCRIBE <prefix>:*`,
+/// re-established with backoff whenever it drops.
+async fn subscribe(
+    client: Client,
+    pattern: String,
+    prefix: String,
+    hub: Arc<Hub>,
+    subscribed: tokio::sync::oneshot::Sender<BackendResult<()>>,
+) {
+    let mut subscribed = Some(subscribed);
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            Ok::<_, ::redis::RedisError>(pubsub)
+        }
+        .await;
+        match connected {
+            Ok(pubsub) => {
+                backoff = Duration::from_millis(20);
+                match subscribed.take() {
+                    Some(tx) => {
+                        let _ = tx.send(Ok(()));
+                    }
+                    None => {
+                        // Notices and invalidations may have been published
+                        // while we were away: forget L1, re-check waiters.
+                        tracing::info!("redis notice subscription re-established");
+                        hub.drop_all_copies();
+                        hub.wake_all();
+                    }
+                }
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    dispatch(
+                        &hub,
+                        &prefix,
+                        msg.get_channel_name(),
+                        msg.get_payload_bytes(),
+                    );
+                }
+                tracing::warn!("redis notice subscription lost; reconnecting");
+            }
+            Err(error) => {
+                if let Some(tx) = subscribed.take() {
+                    let _ = tx.send(Err(redis_error(error)));
+                    return;
+                }
+                tracing::debug!(%error, "redis notice subscription: reconnect failed");
+            }
+        }
+        tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Routes one notice: `<prefix>:{<tag>}:<kind>`.
+fn dispatch(hub: &Hub, prefix: &str, channel: &str, payload: &[u8]) {
+    let Some((slot, kind)) = channel.rsplit_once(':') else {
+        return;
+    };
+    let Some(tag) = slot
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix(":{"))
+        .and_then(|rest| rest.strip_suffix('}'))
+    else {
+        return;
+    };
+    let sender = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    match kind {
+        "ready" => hub.ready(slot),
+        "inval" => {
+            if let Some((name, encoded)) = split_tag(tag) {
+                hub.invalidated(name, Some(encoded), sender);
+            }
+        }
+        "clear" => hub.invalidated(tag, None, sender),
+        _ => {}
+    }
+}
+
+impl RedisInner {
+    async fn invoke<T: ::redis::FromRedisValue>(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> BackendResult<T> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        bounded(self.timeout, invocation.invoke_async(&mut conn)).await
+    }
+
+    async fn command<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> BackendResult<T> {
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.conn.clone();
+        bounded(self.timeout, cmd.query_async(&mut conn)).await
+    }
+}
+
+impl Backend for RedisInner {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    fn read<'a>(&'a self, slot: &'a str) -> BackendFut<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            self.command(::redis::cmd("GET").arg(format!("{slot}:value")))
+                .await
+        })
+    }
+
+    fn read_or_lock<'a>(
+        &'a self,
+        slot: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BackendFut<'a, (Option<Vec<u8>>, bool)> {
+        Box::pin(async move {
+            let (value, locked): (Value, i64) = self
+                .invoke(
+                    self.scripts
+                        .read_or_lock
+                        .key(format!("{slot}:lock"))
+                        .key(format!("{slot}:value"))
+                        .arg(token)
+                        .arg(millis(lease)),
+                )
+                .await?;
+            let bytes = match value {
+                Value::BulkString(bytes) => Some(bytes),
+                _ => None,
+            };
+            Ok((bytes, locked == 1))
+        })
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        slot: &'a str,
+        token: &'a str,
+        lease: Duration,
+    ) -> BackendFut<'a, bool> {
+        Box::pin(async move {
+            let reply: Option<String> = self
+                .command(
+                    ::redis::cmd("SET")
+                        .arg(format!("{slot}:lock"))
+                        .arg(token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(millis(lease)),
+                )
+                .await?;
+            Ok(reply.is_some())
+        })
+    }
+
+    fn renew<'a>(&'a self, slot: &'a str, token: &'a str, lease: Duration) -> BackendFut<'a, bool> {
+        Box::pin(async move {
+            let renewed: i64 = self
+                .invoke(
+                    self.scripts
+                        .renew
+                        .key(format!("{slot}:lock"))
+                        .arg(token)
+                        .arg(millis(lease)),
+                )
+                .await?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn release<'a>(&'a self, slot: &'a str, token: &'a str, notify: bool) -> BackendFut<'a, bool> {
+        Box::pin(async move {
+            let released: i64 = self
+                .invoke(
+                    self.scripts
+                        .release
+                        .key(format!("{slot}:lock"))
+                        .arg(token)
+                        .arg(if notify { "1" } else { "0" })
+                        .arg(format!("{slot}:ready")),
+                )
+                .await?;
+            Ok(released == 1)
+        })
+    }
+
+    fn write<'a>(
+        &'a self,
+        slot: &'a str,
+        fence: Option<&'a str>,
+        bytes: &'a [u8],
+        ttl: Duration,
+        sender: u64,
+    ) -> BackendFut<'a, bool> {
+        Box::pin(async move {
+            let written: i64 = match fence {
+                Some(token) => {
+                    self.invoke(
+                        self.scripts
+                            .write_fenced
+                            .key(format!("{slot}:lock"))
+                            .key(format!("{slot}:value"))
+                            .arg(token)
+                            .arg(bytes)
+                            .arg(millis(ttl))
+                            .arg(format!("{slot}:ready")),
+                    )
+                    .await?
+                }
+                None => {
+                    self.invoke(
+                        self.scripts
+                            .write
+                            .key(format!("{slot}:value"))
+                            .arg(bytes)
+                            .arg(millis(ttl))
+                            .arg(format!("{slot}:ready"))
+                            .arg(format!("{slot}:inval"))
+                            .arg(sender),
+                    )
+                    .await?
+                }
+            };
+            Ok(written == 1)
+        })
+    }
+
+    fn invalidate<'a>(&'a self, slot: &'a str, sender: u64) -> BackendFut<'a, ()> {
+        Box::pin(async move {
+            let _: i64 = self
+                .invoke(
+                    self.scripts
+                        .invalidate
+                        .key(format!("{slot}:value"))
+                        .key(format!("{slot}:lock"))
+                        .arg(format!("{slot}:inval"))
+                        .arg(sender),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn invalidate_all<'a>(&'a self, name: &'a str, sender: u64) -> BackendFut<'a, ()> {
+        Box::pin(async move {
+            let prefix = &self.prefix;
+            let pattern = format!("{}:{{{}:*}}:value", glob_escape(prefix), glob_escape(name));
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = self
+                    .command(
+                        ::redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(&pattern)
+                            .arg("COUNT")
+                            .arg(500),
+                    )
+                    .await?;
+                let ours: Vec<&String> = keys
+                    .iter()
+                    .filter(|key| {
+                        key.strip_prefix(prefix.as_str())
+                            .and_then(|k| k.strip_prefix(":{"))
+                            .and_then(|k| k.strip_suffix("}:value"))
+                            .and_then(split_tag)
+                            .is_some_and(|(n, _)| n == name)
+                    })
+                    .collect();
+                if !ours.is_empty() {
+                    let _: i64 = self.command(::redis::cmd("DEL").arg(ours)).await?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            let _: i64 = self
+                .command(
+                    ::redis::cmd("PUBLISH")
+                        .arg(format!("{prefix}:{{{name}}}:clear"))
+                        .arg(sender),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
-use stampede_cache::{Cache, Strategy};
+use stampede_cache::{Cache, LocalBackend, SharedBackend, Strategy};
 use tokio::time::Instant;
 
 /// The one hot key every caller asks for.
@@ -85,8 +85,8 @@ enum Row {
     XFetch,
     Swr,
     PodsLocal,
-    #[allow(dead_code)] // runs once the in-memory shared backend lands
     PodsShared,
+    PodsRedis,
 }
 
 impl Row {
@@ -97,7 +97,8 @@ impl Row {
             Row::XFetch => "xfetch (beta 1)",
             Row::Swr => "swr (stale 10s)",
             Row::PodsLocal => "200 pods, in-process locks",
-            Row::PodsShared => "200 pods, shared",
+            Row::PodsShared => "200 pods, shared (LocalBackend)",
+            Row::PodsRedis => "200 pods, shared (Redis)",
         }
     }
 }
@@ -173,21 +174,47 @@ fn front(row: Row, backend: &Backend) -> Front {
                 .map(|_| cache("demo.pods", Strategy::Lock))
                 .collect(),
         )),
-        Row::PodsShared => Front::Caches(Arc::new(
-            (0..PODS)
-                .map(|_| backend.shared_cache("demo.fleet"))
-                .collect(),
-        )),
+        Row::PodsShared | Row::PodsRedis => {
+            let backend = backend.clone().expect("a shared backend for the fleet row");
+            // A fresh name per run: a Redis may still hold the last run's value.
+            let name = format!("demo.fleet.{}", fastrand::u64(..));
+            Front::Caches(Arc::new(
+                (0..PODS)
+                    .map(|_| {
+                        Cache::builder(name.clone())
+                            .ttl(TTL)
+                            .strategy(Strategy::Lock)
+                            .capacity(16)
+                            .backend(backend.clone())
+                            .build()
+                    })
+                    .collect(),
+            ))
+        }
     }
 }
 
-/// The shared backend of the fleet row.
-struct Backend;
+/// The shared backend of the fleet row: every pod's `Cache` gets a clone.
+type Backend = Option<SharedBackend>;
 
-impl Backend {
-    fn shared_cache(&self, name: &str) -> Cache<u64, u64> {
-        cache(name, Strategy::Lock)
+#[cfg(feature = "redis")]
+async fn redis_backend(url: &str) -> SharedBackend {
+    match stampede_cache::redis::RedisBackend::connect(url).await {
+        Ok(redis) => redis.into(),
+        Err(e) => {
+            eprintln!("cannot connect to Redis at {url}: {e}");
+            std::process::exit(2);
+        }
     }
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_backend(_url: &str) -> SharedBackend {
+    eprintln!(
+        "--redis needs the `redis` feature: \
+         cargo run --release --features redis --example demo -- --redis URL"
+    );
+    std::process::exit(2);
 }
 
 async fn run(
@@ -252,7 +279,7 @@ async fn run(
             let done = (start.elapsed().as_secs_f64() / length.as_secs_f64()).min(1.0);
             let bar = (done * 30.0) as usize;
             eprint!(
-                "\r[{}/{}] {:<28} [{}{}] {:>3.0}%",
+                "\r[{}/{}] {:<31} [{}{}] {:>3.0}%",
                 step.0,
                 step.1,
                 row.label(),
@@ -301,7 +328,7 @@ fn print_table(outcomes: &[Outcome], callers: usize, length: Duration) {
         length.as_secs_f64()
     );
     println!(
-        "| {:<28} | {:>10} | {:>7} | {:>8} | {:>8} | {:>8} | {:>7} | {:>17} | {:>19} |",
+        "| {:<31} | {:>10} | {:>7} | {:>8} | {:>8} | {:>8} | {:>7} | {:>17} | {:>19} |",
         "strategy",
         "DB queries",
         "peak DB",
@@ -313,12 +340,12 @@ fn print_table(outcomes: &[Outcome], callers: usize, length: Duration) {
         "callers waited>10ms"
     );
     println!(
-        "|{:-<30}|{:->12}|{:->9}|{:->10}|{:->10}|{:->10}|{:->9}|{:->19}|{:->21}|",
+        "|{:-<33}|{:->12}|{:->9}|{:->10}|{:->10}|{:->10}|{:->9}|{:->19}|{:->21}|",
         ":", ":", ":", ":", ":", ":", ":", ":", ":"
     );
     for o in outcomes {
         println!(
-            "| {:<28} | {:>10} | {:>7} | {:>8} | {:>8} | {:>8} | {:>7} | {:>17} | {:>19} |",
+            "| {:<31} | {:>10} | {:>7} | {:>8} | {:>8} | {:>8} | {:>7} | {:>17} | {:>19} |",
             o.row.label(),
             o.queries,
             o.peak,
@@ -336,7 +363,6 @@ struct Args {
     seconds: f64,
     callers: usize,
     svg: String,
-    #[allow(dead_code)] // used with the `redis` feature
     redis: Option<String>,
 }
 
@@ -369,16 +395,21 @@ fn args() -> Args {
 async fn main() {
     let args = args();
     let length = Duration::from_secs_f64(args.seconds);
-    let backend = Backend;
+    let (fleet_row, fleet): (Row, SharedBackend) = match &args.redis {
+        Some(url) => (Row::PodsRedis, redis_backend(url).await),
+        None => (Row::PodsShared, LocalBackend::new().into()),
+    };
     let rows = [
         Row::NoCoordination,
         Row::Lock,
         Row::XFetch,
         Row::Swr,
         Row::PodsLocal,
+        fleet_row,
     ];
     let mut outcomes = Vec::new();
     for (i, row) in rows.iter().enumerate() {
+        let backend = (*row == fleet_row).then(|| fleet.clone());
         outcomes.push(run(*row, args.callers, length, &backend, (i + 1, rows.len())).await);
     }
     print_table(&outcomes, args.callers, length);

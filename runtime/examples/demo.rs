@@ -227,8 +227,14 @@ async fn run(
     let db = Arc::new(SimDb::default());
     let front = front(row, backend);
     // Warm every cache (every pod), then forget the warm-up queries.
-    for caller in 0..callers.min(PODS) {
-        front.call(caller, &db).await;
+    let warmups: Vec<_> = (0..callers.min(PODS))
+        .map(|caller| {
+            let (front, db) = (front.clone(), db.clone());
+            tokio::spawn(async move { front.call(caller, &db).await })
+        })
+        .collect();
+    for warmup in warmups {
+        warmup.await.expect("warm-up panicked");
     }
     db.queries.store(0, Relaxed);
     db.peak.store(0, Relaxed);

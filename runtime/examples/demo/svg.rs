@@ -11,9 +11,9 @@ pub struct Series {
     pub points: Vec<usize>,
 }
 
-const WIDTH: f64 = 960.0;
+const WIDTH: f64 = 1000.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 250.0;
+const RIGHT: f64 = 290.0;
 const TOP: f64 = 60.0;
 const PANEL: f64 = 80.0;
 const GAP: f64 = 18.0;

@@ -44,17 +44,31 @@ async fn load_errors_panics_and_refreshes_are_counted_and_logged() {
     let (log, _guard) = capture();
     let cache: Cache<u32, u32> = Cache::builder("observed.users")
         .ttl(Duration::from_secs(1))
-        .strategy(Strategy::Swr { stale: Duration::from_secs(60) })
+        .strategy(Strategy::Swr {
+            stale: Duration::from_secs(60),
+        })
         .build();
 
-    let failed = cache.try_get_or_load(1, |_| async { Err::<u32, &str>("db down") }).await;
+    let failed = cache
+        .try_get_or_load(1, |_| async { Err::<u32, &str>("db down") })
+        .await;
     assert_eq!(failed, Err("db down"));
 
     let panicked = tokio::spawn({
         let cache = cache.clone();
-        async move { cache.get_or_load(2, |_| async { panic!("loader bug") }).await }
+        async move {
+            cache
+                .get_or_load(2, |_| async { panic!("loader bug") })
+                .await
+        }
     });
-    assert!(timeout(Duration::from_secs(5), panicked).await.unwrap().unwrap_err().is_panic());
+    assert!(
+        timeout(Duration::from_secs(5), panicked)
+            .await
+            .unwrap()
+            .unwrap_err()
+            .is_panic()
+    );
 
     cache.get_or_load(3, |_| async { 3 }).await;
     advance(Duration::from_secs(2)).await;
@@ -68,11 +82,27 @@ async fn load_errors_panics_and_refreshes_are_counted_and_logged() {
     sleep(Duration::from_millis(20)).await;
 
     let stats = cache.stats();
-    assert_eq!((stats.load_errors, stats.load_panics, stats.background_refreshes), (2, 1, 1));
+    assert_eq!(
+        (
+            stats.load_errors,
+            stats.load_panics,
+            stats.background_refreshes
+        ),
+        (2, 1, 1)
+    );
     let log = log.text();
     assert!(log.contains("WARN") && log.contains("load failed"), "{log}");
-    assert!(log.contains("stale_kept=true"), "the failed swr refresh says the stale value is kept: {log}");
-    assert!(log.contains("ERROR") && log.contains("loader panicked") && log.contains("loader bug"), "{log}");
+    assert!(
+        log.contains("stale_kept=true"),
+        "the failed swr refresh says the stale value is kept: {log}"
+    );
+    assert!(
+        log.contains("ERROR") && log.contains("loader panicked") && log.contains("loader bug"),
+        "{log}"
+    );
     assert!(log.contains("background refresh started"), "{log}");
-    assert!(log.contains("observed.users"), "events name the cache: {log}");
+    assert!(
+        log.contains("observed.users"),
+        "events name the cache: {log}"
+    );
 }

@@ -116,8 +116,8 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -280,7 +280,7 @@ impl Args {
                     ),
                 ));
             }
-            if seen.iter().any(|s| *s == arg.name) {
+            if seen.contains(&arg.name) {
                 return Err(err(
                     arg.name.span(),
                     format!(
@@ -487,10 +487,10 @@ impl Args {
                 }
                 _ => {}
             }
-            if !matches!(n.as_str(), "shared" | "skip" | "key") {
-                if let RawValue::List(span, _) = &arg.value {
-                    return Err(err(*span, format!("`{n}` takes `= value`, not a list")));
-                }
+            if !matches!(n.as_str(), "shared" | "skip" | "key")
+                && let RawValue::List(span, _) = &arg.value
+            {
+                return Err(err(*span, format!("`{n}` takes `= value`, not a list")));
             }
         }
 
@@ -507,35 +507,35 @@ impl Args {
             }
             None => format!("help: add `strategy = \"{want}\"` (the default strategy is \"lock\")"),
         };
-        if let Some((_, span)) = stale {
-            if strategy_kind != StrategyKind::Swr {
-                return Err(err(
-                    span,
-                    format!(
-                        "`stale` only applies to `strategy = \"swr\"`\n{}",
-                        strategy_note("swr")
-                    ),
-                ));
-            }
+        if let Some((_, span)) = stale
+            && strategy_kind != StrategyKind::Swr
+        {
+            return Err(err(
+                span,
+                format!(
+                    "`stale` only applies to `strategy = \"swr\"`\n{}",
+                    strategy_note("swr")
+                ),
+            ));
         }
-        if let Some((_, span)) = beta {
-            if strategy_kind != StrategyKind::XFetch {
-                return Err(err(
-                    span,
-                    format!(
-                        "`beta` only applies to `strategy = \"xfetch\"`\n{}",
-                        strategy_note("xfetch")
-                    ),
-                ));
-            }
+        if let Some((_, span)) = beta
+            && strategy_kind != StrategyKind::XFetch
+        {
+            return Err(err(
+                span,
+                format!(
+                    "`beta` only applies to `strategy = \"xfetch\"`\n{}",
+                    strategy_note("xfetch")
+                ),
+            ));
         }
-        if let Some((_, span)) = lock_ttl {
-            if shared.is_none() {
-                return Err(err(
-                    span,
-                    "`lock_ttl` only applies to `shared` caches\nhelp: add `shared`, or remove `lock_ttl`",
-                ));
-            }
+        if let Some((_, span)) = lock_ttl
+            && shared.is_none()
+        {
+            return Err(err(
+                span,
+                "`lock_ttl` only applies to `shared` caches\nhelp: add `shared`, or remove `lock_ttl`",
+            ));
         }
 
         Ok(Args {

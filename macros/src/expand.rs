@@ -16,7 +16,7 @@ enum Kind {
     /// `x: T`: moved.
     Owned,
     /// `x: &T`: `T::to_owned()`; the field is `T`, the second the owned type.
-    Borrowed(Type, Type),
+    Borrowed(Box<Type>, Box<Type>),
 }
 
 struct Arg {
@@ -76,10 +76,11 @@ fn scan(tokens: TokenStream, out: &mut Scan) {
                 out.self_ty.get_or_insert(i.span());
             }
             TokenTree::Punct(p) if p.as_char() == '\'' => {
-                if let Some(TokenTree::Ident(name)) = tokens.peek() {
-                    if name != "static" && out.lifetime.is_none() {
-                        out.lifetime = Some((p.span(), format!("'{name}")));
-                    }
+                if let Some(TokenTree::Ident(name)) = tokens.peek()
+                    && name != "static"
+                    && out.lifetime.is_none()
+                {
+                    out.lifetime = Some((p.span(), format!("'{name}")));
                 }
             }
             TokenTree::Punct(p) if p.as_char() == '&' => {
@@ -155,10 +156,10 @@ fn is_cfg_attr(a: &Attribute) -> bool {
 /// the generated items.
 fn lint_as_allow(a: &Attribute) -> Attribute {
     let mut a = a.clone();
-    if a.path().is_ident("expect") {
-        if let syn::Meta::List(list) = &mut a.meta {
-            list.path = syn::parse_quote_spanned!(list.path.span()=> allow);
-        }
+    if a.path().is_ident("expect")
+        && let syn::Meta::List(list) = &mut a.meta
+    {
+        list.path = syn::parse_quote_spanned!(list.path.span()=> allow);
     }
     a
 }
@@ -166,16 +167,13 @@ fn lint_as_allow(a: &Attribute) -> Attribute {
 /// `V` for a `Result`-returning fn: the first type argument of a `Result<T, ..>` spelled so,
 /// else `<R as IsResult>::Ok`.
 fn ok_type(ret: &Type, krate: &TokenStream) -> Type {
-    if let Type::Path(p) = ret {
-        if let Some(seg) = p.path.segments.last() {
-            if seg.ident == "Result" {
-                if let PathArguments::AngleBracketed(a) = &seg.arguments {
-                    if let Some(GenericArgument::Type(t)) = a.args.first() {
-                        return t.clone();
-                    }
-                }
-            }
-        }
+    if let Type::Path(p) = ret
+        && let Some(seg) = p.path.segments.last()
+        && seg.ident == "Result"
+        && let PathArguments::AngleBracketed(a) = &seg.arguments
+        && let Some(GenericArgument::Type(t)) = a.args.first()
+    {
+        return t.clone();
     }
     syn::parse_quote_spanned!(ret.span()=> <#ret as #krate::__private::IsResult>::Ok)
 }
@@ -208,18 +206,18 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                     "#[stampede_cached] cannot be used on a trait method declaration\nhelp: put it on an `async fn` with a body: a free function or a method of an inherent `impl`",
                 ));
             }
-            if let Ok(other) = syn::parse2::<syn::Item>(item) {
-                if !matches!(other, syn::Item::Verbatim(_)) {
-                    let first = other
-                        .to_token_stream()
-                        .into_iter()
-                        .find(|t| !matches!(t, TokenTree::Punct(p) if p.as_char() == '#'))
-                        .map_or_else(Span::call_site, |t| t.span());
-                    return Err(err(
-                        first,
-                        "#[stampede_cached] applies to `async fn` items only",
-                    ));
-                }
+            if let Ok(other) = syn::parse2::<syn::Item>(item)
+                && !matches!(other, syn::Item::Verbatim(_))
+            {
+                let first = other
+                    .to_token_stream()
+                    .into_iter()
+                    .find(|t| !matches!(t, TokenTree::Punct(p) if p.as_char() == '#'))
+                    .map_or_else(Span::call_site, |t| t.span());
+                return Err(err(
+                    first,
+                    "#[stampede_cached] applies to `async fn` items only",
+                ));
             }
             return Err(e);
         }
@@ -361,14 +359,14 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
                         "#[stampede_cached] does not support destructuring patterns in arguments\nhelp: bind the argument to a name and destructure it in the body",
                     )),
                 }
-                if let Type::Reference(r) = &*pt.ty {
-                    if let Some(m) = &r.mutability {
-                        errors.push(err(
+                if let Type::Reference(r) = &*pt.ty
+                    && let Some(m) = &r.mutability
+                {
+                    errors.push(err(
                             r.and_token.span.join(m.span).unwrap_or(m.span),
                             "#[stampede_cached] does not support `&mut` arguments: the load runs detached on owned copies, so mutations would be lost\nhelp: take the argument by value or by shared reference `&T`",
                         ));
-                        continue;
-                    }
+                    continue;
                 }
                 let s = scan_ty(&pt.ty);
                 if let Some(span) = s.impl_trait {
@@ -433,7 +431,7 @@ impl Expansion {
                         Type::Reference(r)
                             if r.lifetime.as_ref().is_none_or(|l| l.ident != "static") =>
                         {
-                            Kind::Borrowed((*r.elem).clone(), owned_of(&r.elem))
+                            Kind::Borrowed(r.elem.clone(), Box::new(owned_of(&r.elem)))
                         }
                         _ => Kind::Owned,
                     };
@@ -477,15 +475,15 @@ impl Expansion {
                         arg_names()
                     ),
                 ));
-            } else if let Some(k) = &args.key {
-                if mentions(k.expr.to_token_stream(), s) {
-                    errors.push(err(
+            } else if let Some(k) = &args.key
+                && mentions(k.expr.to_token_stream(), s)
+            {
+                errors.push(err(
                         s.span(),
                         format!(
                             "`{s}` is skipped but the `key` expression uses it\nhelp: remove `{s}` from `skip`: with `key = ..`, only the expression decides the key"
                         ),
                     ));
-                }
             }
         }
         let mut key_self = None;
@@ -529,11 +527,9 @@ impl Expansion {
                     Some(n) => a.ident == *n,
                     None => !args.skip.contains(&a.ident),
                 };
-                if in_key {
-                    if let Some(span) = scan_ty(&a.ty).self_ty {
-                        key_self = Some(span);
-                        break;
-                    }
+                if in_key && let Some(span) = scan_ty(&a.ty).self_ty {
+                    key_self = Some(span);
+                    break;
                 }
             }
         }
@@ -748,10 +744,10 @@ impl Expansion {
         // ---- the wrapper keeps the user's signature; `mut` bindings are the origin's business
         let mut wrapper_sig = sig.clone();
         for input in &mut wrapper_sig.inputs {
-            if let FnArg::Typed(pt) = input {
-                if let Pat::Ident(pi) = &mut *pt.pat {
-                    pi.mutability = None;
-                }
+            if let FnArg::Typed(pt) = input
+                && let Pat::Ident(pi) = &mut *pt.pat
+            {
+                pi.mutability = None;
             }
         }
         let mut origin_sig = sig.clone();

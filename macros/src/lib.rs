@@ -6,7 +6,94 @@ use proc_macro::TokenStream;
 mod args;
 mod expand;
 
-/// Memoises an async function with stampede protection. See the `stampede-cache` crate docs.
+/// Memoises an `async fn` with stampede protection: concurrent misses of one key share
+/// one load, which runs as a detached task, so a cancelled caller never cancels it.
+///
+/// ```ignore
+/// use stampede_cache::stampede_cached;
+///
+/// impl UserRepo {
+///     #[stampede_cached(ttl = "30s", strategy = "swr", stale = "10m", skip(trace))]
+///     pub async fn top_products(&self, category: &str, limit: u32, trace: TraceId) -> Vec<Product> {
+///         /* query */
+///     }
+/// }
+/// UserRepo::top_products_cache().invalidate(&("books".to_string(), 10));
+/// ```
+///
+/// # What it expands to
+///
+/// All behaviour is in the runtime; the expansion only names the key and value types, moves
+/// owned copies into the load and calls [`Cache::get_or_load`] (or `try_get_or_load`):
+///
+/// ```ignore
+/// pub async fn top_products(&self, category: &str, limit: u32, trace: TraceId) -> Vec<Product> {
+///     let this = __private::receiver::<Self>(self);              // Self: Clone + Send + Sync + 'static
+///     let key = (__private::key_owned::<str>(category), __private::key(limit)); // (String, u32)
+///     let trace = __private::moved(trace);                       // skipped: moved, not in the key
+///     __private::load(Self::top_products_cache(), key, move |(category, limit)| async move {
+///         Self::__stampede_cached_top_products(&this, &category, limit, trace).await
+///     })
+///     .await
+/// }
+/// #[doc(hidden)]
+/// async fn __stampede_cached_top_products(&self, category: &str, limit: u32, trace: TraceId)
+///     -> Vec<Product> { /* your body, unchanged */ }
+///
+/// /// The cache behind [`Self::top_products`] …
+/// pub fn top_products_cache() -> &'static Cache<(String, u32), Vec<Product>> {
+///     static CACHE: LazyLock<Cache<(String, u32), Vec<Product>>> = LazyLock::new(|| {
+///         __private::cache(concat!(module_path!(), "::", "top_products"),
+///             Duration::from_nanos(30_000_000_000),
+///             Strategy::Swr { stale: Duration::from_nanos(600_000_000_000) }, None)
+///     });
+///     &CACHE
+/// }
+/// ```
+///
+/// Every `__private` helper carries a `#[diagnostic::on_unimplemented]` bound, so a type
+/// that cannot be cached is reported on its own token with the fix.
+///
+/// # Arguments
+///
+/// | argument | meaning | default |
+/// |---|---|---|
+/// | `ttl = "30s"` | freshness lifetime, humantime syntax, parsed at compile time, > 0 | required |
+/// | `strategy = "lock" \| "swr" \| "xfetch"` | what happens at expiry | `"lock"` |
+/// | `stale = "10m"` | `swr` only: how long past `ttl` the stale value is served | `ttl` |
+/// | `beta = 1.0` | `xfetch` only: eagerness, > 0 | `1.0` |
+/// | `capacity = 10_000` | entry bound of this function's cache, > 0 | `DEFAULT_CAPACITY` (10 000) |
+/// | `key = arg` | only that argument is the key | all non-skipped arguments |
+/// | `key: Type = <expr>` | a computed key; the type is needed to name the static. The expression sees the arguments and must not move them | |
+/// | `skip(a, b)` | leave arguments out of the key (they are still moved into the load) | none |
+/// | `shared` | fleet-wide coordination; key `Serialize`, value `Serialize + DeserializeOwned` | off |
+/// | `lock_ttl = "10s"` | `shared` only: lease of the fleet lock | `DEFAULT_LOCK_TTL` |
+/// | `name = "users.by_id"` | stable name for stats, tracing, Redis keys | `module_path!()::fn_name` |
+/// | `returns = "result" \| "value"` | `"result"`: cache `Ok`, share `Err`, for an alias not named `Result` (`type Fallible<T> = Result<T, E>`); `"value"`: cache the return value as is, errors included | a type named `Result` (any path: `io::Result<T>`, `anyhow::Result<T>`) is a result |
+/// | `crate = path` | where the runtime is, for crates that re-export it | `::stampede_cache` |
+///
+/// # Shapes
+///
+/// - free `async fn` (any visibility): handle `<fn>_cache()` beside it.
+/// - inherent-impl `async fn` with `&self`: the receiver is cloned into the load and never
+///   part of the key (one cache per function, shared by all instances); the handle is an
+///   associated fn. A receiver-less associated fn is not supported (use a free fn).
+/// - arguments by value (moved into the key) or `&T` with `T: ToOwned` (`&str` → `String`,
+///   `&[T]` → `Vec<T>`, `&T` → `T`); lifetimes are fine. Key: one argument → its owned type,
+///   none → `()`, several → a tuple in argument order.
+/// - `-> T`, `-> Option<T>` (`None` is cached too), `-> Result<T, E>` (only `Ok` cached,
+///   `E: Clone`: wrap it in `Arc`).
+/// - attributes and doc comments stay on the function; `cfg` and lint attributes also reach the
+///   generated items; stacks with `#[tracing::instrument]` on either side (below: every call is
+///   traced; above: only loads are).
+///
+/// Refused at compile time with a spanned message: non-`async` fns, generic type or const
+/// parameters, `impl Trait` arguments or return types, `self` by value, `&mut self`, `&mut`
+/// arguments, destructuring patterns, returned references, `Self` in the key or value type,
+/// trait method declarations. On a method of a *trait* impl the generated handle is not a
+/// member of the trait: rustc reports ``method `<fn>_cache` is not a member of trait``.
+///
+/// [`Cache::get_or_load`]: https://docs.rs/stampede-cache/latest/stampede_cache/struct.Cache.html#method.get_or_load
 #[proc_macro_attribute]
 pub fn stampede_cached(args: TokenStream, item: TokenStream) -> TokenStream {
     match expand::expand(args.into(), item.into()) {

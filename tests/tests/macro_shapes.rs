@@ -141,7 +141,7 @@ async fn weighted_sum(items: &[u32], weight: u32) -> u32 {
 #[tokio::test(start_paused = true)]
 async fn slice_and_value_arguments_form_a_tuple_key() {
     assert_eq!(bounded(weighted_sum(&[1, 2, 3], 2)).await, 12);
-    assert_eq!(bounded(weighted_sum(&vec![1, 2, 3], 2)).await, 12);
+    assert_eq!(bounded(weighted_sum(&[1, 2, 3], 2)).await, 12);
     assert_eq!(bounded(weighted_sum(&[1, 2, 3], 3)).await, 18);
     assert_eq!(SUM_CALLS.load(SeqCst), 2);
     let handle: &Cache<(Vec<u32>, u32), u32> = weighted_sum_cache();

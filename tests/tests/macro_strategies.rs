@@ -26,7 +26,8 @@ static LOCK_CALLS: AtomicUsize = AtomicUsize::new(0);
 async fn locked(id: u64) -> usize {
     let n = LOCK_CALLS.fetch_add(1, SeqCst) + 1;
     sleep(Duration::from_millis(100)).await;
-    n + id as usize * 0
+    let _ = id;
+    n
 }
 
 #[tokio::test(start_paused = true)]
@@ -52,7 +53,8 @@ static SWR_CALLS: AtomicUsize = AtomicUsize::new(0);
 async fn swr(id: u64) -> usize {
     let n = SWR_CALLS.fetch_add(1, SeqCst) + 1;
     sleep(Duration::from_secs(2)).await;
-    n + id as usize * 0
+    let _ = id;
+    n
 }
 
 #[tokio::test(start_paused = true)]
@@ -98,7 +100,8 @@ static XFETCH_CALLS: AtomicUsize = AtomicUsize::new(0);
 async fn xfetch(id: u64) -> usize {
     let n = XFETCH_CALLS.fetch_add(1, SeqCst) + 1;
     sleep(Duration::from_secs(1)).await;
-    n + id as usize * 0
+    let _ = id;
+    n
 }
 
 #[tokio::test(start_paused = true)]

@@ -35,6 +35,8 @@ use stampede_cache::{Cache, Strategy, stampede_cached};
 
 type Error = Arc<String>;
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// A `#[cached]` fn, boxed.
+type CachedFn = fn(u64) -> BoxFut<Result<u64, Error>>;
 
 // ---------------------------------------------------------------- the origin
 
@@ -127,7 +129,7 @@ enum Peer {
     OursMacro,
     Quick(Arc<QuickTtl>),
     Moka(moka::future::Cache<u64, u64>),
-    Cached(fn(u64) -> BoxFut<Result<u64, Error>>),
+    Cached(CachedFn),
 }
 
 impl Peer {
@@ -216,10 +218,7 @@ fn peers(
         "moka `get_with`/`try_get_with`".to_owned(),
         moka(ttl, capacity as u64),
     ));
-    let (plain, by_key): (
-        fn(u64) -> BoxFut<Result<u64, Error>>,
-        fn(u64) -> BoxFut<Result<u64, Error>>,
-    ) = match family {
+    let (plain, by_key): (CachedFn, CachedFn) = match family {
         Family::Long => (|k| Box::pin(cached_long(k)), |k| Box::pin(by_key_long(k))),
         Family::Expiry => (
             |k| Box::pin(cached_expiry(k)),

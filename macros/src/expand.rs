@@ -804,17 +804,25 @@ impl Expansion {
         // there.
         // Every token of the call is spanned on the return type: a value or error type that
         // cannot be cached is reported there (and once, not once per token span).
-        let load_call = respan(
-            quote! {
-                #p::#load_fn(#handle_call, #key_local, move |#key_pat| async move { #origin_call.await }).await
-            },
+        // The receiver and skipped arguments are cloned inside `make_loader`,
+        // which the runtime calls only when a load starts: a hit clones nothing.
+        let loader = respan(
+            quote!(move |#key_pat| async move { #origin_call.await }),
             span_ret,
         );
+        let load_fn = respan(quote!(#p::#load_fn), span_ret);
+        let handle_call = respan(handle_call, span_ret);
+        let key_arg = respan(quote!(#key_local), span_ret);
+        let load_call = quote_spanned! {span_ret=>
+            #load_fn(#handle_call, #key_arg, || {
+                #receiver_stmt
+                #(#prelude)*
+                #loader
+            }).await
+        };
         let wrapper_body = quote! {
             {
-                #receiver_stmt
                 let #key_local = #key_value;
-                #(#prelude)*
                 #load_call
             }
         };

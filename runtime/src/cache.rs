@@ -272,11 +272,45 @@ where
         F: FnOnce(K) -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
-        let infallible = move |key| {
-            let load = loader(key);
-            async move { Ok::<V, Infallible>(load.await) }
+        self.get_or_load_with(key, move || loader).await
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), but the loader is built by
+    /// `make_loader` only when this call starts a load. A hit then costs no
+    /// clone of what the loader captures (a receiver, a connection pool,
+    /// owned copies of arguments): `make_loader` may borrow from the caller.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::sync::Arc;
+    /// use stampede_cache::Cache;
+    ///
+    /// struct Repo { rows: Arc<Vec<String>> }
+    /// let repo = Repo { rows: Arc::new(vec!["ada".into(), "grace".into()]) };
+    /// let cache: Cache<usize, String> = Cache::builder("doc.with").build();
+    /// let name = cache
+    ///     .get_or_load_with(1, || {
+    ///         let rows = repo.rows.clone(); // only cloned when a load starts
+    ///         move |i| async move { rows[i].clone() }
+    ///     })
+    ///     .await;
+    /// assert_eq!(name, "grace");
+    /// # }
+    /// ```
+    pub async fn get_or_load_with<M, F, Fut>(&self, key: K, make_loader: M) -> V
+    where
+        M: FnOnce() -> F,
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        let infallible = move || {
+            let loader = make_loader();
+            move |key| {
+                let load = loader(key);
+                async move { Ok::<V, Infallible>(load.await) }
+            }
         };
-        match self.try_get_or_load(key, infallible).await {
+        match self.try_get_or_load_with(key, infallible).await {
             Ok(value) => value,
             Err(never) => match never {},
         }
@@ -305,6 +339,18 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Clone + Send + Sync + 'static,
     {
+        self.try_get_or_load_with(key, move || loader).await
+    }
+
+    /// [`try_get_or_load`](Self::try_get_or_load) with a loader built only
+    /// when this call starts a load; see [`get_or_load_with`](Self::get_or_load_with).
+    pub async fn try_get_or_load_with<M, F, Fut, E>(&self, key: K, make_loader: M) -> Result<V, E>
+    where
+        M: FnOnce() -> F,
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Clone + Send + Sync + 'static,
+    {
         let inner = &*self.inner;
         if let Some(entry) = inner.store.get(&key) {
             match decide(
@@ -318,13 +364,13 @@ where
                     return Ok(entry.value);
                 }
                 Decision::ServeAndRefresh(reason) => {
-                    self.refresh(key, loader, reason, entry.freshness);
+                    self.refresh(key, make_loader, reason, entry.freshness);
                     return Ok(entry.value);
                 }
                 Decision::Load => {}
             }
         }
-        self.load(key, loader).await
+        self.load(key, make_loader).await
     }
 
     /// The value a call would be served right now without loading (fresh, or
@@ -415,8 +461,9 @@ where
     }
 
     /// Served a value that also wants a refresh: start one unless one runs.
-    fn refresh<F, Fut, E>(&self, key: K, loader: F, reason: RefreshReason, seen: Freshness)
+    fn refresh<M, F, Fut, E>(&self, key: K, make_loader: M, reason: RefreshReason, seen: Freshness)
     where
+        M: FnOnce() -> F,
         F: FnOnce(K) -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Clone + Send + Sync + 'static,
@@ -426,8 +473,10 @@ where
             RefreshReason::Early => counters.hits.incr(),
             RefreshReason::Stale => counters.stale_hits.incr(),
         }
-        let mut loader = Some(loader);
-        if let Join::Flight(_, true) = self.join_or_start(&key, &mut loader, Want::Refresh(seen)) {
+        let mut make_loader = Some(make_loader);
+        if let Join::Flight(_, true) =
+            self.join_or_start(&key, &mut make_loader, Want::Refresh(seen))
+        {
             counters.background_refreshes.incr();
             if reason == RefreshReason::Early {
                 counters.early_refreshes.incr();
@@ -437,19 +486,20 @@ where
     }
 
     /// No usable value: join the key's flight (or start it) and wait for it.
-    async fn load<F, Fut, E>(&self, key: K, loader: F) -> Result<V, E>
+    async fn load<M, F, Fut, E>(&self, key: K, make_loader: M) -> Result<V, E>
     where
+        M: FnOnce() -> F,
         F: FnOnce(K) -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Clone + Send + Sync + 'static,
     {
         let inner = &*self.inner;
         inner.counters.misses.incr();
-        let mut loader = Some(loader);
+        let mut make_loader = Some(make_loader);
         let mut retries = 0;
         let mut counted_as_coalesced = false;
         loop {
-            let (flight, started) = match self.join_or_start(&key, &mut loader, Want::Value) {
+            let (flight, started) = match self.join_or_start(&key, &mut make_loader, Want::Value) {
                 Join::Value(value) => return Ok(value),
                 Join::Flight(flight, started) => (flight, started),
                 Join::Skip => unreachable!("a caller that wants a value is never skipped"),
@@ -473,7 +523,7 @@ where
                 },
                 Outcome::Panicked | Outcome::Abandoned => {}
             }
-            if loader.is_none() || retries >= MAX_FLIGHT_RETRIES {
+            if make_loader.is_none() || retries >= MAX_FLIGHT_RETRIES {
                 panic!(
                     "stampede-cache `{}`: the load this call waited on panicked or was dropped, \
                      {} time(s) in a row; see the loader's panic in the log",
@@ -486,9 +536,15 @@ where
     }
 
     /// Joins the key's running flight or, if there is none and one is still
-    /// needed, starts it with `loader` (taken out of the option).
-    fn join_or_start<F, Fut, E>(&self, key: &K, loader: &mut Option<F>, want: Want) -> Join<V>
+    /// needed, starts it with the loader `make_loader` builds (taken out of the option).
+    fn join_or_start<M, F, Fut, E>(
+        &self,
+        key: &K,
+        make_loader: &mut Option<M>,
+        want: Want,
+    ) -> Join<V>
     where
+        M: FnOnce() -> F,
         F: FnOnce(K) -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Clone + Send + Sync + 'static,
@@ -522,9 +578,10 @@ where
                 }
             }
         }
-        let Some(loader) = loader.take() else {
+        let Some(make_loader) = make_loader.take() else {
             return Join::Skip;
         };
+        let loader = make_loader();
         let flight = Arc::new(Flight::new());
         flights.insert(key.clone(), flight.clone());
         drop(flights);

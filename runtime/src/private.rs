@@ -129,36 +129,46 @@ where
     arg.own()
 }
 
-/// `Cache::get_or_load`, for `-> T` and `-> Option<T>`.
+/// `Cache::get_or_load_with`, for `-> T` and `-> Option<T>`. The loader is
+/// built (receiver and skipped arguments cloned) only when a load starts.
 #[inline(always)]
-pub fn load<K, V, F, Fut>(cache: &'static Cache<K, V>, key: K, loader: F) -> impl Future<Output = V>
+pub fn load<K, V, M, F, Fut>(
+    cache: &'static Cache<K, V>,
+    key: K,
+    make_loader: M,
+) -> impl Future<Output = V>
 where
     K: KeyPart,
     V: Value,
+    M: FnOnce() -> F,
     F: FnOnce(K) -> Fut + Send + 'static,
     Fut: Future<Output = V> + Send + 'static,
 {
-    cache.get_or_load(key, loader)
+    cache.get_or_load_with(key, make_loader)
 }
 
-/// `Cache::try_get_or_load`, for `-> Result<T, E>` and its aliases (`R: IsResult`).
+/// `Cache::try_get_or_load_with`, for `-> Result<T, E>` and its aliases (`R: IsResult`).
 #[inline(always)]
-pub fn try_load<R, K, F, Fut>(
+pub fn try_load<R, K, M, F, Fut>(
     cache: &'static Cache<K, R::Ok>,
     key: K,
-    loader: F,
+    make_loader: M,
 ) -> impl Future<Output = R>
 where
     R: IsResult,
     K: KeyPart,
     R::Ok: Value,
     R::Err: Error,
+    M: FnOnce() -> F,
     F: FnOnce(K) -> Fut + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let fut = cache.try_get_or_load(key, move |key| {
-        let load = loader(key);
-        async move { load.await.into_result() }
+    let fut = cache.try_get_or_load_with(key, move || {
+        let loader = make_loader();
+        move |key| {
+            let load = loader(key);
+            async move { load.await.into_result() }
+        }
     });
     async move { R::from_result(fut.await) }
 }

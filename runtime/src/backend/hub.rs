@@ -92,6 +92,7 @@ impl Hub {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Wakes every waiter (after a gap in the subscription: notices may have been lost).
     pub(crate) fn wake_all(&self) {
         for (tx, _) in self.lock_watches().values() {
@@ -121,6 +122,7 @@ impl Hub {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Drops every registered L1 (after a gap in the subscription:
     /// invalidations may have been lost).
     pub(crate) fn drop_all_copies(&self) {

@@ -186,6 +186,7 @@ impl BackendError {
         }
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn timeout(after: Duration) -> Self {
         Self {
             message: format!("backend command timed out after {after:?}"),

@@ -156,7 +156,7 @@ mod tests {
             panic!("boom in the second poll");
         })
         .await;
-        let payload = caught.err().expect("the panic is caught");
+        let payload = caught.expect_err("the panic is caught");
         assert_eq!(panic_message(&payload), "boom in the second poll");
         assert_eq!(CatchUnwind::new(async { 5 }).await.ok(), Some(5));
     }

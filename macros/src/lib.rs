@@ -8,8 +8,9 @@ mod expand;
 
 /// Memoises an `async fn` with stampede protection: concurrent misses of one key share
 /// one load, which runs as a detached task, so a cancelled caller never cancels it.
+/// (A compiled example is in the `stampede-cache` crate docs.)
 ///
-/// ```ignore
+/// ```text
 /// use stampede_cache::stampede_cached;
 ///
 /// impl UserRepo {
@@ -23,16 +24,20 @@ mod expand;
 ///
 /// # What it expands to
 ///
-/// All behaviour is in the runtime; the expansion only names the key and value types, moves
-/// owned copies into the load and calls [`Cache::get_or_load`] (or `try_get_or_load`):
+/// All behaviour is in the runtime; the expansion only names the key and value types and
+/// calls [`Cache::get_or_load_with`] (or `try_get_or_load_with`) with a closure that builds the
+/// load from owned copies. The runtime calls that closure only when a load starts, so a hit
+/// clones neither the receiver nor the skipped arguments:
 ///
-/// ```ignore
+/// ```text
 /// pub async fn top_products(&self, category: &str, limit: u32, trace: TraceId) -> Vec<Product> {
-///     let this = __private::receiver::<Self>(self);              // Self: Clone + Send + Sync + 'static
 ///     let key = (__private::key_owned::<str>(category), __private::key(limit)); // (String, u32)
-///     let trace = __private::moved(trace);                       // skipped: moved, not in the key
-///     __private::load(Self::top_products_cache(), key, move |(category, limit)| async move {
-///         Self::__stampede_cached_top_products(&this, &category, limit, trace).await
+///     __private::load(Self::top_products_cache(), key, || {
+///         let this = __private::receiver::<Self>(self);          // Self: Clone + Send + Sync + 'static
+///         let trace = __private::moved(trace);                   // skipped: moved, not in the key
+///         move |(category, limit)| async move {
+///             Self::__stampede_cached_top_products(&this, &category, limit, trace).await
+///         }
 ///     })
 ///     .await
 /// }
@@ -93,7 +98,7 @@ mod expand;
 /// trait method declarations. On a method of a *trait* impl the generated handle is not a
 /// member of the trait: rustc reports ``method `<fn>_cache` is not a member of trait``.
 ///
-/// [`Cache::get_or_load`]: https://docs.rs/stampede-cache/latest/stampede_cache/struct.Cache.html#method.get_or_load
+/// [`Cache::get_or_load_with`]: https://docs.rs/stampede-cache/latest/stampede_cache/struct.Cache.html#method.get_or_load_with
 #[proc_macro_attribute]
 pub fn stampede_cached(args: TokenStream, item: TokenStream) -> TokenStream {
     match expand::expand(args.into(), item.into()) {

@@ -24,6 +24,39 @@
 //! `async fn` (or an `&self` repository method) into a memoised one and gives
 //! it a `<fn>_cache()` handle for invalidation.
 //!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use stampede_cache::stampede_cached;
+//!
+//! #[derive(Clone)]
+//! struct UserRepo { queries: Arc<AtomicUsize> }
+//!
+//! impl UserRepo {
+//!     // one query per id per 30 s, however many callers arrive at once
+//!     #[stampede_cached(ttl = "30s")]
+//!     async fn find_user(&self, id: u64) -> Result<Option<String>, Arc<std::io::Error>> {
+//!         self.queries.fetch_add(1, Ordering::SeqCst);
+//!         Ok((id == 42).then(|| "Ada".to_string()))
+//!     }
+//! }
+//!
+//! let repo = UserRepo { queries: Arc::new(AtomicUsize::new(0)) };
+//! let callers: Vec<_> = (0..100)
+//!     .map(|_| {
+//!         let repo = repo.clone();
+//!         tokio::spawn(async move { repo.find_user(42).await })
+//!     })
+//!     .collect();
+//! for caller in callers {
+//!     assert_eq!(caller.await.unwrap().unwrap().as_deref(), Some("Ada"));
+//! }
+//! assert_eq!(repo.queries.load(Ordering::SeqCst), 1);
+//! UserRepo::find_user_cache().invalidate(&42); // after a write
+//! # }
+//! ```
+//!
 //! ## Choosing a strategy
 //!
 //! Every strategy coalesces misses: at any moment at most one load per key

@@ -94,6 +94,40 @@
 //! - A load dropped before it finished (its runtime shut down) releases the
 //!   key; callers on other runtimes start a new one.
 //!
+//! ## Fleet mode (`shared`)
+//!
+//! An in-process lock gives one recompute per process: 200 pods, 200
+//! recomputes. A `shared` cache (`#[stampede_cached(ttl = "1m", shared)]`
+//! or [`CacheBuilder::shared`]) adds a second tier in a backend every process
+//! talks to: on a miss, one process takes the key's distributed lock
+//! (`SET NX PX`, renewed while the loader runs, released by compare-and-delete),
+//! loads, writes the value with a fenced script and publishes a ready notice;
+//! the others wait for that notice on one subscription per process and read
+//! the value. The fleet does one origin call per key per expiry; `swr` and
+//! `xfetch` refreshes take a try-lock, so their losers never wait. Hits stay
+//! in process and never touch the network.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # async fn start() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! // at start-up, before the first call to a `shared` cache (cargo feature `redis`)
+//! stampede_cache::install(stampede_cache::redis::RedisBackend::connect("redis://127.0.0.1/").await?);
+//! # Ok(()) }
+//! ```
+//!
+//! Without the `redis` feature, or with nothing installed, `shared` caches
+//! coordinate through an in-memory [`LocalBackend`]: the same code runs in
+//! development and tests with no Redis.
+//!
+//! **It is an efficiency lock, not a correctness lock.** It lives on one
+//! Redis primary (no Redlock); a failover or a holder paused past its lease
+//! can let two processes load the same key. That costs one extra origin call,
+//! never a wrong answer: the value write refuses a holder whose lease lapsed.
+//! Don't use a `shared` cache to serialise side effects. Redis down, slow or
+//! returning garbage never fails a call the loader could answer: the call
+//! loads in process, counts `fallbacks` (or `backend_errors`), logs a
+//! rate-limited warning, and coordination resumes when Redis is back.
+//!
 //! ## Observability
 //!
 //! [`Cache::stats`] returns plain counters ([`CacheStats`]); loads, failed

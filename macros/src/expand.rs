@@ -610,32 +610,25 @@ impl Expansion {
         let key_pat: TokenStream;
         let mut call_args = Vec::new();
 
-        let own_moved = |a: &Arg| -> TokenStream {
+        // An argument turned owned through `__private::<by_value>(arg)` or
+        // `__private::<by_ref>::<T>(arg)`, spanned on its type so a bound error lands there.
+        let own_through = |a: &Arg, by_value: &str, by_ref: &str| -> TokenStream {
             let id = &a.ident;
             match &a.kind {
                 Kind::Owned => {
                     let p = respan(p.clone(), a.ty.span());
-                    quote_spanned!(a.ty.span()=> #p::moved(#id))
+                    let f = Ident::new(by_value, a.ty.span());
+                    quote_spanned!(a.ty.span()=> #p::#f(#id))
                 }
                 Kind::Borrowed(elem, _) => {
                     let p = respan(p.clone(), elem.span());
-                    quote_spanned!(elem.span()=> #p::owned::<#elem>(#id))
+                    let f = Ident::new(by_ref, elem.span());
+                    quote_spanned!(elem.span()=> #p::#f::<#elem>(#id))
                 }
             }
         };
-        let own_key = |a: &Arg| -> TokenStream {
-            let id = &a.ident;
-            match &a.kind {
-                Kind::Owned => {
-                    let p = respan(p.clone(), a.ty.span());
-                    quote_spanned!(a.ty.span()=> #p::key(#id))
-                }
-                Kind::Borrowed(elem, _) => {
-                    let p = respan(p.clone(), elem.span());
-                    quote_spanned!(elem.span()=> #p::key_owned::<#elem>(#id))
-                }
-            }
-        };
+        let own_moved = |a: &Arg| own_through(a, "moved", "owned");
+        let own_key = |a: &Arg| own_through(a, "key", "key_owned");
         let pass = |a: &Arg, local: &Ident| -> TokenStream {
             match a.kind {
                 Kind::Owned => quote!(#local),

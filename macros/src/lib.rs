@@ -1,6 +1,8 @@
 //! The `#[stampede_cached]` attribute. Use it through the `stampede-cache` crate,
 //! which re-exports it: `use stampede_cache::stampede_cached;`.
 
+#![warn(missing_docs)]
+
 use proc_macro::TokenStream;
 
 mod args;

@@ -133,6 +133,8 @@
 //! [`Cache::stats`] returns plain counters ([`CacheStats`]); loads, failed
 //! loads, panics and refreshes are `tracing` events with the cache's name.
 
+#![warn(missing_docs)]
+
 pub use stampede_cache_macros::stampede_cached;
 
 mod backend;

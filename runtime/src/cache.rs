@@ -78,6 +78,9 @@ struct Inner<K, V> {
     strategy: Strategy,
     store: Store<K, V>,
     flights: Mutex<HashMap<K, Arc<Flight<V>>>>,
+    /// Keys whose last background refresh failed, and when the next may start.
+    refresh_backoff: Mutex<HashMap<K, Instant>>,
+    failed_refresh_backoff: Duration,
     counters: Arc<Counters>,
     shared: Option<Arc<dyn SharedTier<K, V>>>,
 }
@@ -90,6 +93,7 @@ pub struct CacheBuilder<K, V> {
     strategy: Strategy,
     capacity: usize,
     lock_ttl: Duration,
+    failed_refresh_backoff: Option<Duration>,
     tier: Option<TierFactory<K, V>>,
     backend: Option<SharedBackend>,
 }
@@ -144,6 +148,16 @@ where
         self
     }
 
+    /// After a background refresh fails (`swr` serving stale, or an XFetch
+    /// early refresh), no new refresh of that key starts for this long; the
+    /// current or stale value keeps being served meanwhile. It stops a down
+    /// origin from being retried at the request rate. Default: a tenth of the
+    /// TTL, between 10 ms and 5 s. Zero retries on the next read.
+    pub fn failed_refresh_backoff(mut self, backoff: Duration) -> Self {
+        self.failed_refresh_backoff = Some(backoff);
+        self
+    }
+
     /// Builds the cache.
     pub fn build(self) -> Cache<K, V> {
         let counters = Arc::new(Counters::default());
@@ -166,6 +180,10 @@ where
                 strategy: self.strategy,
                 store: Store::new(self.capacity),
                 flights: Mutex::new(HashMap::new()),
+                refresh_backoff: Mutex::new(HashMap::new()),
+                failed_refresh_backoff: self.failed_refresh_backoff.unwrap_or_else(|| {
+                    (self.ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(5))
+                }),
                 counters,
                 shared,
             }
@@ -251,6 +269,7 @@ where
             strategy: Strategy::Lock,
             capacity: DEFAULT_CAPACITY,
             lock_ttl: DEFAULT_LOCK_TTL,
+            failed_refresh_backoff: None,
             tier: None,
             backend: None,
         }
@@ -389,6 +408,7 @@ where
         if let Some(tier) = &inner.shared {
             tier.store(&key, &value);
         }
+        inner.clear_backoff(&key);
         let mut flights = inner.lock_flights();
         flights.remove(&key);
         let delta = inner
@@ -472,6 +492,9 @@ where
         match reason {
             RefreshReason::Early => counters.hits.incr(),
             RefreshReason::Stale => counters.stale_hits.incr(),
+        }
+        if self.inner.backing_off(&key) {
+            return;
         }
         let mut make_loader = Some(make_loader);
         if let Join::Flight(_, true) =
@@ -618,6 +641,7 @@ where
                 inner,
                 key,
                 flight,
+                refresh: matches!(need, Need::Refresh { .. }),
                 landed: false,
             };
             let outcome = match &landing.inner.shared {
@@ -652,6 +676,8 @@ struct Landing<K: Hash + Eq, V> {
     inner: Arc<Inner<K, V>>,
     key: K,
     flight: Arc<Flight<V>>,
+    /// A background refresh (nobody waits for it) rather than a miss.
+    refresh: bool,
     landed: bool,
 }
 
@@ -676,6 +702,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Landing<K, V> {
                 inner.store.insert(self.key.clone(), entry);
             }
         }
+        if self.refresh {
+            inner.clear_backoff(&self.key);
+        }
         tracing::debug!(cache = %inner.name, delta_ms = loaded.delta.as_millis() as u64, "loaded");
         self.finish(Outcome::Loaded(loaded.value));
     }
@@ -687,7 +716,13 @@ impl<K: Hash + Eq + Clone, V: Clone> Landing<K, V> {
             .store
             .get(&self.key)
             .is_some_and(|e| Instant::now() < e.freshness.stale_until);
-        tracing::warn!(cache = %inner.name, stale_kept, "load failed; nothing cached");
+        if self.refresh {
+            let backoff = inner.failed_refresh_backoff;
+            inner.back_off(self.key.clone(), Instant::now() + backoff);
+            tracing::warn!(cache = %inner.name, stale_kept, next_refresh_in = ?backoff, "background refresh failed; the cached value is kept");
+        } else {
+            tracing::warn!(cache = %inner.name, stale_kept, "load failed; nothing cached");
+        }
         self.release();
         self.finish(Outcome::Failed(error));
     }
@@ -740,6 +775,48 @@ impl<K: Hash + Eq, V> Drop for Landing<K, V> {
     }
 }
 
+impl<K: Hash + Eq, V> Inner<K, V> {
+    /// Whether a refresh of `key` must wait because the last one failed.
+    /// Only the refresh path asks: hits never take this lock.
+    fn backing_off(&self, key: &K) -> bool {
+        let mut backoff = self.lock_backoff();
+        match backoff.get(key) {
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                backoff.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn back_off(&self, key: K, until: Instant) {
+        if until <= Instant::now() {
+            return;
+        }
+        let mut backoff = self.lock_backoff();
+        // Keys that failed once and were never read again must not pile up.
+        if backoff.len() >= 1024 {
+            let now = Instant::now();
+            backoff.retain(|_, until| *until > now);
+        }
+        backoff.insert(key, until);
+    }
+
+    fn clear_backoff(&self, key: &K) {
+        let mut backoff = self.lock_backoff();
+        if !backoff.is_empty() {
+            backoff.remove(key);
+        }
+    }
+
+    fn lock_backoff(&self) -> MutexGuard<'_, HashMap<K, Instant>> {
+        self.refresh_backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<K, V> Inner<K, V> {
     fn lock_flights(&self) -> MutexGuard<'_, HashMap<K, Arc<Flight<V>>>> {
         // Nothing panics while holding this lock in our code; if a user's
@@ -772,18 +849,24 @@ where
         let mut flights = self.lock_flights();
         flights.remove(key);
         self.store.remove(key);
+        drop(flights);
+        self.clear_backoff(key);
     }
 
     fn evict_where(&self, matches: &dyn Fn(&K) -> bool) {
         let mut flights = self.lock_flights();
         flights.retain(|key, _| !matches(key));
         self.store.retain(|key| !matches(key));
+        drop(flights);
+        self.lock_backoff().retain(|key, _| !matches(key));
     }
 
     fn evict_all(&self) {
         let mut flights = self.lock_flights();
         flights.clear();
         self.store.clear();
+        drop(flights);
+        self.lock_backoff().clear();
     }
 }
 

@@ -268,3 +268,48 @@ async fn get_never_loads_and_sees_only_servable_values() {
     assert_eq!(cache.get(&1), None);
     assert_eq!(origin.calls(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_refresh_is_retried_at_most_once_per_backoff_not_per_read() {
+    let stale = Duration::from_secs(60);
+    let cache: Cache<u32, u64> = Cache::builder("swr-backoff")
+        .ttl(TTL)
+        .strategy(Strategy::Swr { stale })
+        .failed_refresh_backoff(Duration::from_millis(100))
+        .build();
+    cache.insert(1, 7);
+    advance(TTL).await;
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let origin_down = |attempts: Arc<AtomicUsize>| {
+        move |_| async move {
+            attempts.fetch_add(1, SeqCst);
+            sleep(Duration::from_millis(10)).await; // connection refused, quickly
+            Err::<u64, &'static str>("db down")
+        }
+    };
+    // A reader every millisecond for one second, all served the stale value at once.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        let at = Instant::now();
+        let served = cache
+            .try_get_or_load(1, origin_down(attempts.clone()))
+            .await;
+        assert_eq!(served, Ok(7));
+        assert_eq!(Instant::now(), at, "a reader waited");
+        sleep(Duration::from_millis(1)).await;
+    }
+    // Each attempt takes 10 ms and is followed by 100 ms of backoff: about 9
+    // attempts in the second, not one per read (about 90 without backoff).
+    let made = attempts.load(SeqCst);
+    assert!((8..=10).contains(&made), "{made} refresh attempts in 1 s");
+    assert_eq!(cache.stats().stale_hits, 1000);
+
+    // The origin is back: the next refresh after the backoff succeeds.
+    sleep(Duration::from_millis(150)).await;
+    cache
+        .try_get_or_load(1, |_| async { Ok::<u64, &'static str>(8) })
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(cache.get(&1), Some(8));
+}

@@ -84,7 +84,9 @@
 //! - **Loader errors** ([`Cache::try_get_or_load`]) are never cached; every
 //!   caller that waited on the failing load gets a clone of the error. Under
 //!   `swr`, a failed background refresh is counted (`load_errors`) and logged,
-//!   and the stale value keeps being served until its window ends.
+//!   and the stale value keeps being served until its window ends; the next
+//!   refresh of that key waits out [`CacheBuilder::failed_refresh_backoff`],
+//!   so a down origin is not retried once per read.
 //! - **Loader panics** reach the caller that started the load; its waiters
 //!   retry once as one new flight (so a one-off panic costs them nothing) and
 //!   panic only if that flight panics too. Nothing is poisoned; the key works

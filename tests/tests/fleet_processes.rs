@@ -17,14 +17,22 @@ struct Pod {
 }
 
 impl Pod {
+    /// The original stampede mode: `callers` concurrent calls on `go`.
     fn spawn(url: &str, name: &str, callers: usize, lock_ttl_ms: u64, load_ms: u64) -> Pod {
+        Pod::start(&[
+            url.to_owned(),
+            name.to_owned(),
+            "hot-key".to_owned(),
+            callers.to_string(),
+            lock_ttl_ms.to_string(),
+            load_ms.to_string(),
+        ])
+    }
+
+    /// Starts `pod <args>` and waits for its `READY`.
+    fn start(args: &[String]) -> Pod {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pod"))
-            .args([url, name, "hot-key"])
-            .args([
-                callers.to_string(),
-                lock_ttl_ms.to_string(),
-                load_ms.to_string(),
-            ])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -48,9 +56,21 @@ impl Pod {
         pod
     }
 
-    fn go(&mut self) {
-        writeln!(self.stdin, "go").unwrap();
+    fn send(&mut self, line: &str) {
+        writeln!(self.stdin, "{line}").unwrap();
         self.stdin.flush().unwrap();
+    }
+
+    /// Sends a steps-mode command and returns the words of its answer, which
+    /// must start with `answer`.
+    fn ask(&mut self, command: &str, answer: &str) -> Vec<String> {
+        self.send(command);
+        let line = self.expect_line(answer);
+        line.split(' ').skip(1).map(str::to_owned).collect()
+    }
+
+    fn go(&mut self) {
+        self.send("go");
     }
 
     /// Waits for a line starting with `prefix`; returns it.
@@ -86,7 +106,7 @@ impl Drop for Pod {
 }
 
 fn origin_calls(url: &str, name: &str) -> u64 {
-    let mut con = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut con = redis_con(url);
     redis::cmd("GET")
         .arg(format!("origin:{name}:hot-key"))
         .query::<Option<u64>>(&mut con)
@@ -161,4 +181,216 @@ fn a_sigkilled_lock_holder_is_taken_over_after_the_lease() {
         "the killed holder's call and exactly one takeover"
     );
     assert_eq!(values.len(), 1);
+}
+
+fn redis_con(url: &str) -> redis::Connection {
+    redis::Client::open(url).unwrap().get_connection().unwrap()
+}
+
+/// What one steady-traffic run measured.
+struct Steady {
+    /// Load start times, ms since the UNIX epoch, sorted (warm-up included).
+    starts: Vec<u64>,
+    /// Per pod: (calls after warm-up, longest of them, warm-up call).
+    pods: Vec<(u64, Duration, Duration)>,
+    /// Fleet-wide origin calls, from the counter.
+    origin: u64,
+    fallbacks: u64,
+}
+
+const STEADY_PODS: usize = 4;
+const STEADY_TTL_MS: u64 = 1_000;
+const STEADY_LOAD_MS: u64 = 50;
+const STEADY_CYCLES: u64 = 5;
+
+/// `STEADY_PODS` pod processes read one key every 5 ms for five TTL cycles.
+fn steady_traffic(strategy: &str) -> Steady {
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = format!("fleet.steady.{strategy}");
+    let args: Vec<String> = [
+        "steady",
+        &url,
+        &name,
+        strategy,
+        &STEADY_TTL_MS.to_string(),
+        &STEADY_LOAD_MS.to_string(),
+        "5",
+        &(STEADY_TTL_MS * STEADY_CYCLES).to_string(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut pods: Vec<Pod> = (0..STEADY_PODS).map(|_| Pod::start(&args)).collect();
+    for pod in &mut pods {
+        pod.go();
+    }
+    let mut warm = Vec::new();
+    for pod in &mut pods {
+        let line = pod.expect_line("WARM");
+        warm.push(Duration::from_micros(line[5..].parse().unwrap()));
+    }
+    let mut per_pod = Vec::new();
+    let mut fallbacks = 0;
+    for (pod, warm) in pods.iter_mut().zip(warm) {
+        // DONE <calls> <longest µs> <loads> <background> <early> <fallbacks>
+        let line = pod.expect_line("DONE");
+        let n: Vec<u64> = line[5..].split(' ').map(|w| w.parse().unwrap()).collect();
+        per_pod.push((n[0], Duration::from_micros(n[1]), warm));
+        fallbacks += n[5];
+    }
+    let mut con = redis_con(&url);
+    let mut starts: Vec<u64> = redis::cmd("LRANGE")
+        .arg(format!("starts:{name}:hot-key"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut con)
+        .unwrap();
+    starts.sort_unstable();
+    Steady {
+        starts,
+        pods: per_pod,
+        origin: origin_calls(&url, &name),
+        fallbacks,
+    }
+}
+
+fn assert_one_refresh_per_cycle(strategy: &str, run: &Steady, max_loads: usize) {
+    let gaps: Vec<u64> = run.starts.windows(2).map(|w| w[1] - w[0]).collect();
+    let longest = run.pods.iter().map(|p| p.1).max().unwrap();
+    let calls: u64 = run.pods.iter().map(|p| p.0).sum();
+    eprintln!(
+        "{strategy} across {STEADY_PODS} processes: {} origin calls (warm-up included) over \
+         {STEADY_CYCLES} cycles of {STEADY_TTL_MS} ms, gaps between load starts {gaps:?} ms, \
+         {calls} calls after warm-up, longest {longest:?} (per pod: {:?}), warm-up calls {:?}, \
+         fallbacks {}",
+        run.starts.len(),
+        run.pods.iter().map(|p| p.1).collect::<Vec<_>>(),
+        run.pods.iter().map(|p| p.2).collect::<Vec<_>>(),
+        run.fallbacks,
+    );
+    assert_eq!(
+        run.origin,
+        run.starts.len() as u64,
+        "{strategy}: every origin call recorded its start"
+    );
+    assert!(
+        run.starts.len() >= 5,
+        "{strategy}: the warm-up load and a refresh in (nearly) every cycle: {} loads",
+        run.starts.len()
+    );
+    assert!(
+        run.starts.len() <= max_loads,
+        "{strategy}: at most {max_loads} loads, got {}",
+        run.starts.len()
+    );
+    for gap in &gaps {
+        assert!(
+            *gap >= 400,
+            "{strategy}: two refreshes in one cycle, {gap} ms apart: {gaps:?}"
+        );
+    }
+    for (i, (calls, longest, _)) in run.pods.iter().enumerate() {
+        assert!(
+            *calls >= 100,
+            "{strategy}: pod {i} kept reading: {calls} calls"
+        );
+        assert!(
+            *longest < Duration::from_millis(STEADY_LOAD_MS),
+            "{strategy}: a reader of pod {i} waited {longest:?} (a load takes {STEADY_LOAD_MS} ms)"
+        );
+    }
+}
+
+#[test]
+fn swr_across_processes_refreshes_once_per_cycle_and_readers_never_wait() {
+    let run = steady_traffic("swr");
+    // Warm-up, then one refresh per expiry: a cycle is the TTL plus the load.
+    assert_one_refresh_per_cycle("swr", &run, STEADY_CYCLES as usize + 2);
+}
+
+#[test]
+fn xfetch_across_processes_refreshes_once_per_cycle_and_readers_never_wait() {
+    let run = steady_traffic("xfetch");
+    // XFetch refreshes ahead of expiry: at this read rate the roll fires about
+    // 0.2 s early (0.4 s at worst, in about 1% of cycles), so a value lives
+    // 0.65–0.9 s and five TTLs hold up to seven refreshes plus the warm-up.
+    // Two refreshes of one value would be < 100 ms apart: the gaps tell.
+    assert_one_refresh_per_cycle("xfetch", &run, STEADY_CYCLES as usize + 3);
+}
+
+#[test]
+fn invalidate_in_one_process_makes_the_others_reload() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = "fleet.invalidate";
+    // A 30 s TTL: within this test only the invalidation can cause a reload.
+    let args = ["steps", &url, name, "30000", "50"].map(str::to_owned);
+    let mut pods: Vec<Pod> = (0..3).map(|_| Pod::start(&args)).collect();
+
+    let call_all = |pods: &mut [Pod]| -> Vec<String> {
+        for pod in pods.iter_mut() {
+            pod.send("CALL");
+        }
+        pods.iter_mut()
+            .map(|pod| {
+                pod.expect_line("VALUE")
+                    .split(' ')
+                    .nth(1)
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let warm = call_all(&mut pods);
+    assert_eq!(
+        origin_calls(&url, name),
+        1,
+        "one origin call to warm the fleet"
+    );
+    assert!(warm.iter().all(|v| v == "value-1"), "{warm:?}");
+    for pod in &mut pods {
+        assert_eq!(
+            pod.ask("PEEK", "PEEK"),
+            ["value-1"],
+            "every pod holds a copy"
+        );
+    }
+
+    pods[0].ask("INVALIDATE", "INVALIDATED");
+    // The notice travels over pub/sub: wait (bounded) until every process
+    // dropped its local copy.
+    let invalidated = Instant::now();
+    let mut dropped_after = Vec::new();
+    for (i, pod) in pods.iter_mut().enumerate() {
+        loop {
+            if pod.ask("PEEK", "PEEK") == ["-"] {
+                dropped_after.push(invalidated.elapsed());
+                break;
+            }
+            assert!(
+                invalidated.elapsed() < Duration::from_secs(10),
+                "pod {i} still holds its copy 10 s after the invalidation"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert_eq!(origin_calls(&url, name), 1, "invalidating loads nothing");
+
+    let reloaded = call_all(&mut pods);
+    let origin = origin_calls(&url, name);
+    let mut loads = 0;
+    for pod in &mut pods {
+        let bye = pod.ask("QUIT", "BYE");
+        loads += bye[0].parse::<u64>().unwrap();
+    }
+    eprintln!(
+        "invalidate across processes: local copies dropped after {dropped_after:?}, \
+         values after {reloaded:?}, origin calls {origin}, loads {loads}"
+    );
+    assert_eq!(origin, 2, "one reload for the fleet");
+    assert_eq!(loads, 2);
+    assert!(
+        reloaded.iter().all(|v| v == "value-2"),
+        "every pod sees the new value: {reloaded:?}"
+    );
 }

@@ -1,20 +1,47 @@
-//! One "pod" of the fleet tests: a process with a `shared` cache on Redis
-//! that fires N concurrent callers at one key when told to.
+//! One "pod" of the fleet tests: a process with a `shared` cache on Redis.
+//! The first argument picks the mode; a Redis URL there selects the original
+//! stampede mode, so its command line is unchanged.
 //!
-//! `pod <redis url> <cache name> <key> <callers> <lock_ttl_ms> <load_ms>`
+//! **Stampede** — `pod <redis url> <cache name> <key> <callers> <lock_ttl_ms> <load_ms>`
 //!
-//! Prints `READY` once connected, waits for a line on stdin, then runs the
-//! callers. The loader INCRs `origin:<cache name>:<key>` in Redis (the fleet's
-//! origin-call counter), prints `LOADING`, sleeps `load_ms` and returns
-//! `value-<counter>`. At the end it prints
+//! Prints `READY` once connected, waits for a line on stdin, then fires
+//! `callers` concurrent calls at `key`. The loader INCRs `origin:<cache name>:<key>`
+//! in Redis (the fleet's origin-call counter), prints `LOADING`, sleeps
+//! `load_ms` and returns `value-<counter>`. At the end it prints
 //! `DONE <completed> <distinct values, comma-separated> <loads> <fallbacks>`.
+//!
+//! **Steady traffic** — `pod steady <redis url> <cache name> <swr|xfetch> <ttl_ms> <load_ms> <period_ms> <duration_ms>`
+//!
+//! Strategy `swr` (stale window 10 × ttl) or `xfetch` (beta 1), key `hot-key`.
+//! The loader takes its start time (ms since the UNIX epoch), INCRs
+//! `origin:<cache name>:hot-key`, RPUSHes the start time to
+//! `starts:<cache name>:hot-key`, sleeps `load_ms` and returns `value-<counter>`.
+//! Prints `READY`, waits for a line on stdin, makes one warm-up call (it may
+//! wait for the fleet's first load) and prints `WARM <warm-up call µs>`; then
+//! calls every `period_ms` for `duration_ms` and prints
+//! `DONE <calls> <longest call µs> <loads> <background_refreshes> <early_refreshes> <fallbacks>`
+//! (the warm-up call is not counted in `calls` nor in the longest call).
+//!
+//! **Steps** — `pod steps <redis url> <cache name> <ttl_ms> <load_ms>`
+//!
+//! Key `hot-key`, strategy `lock`, the stampede mode's loader. Prints `READY`,
+//! then runs one stdin command per line, each answered by one line:
+//! - `CALL` → `VALUE <value> <call µs>`
+//! - `PEEK` → `PEEK <value>`, or `PEEK -` when this process holds no live copy
+//! - `INVALIDATE` → `INVALIDATED` (the shared-tier delete and the notice to
+//!   the other processes run behind, as `Cache::invalidate` does)
+//! - `QUIT` (or end of input) → `BYE <loads> <fallbacks>`, then exits.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stampede_cache::Cache;
+use redis::aio::MultiplexedConnection;
 use stampede_cache::redis::RedisBackend;
+use stampede_cache::{Cache, Strategy};
+use tokio::time::Instant;
+
+const KEY: &str = "hot-key";
 
 fn arg(args: &[String], i: usize, what: &str) -> String {
     args.get(i)
@@ -22,33 +49,91 @@ fn arg(args: &[String], i: usize, what: &str) -> String {
         .unwrap_or_else(|| panic!("missing argument {i}: {what}"))
 }
 
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let url = arg(&args, 1, "redis url");
-    let name = arg(&args, 2, "cache name");
-    let key = arg(&args, 3, "key");
-    let callers: usize = arg(&args, 4, "callers").parse().expect("callers");
-    let lock_ttl =
-        Duration::from_millis(arg(&args, 5, "lock_ttl_ms").parse().expect("lock_ttl_ms"));
-    let load = Duration::from_millis(arg(&args, 6, "load_ms").parse().expect("load_ms"));
+fn ms_arg(args: &[String], i: usize, what: &str) -> Duration {
+    Duration::from_millis(
+        arg(args, i, what)
+            .parse()
+            .unwrap_or_else(|e| panic!("argument {i} ({what}): {e}")),
+    )
+}
 
-    let backend = RedisBackend::connect(&url).await.expect("connect to redis");
-    let counter = redis::Client::open(url.as_str())
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+fn wait_for_go() {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).unwrap();
+}
+
+async fn connect(url: &str) -> (RedisBackend, MultiplexedConnection) {
+    let backend = RedisBackend::connect(url).await.expect("connect to redis");
+    let counter = redis::Client::open(url)
         .expect("redis url")
         .get_multiplexed_async_connection()
         .await
         .expect("counter connection");
+    (backend, counter)
+}
+
+/// The origin: INCRs the fleet's counter (and, with `starts`, RPUSHes the load's
+/// start time in ms since the UNIX epoch), sleeps `load`, returns `value-<counter>`.
+async fn origin(
+    mut counter: MultiplexedConnection,
+    name: String,
+    starts: bool,
+    load: Duration,
+) -> String {
+    let started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    let n: u64 = redis::cmd("INCR")
+        .arg(format!("origin:{name}:{KEY}"))
+        .query_async(&mut counter)
+        .await
+        .expect("INCR the origin counter");
+    if starts {
+        let _: u64 = redis::cmd("RPUSH")
+            .arg(format!("starts:{name}:{KEY}"))
+            .arg(started_ms)
+            .query_async(&mut counter)
+            .await
+            .expect("RPUSH the load's start");
+    }
+    tokio::time::sleep(load).await;
+    format!("value-{n}")
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("steady") => steady(&args[1..]).await,
+        Some("steps") => steps(&args[1..]).await,
+        _ => stampede(&args).await,
+    }
+}
+
+async fn stampede(args: &[String]) {
+    let url = arg(args, 1, "redis url");
+    let name = arg(args, 2, "cache name");
+    let key = arg(args, 3, "key");
+    let callers: usize = arg(args, 4, "callers").parse().expect("callers");
+    let lock_ttl = ms_arg(args, 5, "lock_ttl_ms");
+    let load = ms_arg(args, 6, "load_ms");
+
+    let (backend, counter) = connect(&url).await;
     let cache: Cache<String, String> = Cache::builder(name.clone())
         .ttl(Duration::from_secs(30))
         .lock_ttl(lock_ttl)
         .backend(backend)
         .build();
 
-    println!("READY");
-    std::io::stdout().flush().unwrap();
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).unwrap();
+    say("READY");
+    wait_for_go();
 
     let counter_key = format!("origin:{name}:{key}");
     let tasks: Vec<_> = (0..callers)
@@ -68,8 +153,7 @@ async fn main() {
                             .query_async(&mut counter)
                             .await
                             .expect("INCR the origin counter");
-                        println!("LOADING");
-                        std::io::stdout().flush().unwrap();
+                        say("LOADING");
                         tokio::time::sleep(load).await;
                         format!("value-{n}")
                     })
@@ -87,11 +171,113 @@ async fn main() {
     }
     let stats = cache.stats();
     let values: Vec<String> = values.into_iter().collect();
-    println!(
+    say(&format!(
         "DONE {completed} {} {} {}",
         values.join(","),
         stats.loads,
         stats.fallbacks
-    );
-    std::io::stdout().flush().unwrap();
+    ));
+}
+
+async fn steady(args: &[String]) {
+    let url = arg(args, 1, "redis url");
+    let name = arg(args, 2, "cache name");
+    let ttl = ms_arg(args, 4, "ttl_ms");
+    let strategy = match arg(args, 3, "strategy").as_str() {
+        "swr" => Strategy::Swr { stale: ttl * 10 },
+        "xfetch" => Strategy::XFetch { beta: 1.0 },
+        other => panic!("strategy must be swr or xfetch, got {other}"),
+    };
+    let load = ms_arg(args, 5, "load_ms");
+    let period = ms_arg(args, 6, "period_ms");
+    let duration = ms_arg(args, 7, "duration_ms");
+
+    let (backend, counter) = connect(&url).await;
+    let cache: Cache<String, String> = Cache::builder(name.clone())
+        .ttl(ttl)
+        .strategy(strategy)
+        .lock_ttl(Duration::from_secs(2))
+        .backend(backend)
+        .build();
+    let call = || {
+        let (counter, name) = (counter.clone(), name.clone());
+        cache.get_or_load(KEY.to_owned(), move |_| origin(counter, name, true, load))
+    };
+
+    say("READY");
+    wait_for_go();
+
+    let at = Instant::now();
+    call().await;
+    say(&format!("WARM {}", at.elapsed().as_micros()));
+
+    let (mut calls, mut longest) = (0u64, Duration::ZERO);
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let at = Instant::now();
+        call().await;
+        longest = longest.max(at.elapsed());
+        calls += 1;
+        tokio::time::sleep(period).await;
+    }
+    let stats = cache.stats();
+    say(&format!(
+        "DONE {calls} {} {} {} {} {}",
+        longest.as_micros(),
+        stats.loads,
+        stats.background_refreshes,
+        stats.early_refreshes,
+        stats.fallbacks
+    ));
+}
+
+async fn steps(args: &[String]) {
+    let url = arg(args, 1, "redis url");
+    let name = arg(args, 2, "cache name");
+    let ttl = ms_arg(args, 3, "ttl_ms");
+    let load = ms_arg(args, 4, "load_ms");
+
+    let (backend, counter) = connect(&url).await;
+    let cache: Cache<String, String> = Cache::builder(name.clone())
+        .ttl(ttl)
+        .lock_ttl(Duration::from_secs(5))
+        .backend(backend)
+        .build();
+    let key = KEY.to_owned();
+
+    say("READY");
+    // Commands are read on a plain thread: the runtime's workers stay free for
+    // the cache's background tasks (notice subscription, write-behinds).
+    let (tx, mut commands) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(command) = commands.recv().await {
+        match command.trim() {
+            "CALL" => {
+                let (counter, name) = (counter.clone(), name.clone());
+                let at = Instant::now();
+                let value = cache
+                    .get_or_load(key.clone(), move |_| origin(counter, name, false, load))
+                    .await;
+                say(&format!("VALUE {value} {}", at.elapsed().as_micros()));
+            }
+            "PEEK" => say(&format!(
+                "PEEK {}",
+                cache.get(&key).unwrap_or_else(|| "-".to_owned())
+            )),
+            "INVALIDATE" => {
+                cache.invalidate(&key);
+                say("INVALIDATED");
+            }
+            "QUIT" => break,
+            other => panic!("unknown command {other:?}"),
+        }
+    }
+    let stats = cache.stats();
+    say(&format!("BYE {} {}", stats.loads, stats.fallbacks));
 }

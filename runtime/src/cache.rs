@@ -108,12 +108,7 @@ where
     /// # Panics
     /// If `ttl` is zero: nothing would ever be served from the cache.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        assert!(
-            !ttl.is_zero(),
-            "stampede-cache `{}`: ttl must be greater than zero",
-            self.name
-        );
-        self.ttl = ttl;
+        self.ttl = nonzero(&self.name, "ttl", ttl);
         self
     }
 
@@ -226,14 +221,18 @@ impl<K: SharedKey, V: SharedValue> CacheBuilder<K, V> {
     /// # Panics
     /// If `lock_ttl` is zero.
     pub fn lock_ttl(mut self, lock_ttl: Duration) -> Self {
-        assert!(
-            !lock_ttl.is_zero(),
-            "stampede-cache `{}`: lock_ttl must be greater than zero",
-            self.name
-        );
-        self.lock_ttl = lock_ttl;
+        self.lock_ttl = nonzero(&self.name, "lock_ttl", lock_ttl);
         self
     }
+}
+
+/// `duration`, after checking it is not zero (a builder argument's contract).
+fn nonzero(cache: &str, what: &str, duration: Duration) -> Duration {
+    assert!(
+        !duration.is_zero(),
+        "stampede-cache `{cache}`: {what} must be greater than zero"
+    );
+    duration
 }
 
 /// Where a caller stands after looking at the flight map.

@@ -484,3 +484,72 @@ async fn swr_and_xfetch_refresh_once_per_cycle_fleet_wide_and_readers_never_wait
         );
     }
 }
+
+/// A Redis that hangs (SIGSTOP: connections open, nothing answered) costs a
+/// call at most about one command timeout before it loads in process; when
+/// Redis answers again, coordination resumes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_costs_a_command_timeout_then_recovers() {
+    let server = RedisServer::start();
+    let ttl = Duration::from_millis(100);
+    let command_timeout = Duration::from_millis(100);
+    let mut pods = Vec::new();
+    for _ in 0..4 {
+        let b = RedisBackend::builder(&server.url())
+            .command_timeout(command_timeout)
+            .connect()
+            .await
+            .unwrap();
+        pods.push(pod(
+            "fleet.hung",
+            ttl,
+            Strategy::Lock,
+            Duration::from_secs(2),
+            b,
+        ));
+    }
+    let origin = Arc::new(AtomicU64::new(0));
+    let load = Duration::from_millis(20);
+    stampede(&pods, &origin, load).await;
+    assert_eq!(
+        origin.load(Ordering::SeqCst),
+        1,
+        "coordinated while Redis answers"
+    );
+
+    server.freeze();
+    for _ in 0..3 {
+        sleep(ttl + Duration::from_millis(20)).await;
+        let started = std::time::Instant::now();
+        let values = timeout(BOUND, stampede(&pods, &origin, load))
+            .await
+            .expect("no call hangs on a hung Redis");
+        let took = started.elapsed();
+        eprintln!("redis frozen: 4 pods answered in {took:?}");
+        assert_eq!(values.len(), 4, "every call answered");
+        // One timed-out round trip, then the local load (generous slack for a loaded machine).
+        assert!(
+            took < command_timeout * 5 + load,
+            "a call took {took:?} with a {command_timeout:?} command timeout"
+        );
+    }
+    let fallbacks: u64 = pods.iter().map(|p| p.stats().fallbacks).sum();
+    assert!(fallbacks >= 4, "fallbacks counted: {fallbacks}");
+
+    server.thaw();
+    let recovered = timeout(BOUND, async {
+        loop {
+            sleep(ttl + Duration::from_millis(20)).await;
+            let before = origin.load(Ordering::SeqCst);
+            stampede(&pods, &origin, load).await;
+            if origin.load(Ordering::SeqCst) - before == 1 {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        recovered.is_ok(),
+        "coordination did not resume after Redis thawed"
+    );
+}

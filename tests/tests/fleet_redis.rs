@@ -67,6 +67,49 @@ async fn stampede(
     values
 }
 
+/// Four `lock` pods on `server`, each with its own connection and `command_timeout`.
+async fn lock_pods_with_timeout(
+    server: &RedisServer,
+    name: &str,
+    ttl: Duration,
+    command_timeout: Duration,
+) -> Vec<Cache<String, String>> {
+    let mut pods = Vec::new();
+    for _ in 0..4 {
+        let backend = RedisBackend::builder(&server.url())
+            .command_timeout(command_timeout)
+            .connect()
+            .await
+            .unwrap();
+        pods.push(pod(
+            name,
+            ttl,
+            Strategy::Lock,
+            Duration::from_secs(2),
+            backend,
+        ));
+    }
+    pods
+}
+
+/// Lets the key expire and stampedes it until an expiry costs one load (the
+/// fleet is coordinated again). Unbounded: callers wrap it in a timeout.
+async fn until_one_load_per_expiry(
+    pods: &[Cache<String, String>],
+    origin: &Arc<AtomicU64>,
+    ttl: Duration,
+    load: Duration,
+) {
+    loop {
+        sleep(ttl + Duration::from_millis(20)).await;
+        let before = origin.load(Ordering::SeqCst);
+        stampede(pods, origin, load).await;
+        if origin.load(Ordering::SeqCst) - before == 1 {
+            return;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_backend_passes_the_conformance_suite() {
     let server = RedisServer::start();
@@ -339,21 +382,7 @@ async fn invalidate_in_one_pod_makes_the_others_reload() {
 async fn redis_killed_mid_run_fails_open_and_recovers() {
     let mut server = RedisServer::start();
     let ttl = Duration::from_millis(100);
-    let mut pods = Vec::new();
-    for _ in 0..4 {
-        let b = RedisBackend::builder(&server.url())
-            .command_timeout(Duration::from_millis(100))
-            .connect()
-            .await
-            .unwrap();
-        pods.push(pod(
-            "fleet.kill",
-            ttl,
-            Strategy::Lock,
-            Duration::from_secs(2),
-            b,
-        ));
-    }
+    let pods = lock_pods_with_timeout(&server, "fleet.kill", ttl, Duration::from_millis(100)).await;
     let origin = Arc::new(AtomicU64::new(0));
     let load = Duration::from_millis(20);
     let mut calls = 0;
@@ -372,17 +401,7 @@ async fn redis_killed_mid_run_fails_open_and_recovers() {
 
     server.restart();
     // Coordination resumes by itself: wait (bounded) for a cycle with one load.
-    let recovered = timeout(BOUND, async {
-        loop {
-            sleep(ttl + Duration::from_millis(20)).await;
-            let before = origin.load(Ordering::SeqCst);
-            stampede(&pods, &origin, load).await;
-            if origin.load(Ordering::SeqCst) - before == 1 {
-                return;
-            }
-        }
-    })
-    .await;
+    let recovered = timeout(BOUND, until_one_load_per_expiry(&pods, &origin, ttl, load)).await;
     assert!(
         recovered.is_ok(),
         "coordination did not resume after the restart"
@@ -493,21 +512,7 @@ async fn a_hung_redis_costs_a_command_timeout_then_recovers() {
     let server = RedisServer::start();
     let ttl = Duration::from_millis(100);
     let command_timeout = Duration::from_millis(100);
-    let mut pods = Vec::new();
-    for _ in 0..4 {
-        let b = RedisBackend::builder(&server.url())
-            .command_timeout(command_timeout)
-            .connect()
-            .await
-            .unwrap();
-        pods.push(pod(
-            "fleet.hung",
-            ttl,
-            Strategy::Lock,
-            Duration::from_secs(2),
-            b,
-        ));
-    }
+    let pods = lock_pods_with_timeout(&server, "fleet.hung", ttl, command_timeout).await;
     let origin = Arc::new(AtomicU64::new(0));
     let load = Duration::from_millis(20);
     stampede(&pods, &origin, load).await;
@@ -537,17 +542,7 @@ async fn a_hung_redis_costs_a_command_timeout_then_recovers() {
     assert!(fallbacks >= 4, "fallbacks counted: {fallbacks}");
 
     server.thaw();
-    let recovered = timeout(BOUND, async {
-        loop {
-            sleep(ttl + Duration::from_millis(20)).await;
-            let before = origin.load(Ordering::SeqCst);
-            stampede(&pods, &origin, load).await;
-            if origin.load(Ordering::SeqCst) - before == 1 {
-                return;
-            }
-        }
-    })
-    .await;
+    let recovered = timeout(BOUND, until_one_load_per_expiry(&pods, &origin, ttl, load)).await;
     assert!(
         recovered.is_ok(),
         "coordination did not resume after Redis thawed"

@@ -84,8 +84,11 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
-/// Fingerprint of `V`: FNV-1a of its type name. Type names are not
-/// guaranteed stable across compiler versions; a change only costs a miss.
+/// Fingerprint of a type: FNV-1a of its name. Entries are fingerprinted by
+/// `(K, V)`, the cache's key and value types together, so two caches that
+/// share a name but not their types never read each other's entries. Type
+/// names are not guaranteed stable across compiler versions; a change only
+/// costs a miss.
 pub(crate) fn fingerprint<V: ?Sized>() -> u64 {
     fnv1a(std::any::type_name::<V>().as_bytes())
 }
@@ -108,33 +111,41 @@ fn from_micros(us: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us)
 }
 
+/// A wall-clock instant about a century after `now` (what saturated spans end at).
+fn far_future(now: SystemTime) -> SystemTime {
+    now + crate::strategy::FOREVER
+}
+
 /// Encodes `value`, fresh for `fresh` and servable `stale` longer from `now`.
-pub(crate) fn encode<V: Serialize>(
+pub(crate) fn encode<K: 'static, V: Serialize + 'static>(
     value: &V,
     now: SystemTime,
     fresh: Duration,
     stale: Duration,
     delta: Duration,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    let fresh_until = now + fresh;
+    // Saturating: a "never expires" TTL must not overflow the wall clock.
+    let fresh_until = now.checked_add(fresh).unwrap_or(far_future(now));
     rmp_serde::to_vec_named(&EnvelopeRef {
         format: FORMAT,
-        ty: fingerprint::<V>(),
+        ty: fingerprint::<(K, V)>(),
         fresh_until: to_micros(fresh_until),
-        stale_until: to_micros(fresh_until + stale),
+        stale_until: to_micros(fresh_until.checked_add(stale).unwrap_or(far_future(now))),
         delta_us: u64::try_from(delta.as_micros()).unwrap_or(u64::MAX),
         value,
     })
 }
 
 /// Decodes an entry written by [`encode`] for the same `V`.
-pub(crate) fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<V>, DecodeError> {
+pub(crate) fn decode<K: 'static, V: DeserializeOwned + 'static>(
+    bytes: &[u8],
+) -> Result<Decoded<V>, DecodeError> {
     let header: Header =
         rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if header.format != FORMAT {
         return Err(DecodeError::Format(header.format));
     }
-    if header.ty != fingerprint::<V>() {
+    if header.ty != fingerprint::<(K, V)>() {
         return Err(DecodeError::Type);
     }
     let env: Envelope<V> =
@@ -182,7 +193,7 @@ mod tests {
             id: 7,
             name: "ada".into(),
         };
-        let bytes = encode(
+        let bytes = encode::<u64, _>(
             &user,
             now,
             Duration::from_secs(30),
@@ -190,7 +201,7 @@ mod tests {
             Duration::from_millis(12),
         )
         .unwrap();
-        let d: Decoded<User> = decode(&bytes).unwrap();
+        let d: Decoded<User> = decode::<u64, User>(&bytes).unwrap();
         assert_eq!(d.value, user);
         assert_eq!(
             to_micros(d.fresh_until),
@@ -211,9 +222,9 @@ mod tests {
             b"hello world",
             b"\x81\xa6format\x01",
         ] {
-            assert!(decode::<User>(garbage).is_err());
+            assert!(decode::<u64, User>(garbage).is_err());
         }
-        let bytes = encode(
+        let bytes = encode::<u64, _>(
             &42u32,
             SystemTime::now(),
             Duration::from_secs(1),
@@ -221,9 +232,20 @@ mod tests {
             Duration::ZERO,
         )
         .unwrap();
-        assert!(matches!(decode::<User>(&bytes), Err(DecodeError::Type)));
-        assert!(matches!(decode::<String>(&bytes), Err(DecodeError::Type)));
-        assert_eq!(decode::<u32>(&bytes).unwrap().value, 42);
+        assert!(matches!(
+            decode::<u64, User>(&bytes),
+            Err(DecodeError::Type)
+        ));
+        assert!(matches!(
+            decode::<u64, String>(&bytes),
+            Err(DecodeError::Type)
+        ));
+        // Same value type, another key type: another cache's entry.
+        assert!(matches!(
+            decode::<String, u32>(&bytes),
+            Err(DecodeError::Type)
+        ));
+        assert_eq!(decode::<u64, u32>(&bytes).unwrap().value, 42);
     }
 
     #[test]
@@ -235,10 +257,13 @@ mod tests {
         }
         let bytes = rmp_serde::to_vec_named(&Future {
             format: 9,
-            ty: fingerprint::<u32>(),
+            ty: fingerprint::<(u64, u32)>(),
         })
         .unwrap();
-        assert!(matches!(decode::<u32>(&bytes), Err(DecodeError::Format(9))));
+        assert!(matches!(
+            decode::<u64, u32>(&bytes),
+            Err(DecodeError::Format(9))
+        ));
     }
 
     #[test]

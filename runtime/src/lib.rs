@@ -140,6 +140,7 @@
 pub use stampede_cache_macros::stampede_cached;
 
 mod backend;
+mod builder;
 mod cache;
 mod codec;
 mod flight;
@@ -155,7 +156,9 @@ pub use backend::{
 
 #[doc(hidden)]
 pub use backend::conformance as __conformance;
-pub use cache::{Cache, CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_TTL};
+pub use builder::{CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_TTL};
+pub use cache::Cache;
+pub use flight::LoadTimeout;
 pub use stats::CacheStats;
 pub use strategy::Strategy;
 

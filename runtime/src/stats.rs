@@ -40,6 +40,15 @@ pub struct CacheStats {
     pub early_refreshes: u64,
     /// Detached refreshes started while a value was served (XFetch early + `swr` stale).
     pub background_refreshes: u64,
+    /// Calls served the last good value instead of a failed, panicked or
+    /// timed-out load, or while the key's retry backoff ran after one
+    /// (`fail_safe`), or at the soft timeout.
+    pub fail_safe_hits: u64,
+    /// Calls that stopped waiting at the soft timeout and took the fail-safe
+    /// or stale value (also counted in `fail_safe_hits`).
+    pub soft_timeouts: u64,
+    /// Loads dropped at the `load_timeout`.
+    pub load_timeouts: u64,
     /// `shared`: distributed locks this process acquired.
     pub lock_acquired: u64,
     /// `shared`: lock attempts that found another process's lock.
@@ -111,6 +120,9 @@ pub(crate) struct Counters {
     pub coalesced: Counter,
     pub early_refreshes: Counter,
     pub background_refreshes: Counter,
+    pub fail_safe_hits: Counter,
+    pub soft_timeouts: Counter,
+    pub load_timeouts: Counter,
     pub lock_acquired: Counter,
     pub lock_contended: Counter,
     pub remote_hits: Counter,
@@ -130,6 +142,9 @@ impl Counters {
             coalesced: self.coalesced.get(),
             early_refreshes: self.early_refreshes.get(),
             background_refreshes: self.background_refreshes.get(),
+            fail_safe_hits: self.fail_safe_hits.get(),
+            soft_timeouts: self.soft_timeouts.get(),
+            load_timeouts: self.load_timeouts.get(),
             lock_acquired: self.lock_acquired.get(),
             lock_contended: self.lock_contended.get(),
             remote_hits: self.remote_hits.get(),

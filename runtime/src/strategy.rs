@@ -1,6 +1,6 @@
 //! Pure expiry decisions: given an entry's timing, the current instant and a
 //! random draw, what should a caller do? No I/O, no clock, no RNG in here, so
-//! every cell of the strategy table is tested exhaustively (DESIGN §2).
+//! every cell of the strategy table is tested exhaustively.
 
 use std::time::Duration;
 
@@ -59,15 +59,75 @@ impl Strategy {
     }
 }
 
-/// Timing of a cached entry.
+/// The longest span any timing is computed with: about a century. A
+/// "never expire" `Duration::MAX` saturates here instead of overflowing an
+/// `Instant` (whose range is platform-defined) or a backend's expiry.
+pub(crate) const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `now + span`, saturating at [`FOREVER`] from `now`.
+#[inline]
+pub(crate) fn after(now: Instant, span: Duration) -> Instant {
+    now + span.min(FOREVER)
+}
+
+/// Timing of a cached entry. Invariants: `fresh_until <= stale_until <=
+/// servable_until`; `retry_after` is only ever compared, never ordered
+/// against the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Freshness {
     /// The entry is fresh strictly before this instant.
     pub fresh_until: Instant,
-    /// `swr` may serve it stale strictly before this instant (= `fresh_until` otherwise).
+    /// `swr` serves it stale (with a background refresh) strictly before
+    /// this instant; `= fresh_until` for the other strategies.
     pub stale_until: Instant,
+    /// The end of the fail-safe window: until then the value may stand in
+    /// for a load that fails, panics or times out. `= stale_until` without
+    /// `fail_safe`.
+    pub servable_until: Instant,
+    /// No load or refresh of this key starts before this instant: set after
+    /// a failed load or refresh (FusionCache's fail-safe throttle), so a down
+    /// origin is retried once per backoff, not once per call. Meanwhile the
+    /// value is served (while it is servable). At write time, = the write
+    /// instant (no throttle).
+    pub retry_after: Instant,
     /// How long the load that produced the entry took (XFetch's `delta`).
     pub delta: Duration,
+}
+
+impl Freshness {
+    /// The timing of a value written at `now`.
+    pub(crate) fn written(
+        now: Instant,
+        fresh_for: Duration,
+        windows: Windows,
+        delta: Duration,
+    ) -> Self {
+        let fresh_until = after(now, fresh_for);
+        let stale_until = after(fresh_until, windows.stale);
+        let servable_until = after(fresh_until, windows.fail_safe).max(stale_until);
+        Freshness {
+            fresh_until,
+            stale_until,
+            servable_until,
+            retry_after: now,
+            delta,
+        }
+    }
+
+    /// Whether the value may stand in for a failed or slow load at `now`.
+    #[inline]
+    pub(crate) fn servable_at(&self, now: Instant) -> bool {
+        now < self.servable_until
+    }
+}
+
+/// How long past freshness a value may still be served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Windows {
+    /// `swr`'s stale window (zero for the other strategies).
+    pub stale: Duration,
+    /// The fail-safe window (zero without `fail_safe`).
+    pub fail_safe: Duration,
 }
 
 /// Why a served entry also starts a refresh.
@@ -82,16 +142,20 @@ pub(crate) enum RefreshReason {
 /// What a caller does with the entry it found (or did not find).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Return the cached value.
+    /// Return the cached value: it is fresh.
     Serve,
     /// Return the cached value and start one detached refresh (unless one runs).
     ServeAndRefresh(RefreshReason),
+    /// Return the stale (`swr`) or fail-safe value without a refresh: the
+    /// last load of this key failed and its retry backoff has not passed.
+    ServeThrottled,
     /// No usable value: join or start the key's single flight and wait for it.
     Load,
 }
 
 /// Decides what to do with `entry` at `now`. `draw` yields `U ~ Uniform(0, 1]`
-/// and is only called by XFetch on a fresh entry.
+/// and is only called by XFetch on a fresh entry that may refresh.
+#[inline]
 pub(crate) fn decide(
     strategy: &Strategy,
     entry: Option<&Freshness>,
@@ -103,18 +167,27 @@ pub(crate) fn decide(
     };
     if now < entry.fresh_until {
         return match strategy {
-            Strategy::XFetch { beta } if xfetch_fires(now, entry, *beta, draw()) => {
+            Strategy::XFetch { beta }
+                if now >= entry.retry_after && xfetch_fires(now, entry, *beta, draw()) =>
+            {
                 Decision::ServeAndRefresh(RefreshReason::Early)
             }
             _ => Decision::Serve,
         };
     }
-    match strategy {
-        Strategy::Swr { .. } if now < entry.stale_until => {
+    let throttled = now < entry.retry_after;
+    if now < entry.stale_until {
+        // Only `swr` has a stale window.
+        return if throttled {
+            Decision::ServeThrottled
+        } else {
             Decision::ServeAndRefresh(RefreshReason::Stale)
-        }
-        _ => Decision::Load,
+        };
     }
+    if throttled && entry.servable_at(now) {
+        return Decision::ServeThrottled;
+    }
+    Decision::Load
 }
 
 /// XFetch's test `now - delta * beta * ln(u) >= expiry`, rewritten on the
@@ -145,12 +218,11 @@ mod tests {
     const DELTA: Duration = Duration::from_millis(100);
 
     fn entry(written: Instant, strategy: &Strategy) -> Freshness {
-        let fresh_until = written + TTL;
-        Freshness {
-            fresh_until,
-            stale_until: fresh_until + strategy.stale_window(),
-            delta: DELTA,
-        }
+        let windows = Windows {
+            stale: strategy.stale_window(),
+            fail_safe: Duration::ZERO,
+        };
+        Freshness::written(written, TTL, windows, DELTA)
     }
 
     fn never_drawn() -> f64 {

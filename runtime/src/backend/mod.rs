@@ -46,9 +46,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::time::Instant;
 
-use crate::flight::ErasedError;
+use crate::flight::{ErasedError, Need};
 use crate::stats::Counters;
 use crate::strategy::Strategy;
 
@@ -101,17 +100,6 @@ pub(crate) struct Loaded<V> {
 /// The origin call of one flight: the user's loader, counted and timed. It
 /// yields the value and how long the load took.
 pub(crate) type OriginLoad<V> = BoxFut<Result<(V, Duration), ErasedError>>;
-
-/// Why a flight runs: the tier treats a caller that has nothing differently
-/// from a background refresh of a value that is still being served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Need {
-    /// No usable value in L1: any fresh L2 value will do.
-    Value,
-    /// A refresh (XFetch early, `swr` stale) of an L1 copy fresh until
-    /// `seen_fresh_until`: only an L2 value newer than that one will do.
-    Refresh { seen_fresh_until: Instant },
-}
 
 /// Drops L1 copies when another process says so (invalidation bus).
 pub(crate) trait L1Evictor<K>: Send + Sync {

@@ -172,7 +172,7 @@ impl<K: SharedKey> Core<K> {
     /// Decodes L2 bytes into a value `need` can use, if they are one.
     /// Undecodable bytes are a miss, counted in `backend_errors`.
     fn usable<V: SharedValue>(&self, bytes: &[u8], need: Need) -> Option<Loaded<V>> {
-        let decoded = match codec::decode::<V>(bytes) {
+        let decoded = match codec::decode::<K, V>(bytes) {
             Ok(decoded) => decoded,
             Err(error) => {
                 self.counters.backend_errors.incr();
@@ -187,8 +187,8 @@ impl<K: SharedKey> Core<K> {
         if fresh_for.is_zero() {
             return None;
         }
-        if let Need::Refresh { seen_fresh_until } = need
-            && Instant::now() + fresh_for < seen_fresh_until + NEWER_BY
+        if let Need::Refresh(seen) = need
+            && Instant::now() + fresh_for < seen.fresh_until + NEWER_BY
         {
             // The very copy we are refreshing: a refresh must load.
             return None;
@@ -306,9 +306,12 @@ impl<K: SharedKey> Core<K> {
             }
         };
         let mut written = false;
-        match codec::encode(&value, self.backend.wall_now(), self.ttl, self.stale, delta) {
+        match codec::encode::<K, V>(&value, self.backend.wall_now(), self.ttl, self.stale, delta) {
             Ok(bytes) => {
-                let expiry = self.ttl + self.stale;
+                let expiry = self
+                    .ttl
+                    .saturating_add(self.stale)
+                    .min(crate::strategy::FOREVER);
                 match self
                     .backend
                     .write(&guard.slot, Some(&guard.token), &bytes, expiry, self.id)
@@ -504,7 +507,7 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
         let core = self.core.clone();
         let (slot, bytes) = match (
             core.slot(key),
-            codec::encode(
+            codec::encode::<K, V>(
                 value,
                 core.backend.wall_now(),
                 core.ttl,
@@ -520,7 +523,10 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
         };
         let name = core.name.clone();
         spawn_or_skip(&name, async move {
-            let expiry = core.ttl + core.stale;
+            let expiry = core
+                .ttl
+                .saturating_add(core.stale)
+                .min(crate::strategy::FOREVER);
             if let Err(error) = core
                 .backend
                 .write(&slot, None, &bytes, expiry, core.id)

@@ -1,0 +1,380 @@
+//! `CacheBuilder`: every option of a cache, validated where it is set.
+
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use crate::backend::{L1Evictor, SharedBackend, SharedKey, SharedValue, TierFactory, TierSpec};
+use crate::cache::{Cache, Inner, TimeoutPolicy};
+use crate::flight::{ErasedError, Flights, LoadTimeout};
+use crate::stats::Counters;
+use crate::store::Store;
+use crate::strategy::{FOREVER, Strategy, Windows};
+
+/// Entries a cache holds when the builder is given no capacity.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+/// Freshness lifetime when the builder is given no TTL.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+/// Lease of the distributed lock of a `shared` cache when none is given; it is
+/// renewed while the loader runs, so it only bounds how long a crashed holder
+/// blocks the key.
+pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+
+/// Configures and builds a [`Cache`]; from [`Cache::builder`].
+///
+/// Every setter validates its value and panics with a message naming the
+/// cache and the fix; durations beyond about a century saturate (so
+/// `Duration::MAX` means "never", not an overflow).
+#[must_use = "a builder does nothing until .build()"]
+pub struct CacheBuilder<K, V> {
+    name: Cow<'static, str>,
+    ttl: Duration,
+    strategy: Strategy,
+    capacity: usize,
+    lock_ttl: Duration,
+    failed_refresh_backoff: Option<Duration>,
+    fail_safe: Duration,
+    soft_timeout: Option<Duration>,
+    load_timeout: Option<TimeoutPolicy>,
+    tier: Option<TierFactory<K, V>>,
+    backend: Option<SharedBackend>,
+}
+
+impl<K, V> CacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(name: Cow<'static, str>) -> Self {
+        assert!(
+            !name.is_empty(),
+            "stampede-cache: a cache name must not be empty (it names the cache in stats, logs and shared-tier keys)"
+        );
+        CacheBuilder {
+            name,
+            ttl: DEFAULT_TTL,
+            strategy: Strategy::Lock,
+            capacity: DEFAULT_CAPACITY,
+            lock_ttl: DEFAULT_LOCK_TTL,
+            failed_refresh_backoff: None,
+            fail_safe: Duration::ZERO,
+            soft_timeout: None,
+            load_timeout: None,
+            tier: None,
+            backend: None,
+        }
+    }
+
+    /// Freshness lifetime of a loaded value. Default [`DEFAULT_TTL`].
+    /// `Duration::MAX` (or anything beyond a century) means "never expires".
+    ///
+    /// # Panics
+    /// If `ttl` is zero: nothing would ever be served from the cache.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = nonzero(&self.name, "ttl", ttl).min(FOREVER);
+        self
+    }
+
+    /// How expiry is handled. Default [`Strategy::Lock`].
+    ///
+    /// # Panics
+    /// If `Strategy::XFetch { beta }` has a `beta` that is not a finite number > 0.
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        match strategy {
+            Strategy::XFetch { beta } => assert!(
+                beta.is_finite() && beta > 0.0,
+                "stampede-cache `{}`: XFetch beta must be a finite number > 0, got {beta}",
+                self.name
+            ),
+            Strategy::Swr { stale } => {
+                self.strategy = Strategy::Swr {
+                    stale: stale.min(FOREVER),
+                };
+                return self;
+            }
+            Strategy::Lock => {}
+        }
+        self.strategy = strategy;
+        self
+    }
+
+    /// Upper bound on entries; beyond it the least useful entries are evicted.
+    /// Default [`DEFAULT_CAPACITY`].
+    ///
+    /// # Panics
+    /// If `capacity` is zero.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        assert!(
+            capacity > 0,
+            "stampede-cache `{}`: capacity must be at least 1",
+            self.name
+        );
+        self.capacity = capacity;
+        self
+    }
+
+    /// After a load or refresh of a key fails while a value can still be
+    /// served (`swr`'s stale window, the [`fail_safe`](Self::fail_safe)
+    /// window, or a fresh value XFetch tried to refresh early), no new load
+    /// of that key starts for this long; the value is served meanwhile. It
+    /// stops a down origin from being retried at the request rate
+    /// (FusionCache's fail-safe throttle). Default: a tenth of the TTL,
+    /// between 10 ms and 5 s. Zero retries on the next call.
+    pub fn failed_refresh_backoff(mut self, backoff: Duration) -> Self {
+        self.failed_refresh_backoff = Some(backoff.min(FOREVER));
+        self
+    }
+
+    /// Fail-safe: keep the last good value of a key for `window` past its
+    /// expiry, and serve it when a load of that key errors, panics or times
+    /// out ([`load_timeout`](Self::load_timeout)) instead of the failure.
+    /// Each such call counts a `fail_safe_hits`; the failure is logged. After
+    /// a failure the key is not loaded again for
+    /// [`failed_refresh_backoff`](Self::failed_refresh_backoff), and the value
+    /// is served meanwhile. Off by default. An `invalidate` drops the value
+    /// for good: fail-safe never serves a value that was replaced or removed.
+    ///
+    /// # Panics
+    /// If `window` is zero (leave fail-safe off instead).
+    pub fn fail_safe(mut self, window: Duration) -> Self {
+        self.fail_safe = nonzero(&self.name, "fail_safe", window);
+        self
+    }
+
+    /// Soft timeout: a caller that has waited `after` on a load while a
+    /// fail-safe (or `swr` stale) value exists gets that value; the load goes
+    /// on and its value lands for the next callers. Each such call counts a
+    /// `soft_timeouts` and a `fail_safe_hits`. It only matters with
+    /// [`fail_safe`](Self::fail_safe) or [`Strategy::Swr`]: without a
+    /// servable value, callers wait for the load.
+    ///
+    /// # Panics
+    /// If `after` is zero.
+    pub fn soft_timeout(mut self, after: Duration) -> Self {
+        self.soft_timeout = Some(nonzero(&self.name, "soft_timeout", after));
+        self
+    }
+
+    /// Hard timeout: no load of this cache runs longer than `bound`. A load
+    /// still running then is dropped (its future is never polled again), its
+    /// flight ends, and the next call starts a fresh load. Its callers get
+    /// the fail-safe value if there is one, else `Err(E::from(LoadTimeout))`.
+    ///
+    /// `E` is the error type of the calls that will see the timeout: the
+    /// calls go through [`Cache::try_get_or_load`] (or `_with`) with that
+    /// error type. A call whose error type is not `E` — or an infallible
+    /// [`Cache::get_or_load`], which has no way to report it — panics with a
+    /// message naming the cache when its load times out with no fail-safe
+    /// value to serve; give such a cache a [`fail_safe`](Self::fail_safe)
+    /// window, or call it through `try_get_or_load::<.., E>`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use std::time::Duration;
+    /// use stampede_cache::{Cache, LoadTimeout};
+    ///
+    /// #[derive(Clone, Debug, PartialEq)]
+    /// enum RepoError { Timeout, Db(String) }
+    /// impl From<LoadTimeout> for RepoError {
+    ///     fn from(_: LoadTimeout) -> Self { RepoError::Timeout }
+    /// }
+    ///
+    /// let cache: Cache<u32, String> = Cache::builder("doc.load_timeout")
+    ///     .load_timeout::<RepoError>(Duration::from_secs(5))
+    ///     .build();
+    /// let hung = cache
+    ///     .try_get_or_load(1, |_| std::future::pending::<Result<String, RepoError>>())
+    ///     .await;
+    /// assert_eq!(hung, Err(RepoError::Timeout));
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    /// If `bound` is zero.
+    pub fn load_timeout<E>(mut self, bound: Duration) -> Self
+    where
+        E: From<LoadTimeout> + Clone + Send + Sync + 'static,
+    {
+        fn erase<E: From<LoadTimeout> + Send + Sync + 'static>(t: LoadTimeout) -> ErasedError {
+            Arc::new(E::from(t))
+        }
+        self.load_timeout = Some(TimeoutPolicy {
+            bound: nonzero(&self.name, "load_timeout", bound).min(FOREVER),
+            make_error: erase::<E>,
+            error_type: std::any::type_name::<E>(),
+        });
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Panics
+    /// For a `shared` cache, if a live `shared` cache of this process already
+    /// has this name with other key or value types: the two would read each
+    /// other's entries in the shared tier. Give one of them another name.
+    pub fn build(self) -> Cache<K, V> {
+        let name_claim = self
+            .tier
+            .is_some()
+            .then(|| NameClaim::take::<K, V>(&self.name));
+        let counters = Arc::new(Counters::default());
+        let windows = Windows {
+            stale: self.strategy.stale_window(),
+            fail_safe: self.fail_safe,
+        };
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner<K, V>>| {
+            let l1: Weak<dyn L1Evictor<K>> = weak.clone();
+            let shared = self.tier.and_then(|make| {
+                make(TierSpec {
+                    name: self.name.to_string(),
+                    ttl: self.ttl,
+                    strategy: self.strategy,
+                    lock_ttl: self.lock_ttl,
+                    counters: counters.clone(),
+                    l1,
+                    backend: self.backend,
+                })
+            });
+            Inner {
+                name: self.name,
+                ttl: self.ttl,
+                strategy: self.strategy,
+                windows,
+                store: Store::new(self.capacity),
+                flights: Flights::default(),
+                retry_backoff: self.failed_refresh_backoff.unwrap_or_else(|| {
+                    (self.ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(5))
+                }),
+                soft_timeout: self.soft_timeout,
+                load_timeout: self.load_timeout,
+                counters,
+                shared,
+                _name_claim: name_claim,
+            }
+        });
+        Cache { inner }
+    }
+}
+
+impl<K: SharedKey, V: SharedValue> CacheBuilder<K, V> {
+    /// Coordinates loads fleet-wide through the installed distributed backend
+    /// (see [`install`](crate::install)): one process loads a key, the others
+    /// take its value from the shared tier. Without an installed backend the
+    /// cache coordinates in process only.
+    pub fn shared(mut self) -> Self {
+        self.tier = Some(crate::backend::shared_tier::<K, V>);
+        self
+    }
+
+    /// Like [`shared`](Self::shared), through `backend` instead of the
+    /// installed one: for a fleet simulation in one process, tests, or a
+    /// cache that lives on another Redis.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use stampede_cache::{Cache, LocalBackend};
+    ///
+    /// let backend = LocalBackend::new();
+    /// let cache: Cache<u32, u32> = Cache::builder("doc.backend").backend(backend).build();
+    /// assert!(cache.is_shared());
+    /// # }
+    /// ```
+    pub fn backend(mut self, backend: impl Into<SharedBackend>) -> Self {
+        self.backend = Some(backend.into());
+        self.shared()
+    }
+
+    /// Lease of the distributed lock, renewed while the loader runs; it bounds
+    /// how long a crashed holder blocks the key. Default [`DEFAULT_LOCK_TTL`].
+    ///
+    /// # Panics
+    /// If `lock_ttl` is zero.
+    pub fn lock_ttl(mut self, lock_ttl: Duration) -> Self {
+        self.lock_ttl = nonzero(&self.name, "lock_ttl", lock_ttl).min(FOREVER);
+        self
+    }
+}
+
+/// `duration`, after checking it is not zero (a builder argument's contract).
+fn nonzero(cache: &str, what: &str, duration: Duration) -> Duration {
+    assert!(
+        !duration.is_zero(),
+        "stampede-cache `{cache}`: {what} must be greater than zero"
+    );
+    duration
+}
+
+/// The key and value types a `shared` cache name is bound to in this
+/// process, and how many live caches hold it.
+struct Claimed {
+    key: TypeId,
+    value: TypeId,
+    types: String,
+    holders: usize,
+}
+
+static CLAIMS: Mutex<Option<HashMap<String, Claimed>>> = Mutex::new(None);
+
+/// A live `shared` cache's claim on its name: two caches with one name and
+/// different key or value types would read each other's shared entries, so
+/// the second one's build panics. Released when the cache is dropped.
+pub(crate) struct NameClaim {
+    name: String,
+}
+
+impl NameClaim {
+    fn take<K: 'static, V: 'static>(name: &str) -> NameClaim {
+        let types = format!(
+            "Cache<{}, {}>",
+            std::any::type_name::<K>(),
+            std::any::type_name::<V>()
+        );
+        let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        let claims = claims.get_or_insert_with(HashMap::new);
+        match claims.get_mut(name) {
+            Some(claimed)
+                if claimed.key == TypeId::of::<K>() && claimed.value == TypeId::of::<V>() =>
+            {
+                claimed.holders += 1;
+            }
+            Some(claimed) => panic!(
+                "stampede-cache: two shared caches are named `{name}` with different types \
+                 ({} and {types}); they would read each other's entries in the shared tier. \
+                 Give one of them another name (`name = \"...\"` on the attribute, or \
+                 Cache::builder(\"...\"))",
+                claimed.types
+            ),
+            None => {
+                claims.insert(
+                    name.to_owned(),
+                    Claimed {
+                        key: TypeId::of::<K>(),
+                        value: TypeId::of::<V>(),
+                        types,
+                        holders: 1,
+                    },
+                );
+            }
+        }
+        NameClaim {
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for NameClaim {
+    fn drop(&mut self) {
+        let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(claims) = claims.as_mut()
+            && let Some(claimed) = claims.get_mut(&self.name)
+        {
+            claimed.holders -= 1;
+            if claimed.holders == 0 {
+                claims.remove(&self.name);
+            }
+        }
+    }
+}

@@ -271,6 +271,88 @@ mod tests {
         }
     }
 
+    /// After a failed load the entry carries a retry instant: until then a
+    /// servable value is served without a load (fail-safe throttle), and a
+    /// value that is no longer servable is not.
+    #[test]
+    fn a_failed_load_throttles_while_the_value_is_servable() {
+        let t0 = Instant::now();
+        let windows = Windows {
+            stale: Duration::ZERO,
+            fail_safe: Duration::from_secs(600),
+        };
+        let mut e = Freshness::written(t0, TTL, windows, DELTA);
+        assert_eq!(e.servable_until, t0 + TTL + Duration::from_secs(600));
+        let failed_at = t0 + TTL + Duration::from_secs(1);
+        e.retry_after = failed_at + Duration::from_secs(1);
+        for strategy in [
+            Strategy::Lock,
+            Strategy::XFetch { beta: 1.0 },
+            Strategy::Swr { stale: STALE },
+        ] {
+            let swr_stale = Freshness {
+                stale_until: e.fresh_until + STALE,
+                servable_until: e.servable_until.max(e.fresh_until + STALE),
+                ..e
+            };
+            let e = if matches!(strategy, Strategy::Swr { .. }) {
+                swr_stale
+            } else {
+                e
+            };
+            assert_eq!(
+                decide(&strategy, Some(&e), failed_at, never_drawn),
+                Decision::ServeThrottled,
+                "{strategy:?} inside the backoff"
+            );
+            let after_backoff = e.retry_after;
+            let expected = if matches!(strategy, Strategy::Swr { .. }) {
+                Decision::ServeAndRefresh(RefreshReason::Stale)
+            } else {
+                Decision::Load
+            };
+            assert_eq!(
+                decide(&strategy, Some(&e), after_backoff, never_drawn),
+                expected
+            );
+            assert_eq!(
+                decide(&strategy, Some(&e), e.servable_until, never_drawn),
+                Decision::Load,
+                "{strategy:?}: past the fail-safe window nothing is served"
+            );
+        }
+        // A fresh XFetch entry whose early refresh failed is served without a
+        // new roll until the backoff passes.
+        let xfetch = Strategy::XFetch { beta: 1.0 };
+        let mut fresh = Freshness::written(t0, TTL, Windows::default(), DELTA);
+        fresh.retry_after = t0 + TTL;
+        assert_eq!(
+            decide(
+                &xfetch,
+                Some(&fresh),
+                t0 + TTL - Duration::from_nanos(1),
+                never_drawn
+            ),
+            Decision::Serve
+        );
+    }
+
+    #[test]
+    fn huge_spans_saturate() {
+        let t0 = Instant::now();
+        let windows = Windows {
+            stale: Duration::MAX,
+            fail_safe: Duration::MAX,
+        };
+        let e = Freshness::written(t0, Duration::MAX, windows, Duration::MAX);
+        assert_eq!(e.fresh_until, t0 + FOREVER);
+        assert!(e.fresh_until <= e.stale_until && e.stale_until <= e.servable_until);
+        assert_eq!(
+            decide(&Strategy::Lock, Some(&e), t0 + FOREVER / 2, never_drawn),
+            Decision::Serve
+        );
+    }
+
     #[test]
     fn only_xfetch_on_a_fresh_entry_draws() {
         let t0 = Instant::now();

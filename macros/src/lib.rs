@@ -6,7 +6,11 @@
 use proc_macro::TokenStream;
 
 mod args;
+mod diag;
+mod emit;
 mod expand;
+mod key_plan;
+mod shape;
 
 /// Memoises an `async fn` with stampede protection: concurrent misses of one key share
 /// one load, which runs as a detached task, so a cancelled caller never cancels it.

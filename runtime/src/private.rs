@@ -7,11 +7,12 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::hash::Hash;
+use std::marker::PhantomData;
 
-pub use std::sync::LazyLock;
+pub use std::sync::OnceLock;
 pub use std::time::Duration;
 
-use crate::{Cache, SharedKey, SharedValue, Strategy};
+use crate::{Cache, CacheBuilder, LoadTimeout, SharedKey, SharedValue, Strategy};
 
 /// A `&self` receiver the detached load can own a copy of.
 #[diagnostic::on_unimplemented(
@@ -65,6 +66,17 @@ impl<T: Clone + Send + Sync + 'static> Value for T {}
 )]
 pub trait Error: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> Error for T {}
+
+/// The error type of a fn with `load_timeout`: a timed-out load is reported as
+/// `Err(E::from(LoadTimeout))`.
+#[diagnostic::on_unimplemented(
+    message = "#[stampede_cached(load_timeout = ..)] reports a load that timed out as `Err(<{Self}>::from(LoadTimeout))`, but `{Self}` does not implement `From<stampede_cache::LoadTimeout>`",
+    label = "`{Self}` needs `From<stampede_cache::LoadTimeout>`",
+    note = "add: `impl From<stampede_cache::LoadTimeout> for {Self} {{ fn from(t: stampede_cache::LoadTimeout) -> Self {{ /* e.g. Self::Timeout(t) */ }} }}`",
+    note = "an error type of another crate cannot get that impl here: wrap it in an error enum of your own, or remove `load_timeout`"
+)]
+pub trait TimeoutError: From<LoadTimeout> {}
+impl<E: From<LoadTimeout>> TimeoutError for E {}
 
 /// The return type of a fn the macro treats as fallible: `Result<T, E>` under any alias.
 #[diagnostic::on_unimplemented(
@@ -173,34 +185,185 @@ where
     async move { R::from_result(fut.await) }
 }
 
-/// The static cache of one in-process function.
-pub fn cache<K: KeyPart, V: Value>(
-    name: impl Into<Cow<'static, str>>,
-    ttl: Duration,
-    strategy: Strategy,
+/// The default name of a method's cache: `<module path>::<Self type>::<fn>`.
+pub fn method_name<S: ?Sized>(fn_name: &str) -> String {
+    format!("{}::{fn_name}", std::any::type_name::<S>())
+}
+
+/// What `#[stampede_cached]` sets on a cache: one setter per attribute argument, applied
+/// to a [`CacheBuilder`] by [`cache`] or [`shared_cache`], whose bounds check the key and
+/// value types (and, through [`TimeoutOf`], the error type of a `load_timeout` fn). `T` is the return type of a fn with
+/// `load_timeout` (whose error type reports the timeout), else [`NoTimeout`].
+#[must_use]
+pub struct Options<T = NoTimeout> {
+    name: Cow<'static, str>,
+    ttl: Option<Duration>,
+    strategy: Option<Strategy>,
     capacity: Option<u64>,
-) -> Cache<K, V> {
-    let mut b = Cache::builder(name).ttl(ttl).strategy(strategy);
-    if let Some(c) = capacity {
-        b = b.capacity(usize::try_from(c).unwrap_or(usize::MAX));
+    lock_ttl: Option<Duration>,
+    fail_safe: Option<Duration>,
+    soft_timeout: Option<Duration>,
+    load_timeout: Option<Duration>,
+    timeout_error: PhantomData<fn() -> T>,
+}
+
+impl Options {
+    /// Options of the cache called `name`, every one at the builder's default.
+    #[inline]
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        Options {
+            name: name.into(),
+            ttl: None,
+            strategy: None,
+            capacity: None,
+            lock_ttl: None,
+            fail_safe: None,
+            soft_timeout: None,
+            load_timeout: None,
+            timeout_error: PhantomData,
+        }
     }
-    b.build()
+}
+
+impl<T> Options<T> {
+    /// `ttl = ".."`.
+    #[inline]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// `strategy = ".."` with `stale` / `beta`.
+    #[inline]
+    pub fn strategy(mut self, strategy: Strategy) -> Self {
+        self.strategy = Some(strategy);
+        self
+    }
+
+    /// `capacity = n`.
+    #[inline]
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = Some(capacity);
+        self
+    }
+
+    /// `lock_ttl = ".."` (applied by [`shared_cache`] only).
+    #[inline]
+    pub fn lock_ttl(mut self, lock_ttl: Duration) -> Self {
+        self.lock_ttl = Some(lock_ttl);
+        self
+    }
+
+    /// `fail_safe = ".."`.
+    #[inline]
+    pub fn fail_safe(mut self, window: Duration) -> Self {
+        self.fail_safe = Some(window);
+        self
+    }
+
+    /// `soft_timeout = ".."`.
+    #[inline]
+    pub fn soft_timeout(mut self, after: Duration) -> Self {
+        self.soft_timeout = Some(after);
+        self
+    }
+
+    /// `load_timeout = ".."` on a fn returning `R` (a `Result` under any alias); its error
+    /// type is checked by [`cache`] / [`shared_cache`].
+    #[inline]
+    pub fn load_timeout<R>(self, bound: Duration) -> Options<R> {
+        Options {
+            name: self.name,
+            ttl: self.ttl,
+            strategy: self.strategy,
+            capacity: self.capacity,
+            lock_ttl: self.lock_ttl,
+            fail_safe: self.fail_safe,
+            soft_timeout: self.soft_timeout,
+            load_timeout: Some(bound),
+            timeout_error: PhantomData,
+        }
+    }
+
+    fn apply<K: KeyPart, V: Value>(
+        self,
+        builder: CacheBuilder<K, V>,
+    ) -> (CacheBuilder<K, V>, Option<Duration>)
+    where
+        T: TimeoutOf,
+    {
+        let mut b = builder;
+        if let Some(ttl) = self.ttl {
+            b = b.ttl(ttl);
+        }
+        if let Some(strategy) = self.strategy {
+            b = b.strategy(strategy);
+        }
+        if let Some(c) = self.capacity {
+            b = b.capacity(usize::try_from(c).unwrap_or(usize::MAX));
+        }
+        if let Some(window) = self.fail_safe {
+            b = b.fail_safe(window);
+        }
+        if let Some(after) = self.soft_timeout {
+            b = b.soft_timeout(after);
+        }
+        if let Some(bound) = self.load_timeout {
+            b = T::load_timeout(b, bound);
+        }
+        (b, self.lock_ttl)
+    }
+}
+
+/// The static cache of one in-process function.
+pub fn cache<K: KeyPart, V: Value>(mut options: Options<impl TimeoutOf>) -> Cache<K, V> {
+    let b = Cache::builder(std::mem::take(&mut options.name));
+    options.apply(b).0.build()
 }
 
 /// The static cache of one `shared` function.
 pub fn shared_cache<K: SharedKey, V: SharedValue>(
-    name: impl Into<Cow<'static, str>>,
-    ttl: Duration,
-    strategy: Strategy,
-    capacity: Option<u64>,
-    lock_ttl: Option<Duration>,
+    mut options: Options<impl TimeoutOf>,
 ) -> Cache<K, V> {
-    let mut b = Cache::builder(name).ttl(ttl).strategy(strategy).shared();
-    if let Some(c) = capacity {
-        b = b.capacity(usize::try_from(c).unwrap_or(usize::MAX));
-    }
+    let b = Cache::builder(std::mem::take(&mut options.name)).shared();
+    let (mut b, lock_ttl) = options.apply(b);
     if let Some(l) = lock_ttl {
         b = b.lock_ttl(l);
     }
     b.build()
+}
+
+/// The `T` of [`Options`] without `load_timeout`.
+pub enum NoTimeout {}
+
+/// How `load_timeout` reaches the builder: through the error type of the fn's `Result`.
+pub trait TimeoutOf {
+    /// `builder.load_timeout::<E>(bound)`.
+    fn load_timeout<K: KeyPart, V: Value>(
+        builder: CacheBuilder<K, V>,
+        bound: Duration,
+    ) -> CacheBuilder<K, V>;
+}
+
+impl TimeoutOf for NoTimeout {
+    #[inline]
+    fn load_timeout<K: KeyPart, V: Value>(
+        builder: CacheBuilder<K, V>,
+        _: Duration,
+    ) -> CacheBuilder<K, V> {
+        builder
+    }
+}
+
+impl<R: IsResult> TimeoutOf for R
+where
+    R::Err: TimeoutError + Error,
+{
+    #[inline]
+    fn load_timeout<K: KeyPart, V: Value>(
+        builder: CacheBuilder<K, V>,
+        bound: Duration,
+    ) -> CacheBuilder<K, V> {
+        builder.load_timeout::<R::Err>(bound)
+    }
 }

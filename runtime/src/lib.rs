@@ -67,7 +67,8 @@
 //!   Pick it when a stale answer is wrong.
 //! - [`Strategy::Swr`] — past the TTL, readers get the stale value at once
 //!   while one background refresh runs; the stale value keeps being served
-//!   (also when refreshes fail) until the `stale` window ends. Nobody waits
+//!   (also when refreshes fail, one retry per backoff) until the `stale`
+//!   window ends. Nobody waits
 //!   after warm-up. Pick it for read-heavy data that may lag by one refresh.
 //! - [`Strategy::XFetch`] — each hit may refresh early with a probability that
 //!   rises toward expiry (Vattani et al., VLDB 2015), scaled by how long the
@@ -81,20 +82,45 @@
 //!   caller of that key, the one that started it included, only awaits it.
 //!   A caller that is cancelled, times out or is never polled cannot cancel
 //!   or stall the load; its value still lands in the cache.
+//! - **Flights cannot be orphaned.** Registering a load and spawning its
+//!   task succeed or fail together. A call that must load outside a tokio
+//!   runtime panics with a message naming the cache, before anything is
+//!   registered. A load task dropped before or during its run (its runtime
+//!   shut down — say, per-test runtimes sharing a macro's static cache)
+//!   releases the key; callers waiting on it from other runtimes start a
+//!   new load.
 //! - **Loader errors** ([`Cache::try_get_or_load`]) are never cached; every
-//!   caller that waited on the failing load gets a clone of the error. Under
-//!   `swr`, a failed background refresh is counted (`load_errors`) and logged,
-//!   and the stale value keeps being served until its window ends; the next
-//!   refresh of that key waits out [`CacheBuilder::failed_refresh_backoff`],
-//!   so a down origin is not retried once per read.
+//!   caller that waited on the failing load gets a clone of the error.
 //! - **Loader panics** reach the caller that started the load; its waiters
 //!   retry once as one new flight (so a one-off panic costs them nothing) and
 //!   panic only if that flight panics too. Nothing is poisoned; the key works
 //!   again at once.
+//! - **Fail-safe** ([`CacheBuilder::fail_safe`], `fail_safe = "10m"`): the
+//!   last good value is kept that long past expiry. When a load errors,
+//!   panics or times out, its callers get that value instead of the failure
+//!   (`fail_safe_hits`, logged), and the key is not loaded again for
+//!   [`CacheBuilder::failed_refresh_backoff`] — the value is served
+//!   meanwhile — so a down origin is retried once per backoff, not once per
+//!   call. `swr`'s stale window works the same way for failed background
+//!   refreshes. An `invalidate` drops the value for good: fail-safe never
+//!   serves a value that was replaced or removed.
+//! - **Soft timeout** ([`CacheBuilder::soft_timeout`], `soft_timeout =
+//!   "200ms"`): a caller that has waited that long on a load while a
+//!   fail-safe or stale value exists gets that value; the load goes on and
+//!   its value lands for the next callers.
+//! - **Load timeout** ([`CacheBuilder::load_timeout`], `load_timeout =
+//!   "5s"`): no load runs longer. Its future is dropped, the flight ends,
+//!   the next call starts a fresh load; its callers get the fail-safe value,
+//!   else `Err(E::from(LoadTimeout))`. The error type is fixed when the cache
+//!   is built (`.load_timeout::<E>(..)`; the attribute takes it from the
+//!   fn's `Result<_, E>` and requires `E: From<LoadTimeout>` at compile
+//!   time). A call that cannot report the timeout — [`Cache::get_or_load`],
+//!   or `try_get_or_load` with another error type — panics with a message
+//!   naming the fix when no fail-safe value can stand in.
 //! - **Invalidation during a load**: the load still answers its callers, but
 //!   its value is not cached.
-//! - A load dropped before it finished (its runtime shut down) releases the
-//!   key; callers on other runtimes start a new one.
+//! - **Durations** beyond about a century saturate: `Duration::MAX` means
+//!   "never", not an overflow.
 //!
 //! ## Fleet mode (`shared`)
 //!

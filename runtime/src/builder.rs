@@ -7,8 +7,10 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crate::backend::{L1Evictor, SharedBackend, SharedKey, SharedValue, TierFactory, TierSpec};
-use crate::cache::{Cache, Inner, TimeoutPolicy};
+use crate::backend::{
+    RemoteLoadError, SharedBackend, SharedKey, SharedValue, TierFactory, TierSpec,
+};
+use crate::cache::{Cache, Inner, RemotePolicy, TimeoutPolicy};
 use crate::flight::{ErasedError, Flights, LoadTimeout};
 use crate::stats::Counters;
 use crate::store::Store;
@@ -22,6 +24,12 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// renewed while the loader runs, so it only bounds how long a crashed holder
 /// blocks the key.
 pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+/// The longest a `shared` cache's load keeps renewing its lock when the cache
+/// has no `load_timeout` (with one, the load is dropped at that bound). Past
+/// it the lease lapses, so one hung process cannot hold a key for the whole
+/// fleet: another takes over (one extra origin call), and the hung load's
+/// late write is refused.
+pub const DEFAULT_MAX_LOCK_HOLD: Duration = Duration::from_secs(60);
 
 /// Configures and builds a [`Cache`]; from [`Cache::builder`].
 ///
@@ -39,6 +47,7 @@ pub struct CacheBuilder<K, V> {
     fail_safe: Duration,
     soft_timeout: Option<Duration>,
     load_timeout: Option<TimeoutPolicy>,
+    remote: Option<RemotePolicy>,
     tier: Option<TierFactory<K, V>>,
     backend: Option<SharedBackend>,
 }
@@ -63,6 +72,7 @@ where
             fail_safe: Duration::ZERO,
             soft_timeout: None,
             load_timeout: None,
+            remote: None,
             tier: None,
             backend: None,
         }
@@ -209,6 +219,37 @@ where
         self
     }
 
+    /// `shared`: when a load of a key fails in another process, the callers
+    /// waiting on it here get `Err(E::from(RemoteLoadError))` (or the
+    /// fail-safe value) instead of loading again themselves: one origin call
+    /// per failing flight fleet-wide, and none while its failure record
+    /// lasts (the retry backoff). The leader's error crosses as its `Debug`
+    /// text. `#[stampede_cached(shared)]` sets this whenever the fn's error
+    /// type implements `From<RemoteLoadError>`.
+    ///
+    /// Without it, a process that finds its key's load failed elsewhere
+    /// loads in process (fail open, counted in `fallbacks`), since it has no
+    /// way to hand its callers that failure.
+    pub fn remote_errors<E>(mut self) -> Self
+    where
+        E: From<RemoteLoadError> + std::fmt::Debug + Clone + Send + Sync + 'static,
+    {
+        fn erase<E: From<RemoteLoadError> + Send + Sync + 'static>(
+            e: RemoteLoadError,
+        ) -> ErasedError {
+            Arc::new(E::from(e))
+        }
+        fn describe<E: std::fmt::Debug + 'static>(error: &ErasedError) -> Option<String> {
+            error.downcast_ref::<E>().map(|e| format!("{e:?}"))
+        }
+        self.remote = Some(RemotePolicy {
+            make_error: erase::<E>,
+            describe: describe::<E>,
+            error_type: std::any::type_name::<E>(),
+        });
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Panics
@@ -225,16 +266,23 @@ where
             stale: self.strategy.stale_window(),
             fail_safe: self.fail_safe,
         };
+        let retry_backoff = self.failed_refresh_backoff.unwrap_or_else(|| {
+            (self.ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(5))
+        });
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<K, V>>| {
-            let l1: Weak<dyn L1Evictor<K>> = weak.clone();
             let shared = self.tier.and_then(|make| {
                 make(TierSpec {
                     name: self.name.to_string(),
                     ttl: self.ttl,
                     strategy: self.strategy,
                     lock_ttl: self.lock_ttl,
+                    retry_backoff,
+                    max_hold: self
+                        .load_timeout
+                        .map_or(DEFAULT_MAX_LOCK_HOLD, |policy| policy.bound),
+                    remote: self.remote,
                     counters: counters.clone(),
-                    l1,
+                    l1: weak.clone(),
                     backend: self.backend,
                 })
             });
@@ -245,11 +293,11 @@ where
                 windows,
                 store: Store::new(self.capacity),
                 flights: Flights::default(),
-                retry_backoff: self.failed_refresh_backoff.unwrap_or_else(|| {
-                    (self.ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(5))
-                }),
+                retry_backoff,
                 soft_timeout: self.soft_timeout,
                 load_timeout: self.load_timeout,
+                remote: self.remote,
+                gaps: Default::default(),
                 counters,
                 shared,
                 _name_claim: name_claim,

@@ -9,11 +9,12 @@ use std::future::Future;
 use std::hash::Hash;
 use std::panic::resume_unwind;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{L1Evictor, SharedTier};
+use crate::backend::{RemoteLoadError, SharedTier};
 use crate::builder::{CacheBuilder, NameClaim};
 use crate::flight::{ErasedError, Flight, Flights, Join, LoadTimeout, Need, Outcome};
 use crate::stats::{CacheStats, Counters};
@@ -75,6 +76,18 @@ pub(crate) struct TimeoutPolicy {
     pub error_type: &'static str,
 }
 
+/// How a `shared` cache turns a load that failed in another process into
+/// its callers' error, and renders its own errors for the other processes.
+#[derive(Clone, Copy)]
+pub(crate) struct RemotePolicy {
+    /// `Arc::new(E::from(remote))`, erased.
+    pub make_error: fn(RemoteLoadError) -> ErasedError,
+    /// `format!("{:?}", error)` when the erased error is an `E`.
+    pub describe: fn(&ErasedError) -> Option<String>,
+    /// `type_name::<E>()`, for the message when a call's error type differs.
+    pub error_type: &'static str,
+}
+
 /// The state of one cache, shared by its clones, its flights and its tier.
 pub(crate) struct Inner<K, V> {
     pub name: Cow<'static, str>,
@@ -89,6 +102,12 @@ pub(crate) struct Inner<K, V> {
     pub retry_backoff: Duration,
     pub soft_timeout: Option<Duration>,
     pub load_timeout: Option<TimeoutPolicy>,
+    /// `shared`: how another process's failure reaches this cache's callers.
+    pub remote: Option<RemotePolicy>,
+    /// Gaps in the shared tier's notice subscription so far. A flight that
+    /// started before a gap answers its callers but caches nothing: it may
+    /// have read a value whose invalidation was lost in the gap.
+    pub gaps: AtomicU64,
     pub counters: Arc<Counters>,
     pub shared: Option<Arc<dyn SharedTier<K, V>>>,
     /// A `shared` cache's claim on its name (released on drop).
@@ -279,19 +298,22 @@ where
     /// deletes the shared copy and tells every process to drop its local one.
     pub fn invalidate(&self, key: &K) {
         let inner = &*self.inner;
-        inner.evict(key);
+        // The tier registers the invalidation as pending first, so a flight
+        // that starts once L1 is evicted waits for it instead of reading
+        // the old shared value back.
         if let Some(tier) = &inner.shared {
             tier.invalidate(key);
         }
+        inner.evict(key);
     }
 
     /// Drops every entry (and, on a `shared` cache, every shared copy of this cache's keys).
     pub fn invalidate_all(&self) {
         let inner = &*self.inner;
-        inner.evict_all();
         if let Some(tier) = &inner.shared {
             tier.invalidate_all();
         }
+        inner.evict_all();
     }
 
     /// Number of entries held, expired ones included until they are evicted or replaced.
@@ -398,6 +420,9 @@ where
                     }
                     if let Some(timeout) = error.downcast_ref::<LoadTimeout>() {
                         return Err(inner.timeout_error::<E>(timeout));
+                    }
+                    if let Some(remote) = error.downcast_ref::<RemoteLoadError>() {
+                        return Err(inner.remote_error::<E>(remote));
                     }
                     // A concurrent caller of this key used another error
                     // type; its error is not ours to return. Load ourselves.
@@ -521,28 +546,54 @@ where
         }
         panic!("{timeout}")
     }
+
+    /// The caller's error for a load that failed in another process,
+    /// through the cache's `remote_errors::<E>` conversion.
+    ///
+    /// # Panics
+    /// If this call's `E` is not that type: the call cannot report it.
+    fn remote_error<E: Clone + 'static>(&self, remote: &RemoteLoadError) -> E {
+        if let Some(policy) = &self.remote {
+            if let Some(error) = (policy.make_error)(remote.clone()).downcast_ref::<E>() {
+                return error.clone();
+            }
+            panic!(
+                "{remote}, and no fail-safe value exists; this call's error type `{}` is not \
+                 the `{}` the cache converts remote failures into (CacheBuilder::remote_errors::<{}>)",
+                std::any::type_name::<E>(),
+                policy.error_type,
+                policy.error_type
+            );
+        }
+        panic!("{remote}")
+    }
 }
 
-impl<K, V> L1Evictor<K> for Inner<K, V>
+impl<K, V> Inner<K, V>
 where
-    K: Hash + Eq + Clone + Send + Sync,
-    V: Clone + Send + Sync,
+    K: Hash + Eq + Clone,
+    V: Clone,
 {
-    fn evict(&self, key: &K) {
+    /// Drops `key`'s value and flight (its load answers its callers but
+    /// caches nothing).
+    pub(crate) fn evict(&self, key: &K) {
         let mut flights = self.flights.lock();
         flights.remove(key);
         self.store.remove(key);
     }
 
-    fn evict_where(&self, matches: &dyn Fn(&K) -> bool) {
-        let mut flights = self.flights.lock();
-        flights.retain(|key, _| !matches(key));
-        self.store.retain(|key| !matches(key));
-    }
-
-    fn evict_all(&self) {
+    pub(crate) fn evict_all(&self) {
         let mut flights = self.flights.lock();
         flights.clear();
+        self.store.clear();
+    }
+
+    /// Invalidations may have been lost: drop every value, but keep the
+    /// flights — they finish and answer their callers (new callers still
+    /// join them) without caching what they load.
+    pub(crate) fn forget_after_gap(&self) {
+        let _flights = self.flights.lock();
+        self.gaps.fetch_add(1, Ordering::Relaxed);
         self.store.clear();
     }
 }

@@ -22,6 +22,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -60,6 +61,13 @@ pub struct LoadTimeout {
 }
 
 impl LoadTimeout {
+    pub(crate) fn new(cache: &str, after: Duration) -> Self {
+        Self {
+            cache: cache.into(),
+            after,
+        }
+    }
+
     /// The name of the cache whose load timed out.
     pub fn cache(&self) -> &str {
         &self.cache
@@ -269,6 +277,7 @@ where
             key: key.clone(),
             flight: flight.clone(),
             need,
+            gaps_at_start: self.gaps.load(Ordering::Relaxed),
             landed: false,
         };
         let origin = self.origin(key.clone(), make_loader());
@@ -324,6 +333,8 @@ pub(crate) struct Landing<K: Hash + Eq, V> {
     key: K,
     flight: Arc<Flight<V>>,
     need: Need,
+    /// `Inner::gaps` when the flight started: after a notice gap, it caches nothing.
+    gaps_at_start: u64,
     /// Set once the outcome is published; `Drop` does nothing then.
     landed: bool,
 }
@@ -367,14 +378,18 @@ where
         let freshness = Freshness::written(Instant::now(), loaded.fresh_for, windows, loaded.delta);
         {
             let mut flights = inner.flights.lock();
-            // Invalidated or overwritten while loading: answer the callers, cache nothing.
+            // Invalidated or overwritten while loading, or started before a
+            // notice gap: answer the callers, cache nothing.
+            let no_gap = inner.gaps.load(Ordering::Relaxed) == self.gaps_at_start;
             if self.still_registered(&flights) {
                 flights.remove(&self.key);
-                let entry = Entry {
-                    value: loaded.value.clone(),
-                    freshness,
-                };
-                inner.store.insert(self.key.clone(), entry);
+                if no_gap {
+                    let entry = Entry {
+                        value: loaded.value.clone(),
+                        freshness,
+                    };
+                    inner.store.insert(self.key.clone(), entry);
+                }
             }
         }
         tracing::debug!(cache = %inner.name, delta_ms = loaded.delta.as_millis() as u64, "loaded");

@@ -168,7 +168,6 @@ pub use stampede_cache_macros::stampede_cached;
 mod backend;
 mod builder;
 mod cache;
-mod codec;
 mod flight;
 mod stats;
 mod store;
@@ -177,12 +176,15 @@ mod strategy;
 #[cfg(feature = "redis")]
 pub use backend::redis;
 pub use backend::{
-    BackendError, LocalBackend, SharedBackend, SharedKey, SharedValue, install, installed,
+    BackendError, LocalBackend, RemoteLoadError, SharedBackend, SharedKey, SharedValue, install,
+    installed,
 };
 
 #[doc(hidden)]
 pub use backend::conformance as __conformance;
-pub use builder::{CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_TTL};
+pub use builder::{
+    CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_MAX_LOCK_HOLD, DEFAULT_TTL,
+};
 pub use cache::Cache;
 pub use flight::LoadTimeout;
 pub use stats::CacheStats;

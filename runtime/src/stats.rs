@@ -59,6 +59,13 @@ pub struct CacheStats {
     pub backend_errors: u64,
     /// `shared`: calls that degraded to the in-process path because the backend failed.
     pub fallbacks: u64,
+    /// `shared`: flights answered with the failure of a load in another
+    /// process (its error, panic or timeout) instead of calling the origin.
+    pub remote_failures: u64,
+    /// `shared`: loads whose value was not written to the shared tier
+    /// because a write (`insert`, `invalidate`) superseded them or their
+    /// lease lapsed (their callers still got it).
+    pub superseded_loads: u64,
 }
 
 /// One counter per cache line and per thread slot, so that the hit path on
@@ -128,6 +135,8 @@ pub(crate) struct Counters {
     pub remote_hits: Counter,
     pub backend_errors: Counter,
     pub fallbacks: Counter,
+    pub remote_failures: Counter,
+    pub superseded_loads: Counter,
 }
 
 impl Counters {
@@ -150,6 +159,8 @@ impl Counters {
             remote_hits: self.remote_hits.get(),
             backend_errors: self.backend_errors.get(),
             fallbacks: self.fallbacks.get(),
+            remote_failures: self.remote_failures.get(),
+            superseded_loads: self.superseded_loads.get(),
         }
     }
 }

@@ -46,11 +46,6 @@ where
         self.entries.remove(key);
     }
 
-    /// Keeps only the entries whose key satisfies `keep`.
-    pub(crate) fn retain(&self, keep: impl Fn(&K) -> bool) {
-        self.entries.retain(|key, _| keep(key));
-    }
-
     pub(crate) fn clear(&self) {
         self.entries.clear();
     }

@@ -1,4 +1,5 @@
-//! The bytes a `shared` cache keeps in the shared tier (L2).
+//! The bytes a `shared` cache keeps in the shared tier (L2): value
+//! envelopes, failure records and encoded keys.
 //!
 //! A value is stored as a MessagePack map (rmp-serde with named fields, so a
 //! field added later does not break entries written before) inside a small
@@ -7,31 +8,33 @@
 //! | field | meaning |
 //! |---|---|
 //! | `format` | envelope format version ([`FORMAT`]) |
-//! | `ty` | fingerprint of the value's Rust type |
-//! | `fresh_until` | wall-clock instant (µs since the Unix epoch) the value stops being fresh |
-//! | `stale_until` | wall-clock instant it stops being servable (`swr`); = `fresh_until` otherwise |
+//! | `ty` | fingerprint of the cache's key and value types |
+//! | `generation` | the cache generation it was loaded under (`invalidate_all` bumps it) |
+//! | `stale_us` | how long past freshness it may be served stale (`swr`) |
 //! | `delta_us` | duration of the origin load that produced it (XFetch's `delta`) |
 //! | `value` | the value itself |
 //!
-//! Instants are wall-clock (`SystemTime`) because they cross processes; a
-//! reader turns them into durations remaining from its own now. Bytes that do
-//! not decode — garbage, another format version, a value of another type
-//! (a deploy changed it), a truncated write — are a miss, never a panic.
+//! No wall-clock instant is stored: the value key expires (`PX`) at the end
+//! of its stale window, and a reader takes the time left from the backend's
+//! own clock (Redis `PTTL`), so the pods' clock skew can neither stretch nor
+//! void a value. Bytes that do not decode — garbage, another format version,
+//! a value of another type (a deploy changed it), a truncated write — are a
+//! miss, never a panic.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Version of the envelope layout; bumped when it changes incompatibly.
-pub(crate) const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 2;
 
 #[derive(Serialize)]
 struct EnvelopeRef<'a, V> {
     format: u8,
     ty: u64,
-    fresh_until: u64,
-    stale_until: u64,
+    generation: u64,
+    stale_us: u64,
     delta_us: u64,
     value: &'a V,
 }
@@ -46,8 +49,8 @@ struct Header {
 
 #[derive(Deserialize)]
 struct Envelope<V> {
-    fresh_until: u64,
-    stale_until: u64,
+    generation: u64,
+    stale_us: u64,
     delta_us: u64,
     value: V,
 }
@@ -56,8 +59,9 @@ struct Envelope<V> {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Decoded<V> {
     pub value: V,
-    pub fresh_until: SystemTime,
-    pub stale_until: SystemTime,
+    pub generation: u64,
+    /// The stale window it was written with.
+    pub stale: Duration,
     pub delta: Duration,
 }
 
@@ -102,41 +106,28 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
-pub(crate) fn to_micros(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn from_micros(us: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_micros(us)
-}
-
-/// A wall-clock instant about a century after `now` (what saturated spans end at).
-fn far_future(now: SystemTime) -> SystemTime {
-    now + crate::strategy::FOREVER
-}
-
-/// Encodes `value`, fresh for `fresh` and servable `stale` longer from `now`.
+/// Encodes `value` of a `Cache<K, V>` loaded under `generation`.
 pub(crate) fn encode<K: 'static, V: Serialize + 'static>(
     value: &V,
-    now: SystemTime,
-    fresh: Duration,
+    generation: u64,
     stale: Duration,
     delta: Duration,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
-    // Saturating: a "never expires" TTL must not overflow the wall clock.
-    let fresh_until = now.checked_add(fresh).unwrap_or(far_future(now));
     rmp_serde::to_vec_named(&EnvelopeRef {
         format: FORMAT,
         ty: fingerprint::<(K, V)>(),
-        fresh_until: to_micros(fresh_until),
-        stale_until: to_micros(fresh_until.checked_add(stale).unwrap_or(far_future(now))),
-        delta_us: u64::try_from(delta.as_micros()).unwrap_or(u64::MAX),
+        generation,
+        stale_us: micros(stale),
+        delta_us: micros(delta),
         value,
     })
 }
 
-/// Decodes an entry written by [`encode`] for the same `V`.
+/// Decodes bytes written by [`encode`] for the same `K` and `V`.
 pub(crate) fn decode<K: 'static, V: DeserializeOwned + 'static>(
     bytes: &[u8],
 ) -> Result<Decoded<V>, DecodeError> {
@@ -152,17 +143,49 @@ pub(crate) fn decode<K: 'static, V: DeserializeOwned + 'static>(
         rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     Ok(Decoded {
         value: env.value,
-        fresh_until: from_micros(env.fresh_until),
-        stale_until: from_micros(env.stale_until.max(env.fresh_until)),
+        generation: env.generation,
+        stale: Duration::from_micros(env.stale_us),
         delta: Duration::from_micros(env.delta_us),
     })
+}
+
+/// How a load failed, as its failure record tells the other processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum FailureKind {
+    /// The loader returned `Err`.
+    Error,
+    /// The loader panicked.
+    Panic,
+    /// The load ran past `load_timeout`.
+    Timeout,
+}
+
+/// The failure record a leader leaves at `<slot>:fail` for the retry
+/// backoff: its waiters, and every process that misses the key meanwhile,
+/// answer with it instead of calling the origin again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Failure {
+    pub kind: FailureKind,
+    /// The error's `Debug` text (when the cache can render it), or the panic message.
+    pub message: String,
+    /// For a timeout: the bound, in ms.
+    pub after_ms: u64,
+}
+
+pub(crate) fn encode_failure(failure: &Failure) -> Vec<u8> {
+    // A struct of plain fields always serialises.
+    rmp_serde::to_vec_named(failure).unwrap_or_default()
+}
+
+pub(crate) fn decode_failure(bytes: &[u8]) -> Option<Failure> {
+    rmp_serde::from_slice(bytes).ok()
 }
 
 /// Encodes a key for the backend key space: lowercase hex of its compact
 /// MessagePack bytes. Injective: distinct keys have distinct MessagePack
 /// encodings (the format is self-delimiting, so `("a:b", "c")` and
 /// `("a", "b:c")` differ), and hex is injective over bytes; hex never contains
-/// `:`, `{` or `}`, so it cannot break the key layout or its hash tag.
+/// `:`, `{`, `}` or a space, so it cannot break the key layout.
 pub(crate) fn encode_key<K: Serialize + ?Sized>(
     key: &K,
 ) -> Result<String, rmp_serde::encode::Error> {
@@ -174,6 +197,24 @@ pub(crate) fn encode_key<K: Serialize + ?Sized>(
         out.push(HEX[usize::from(b & 0xf)] as char);
     }
     Ok(out)
+}
+
+/// The key an [`encode_key`] text stands for; `None` for text that is not one.
+pub(crate) fn decode_key<K: DeserializeOwned>(encoded: &str) -> Option<K> {
+    let hex = encoded.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let bytes: Option<Vec<u8>> = hex
+        .chunks(2)
+        .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect();
+    rmp_serde::from_slice(&bytes?).ok()
 }
 
 #[cfg(test)]
@@ -188,29 +229,16 @@ mod tests {
 
     #[test]
     fn round_trip_keeps_value_and_timing() {
-        let now = SystemTime::now();
         let user = User {
             id: 7,
             name: "ada".into(),
         };
-        let bytes = encode::<u64, _>(
-            &user,
-            now,
-            Duration::from_secs(30),
-            Duration::from_secs(5),
-            Duration::from_millis(12),
-        )
-        .unwrap();
+        let bytes =
+            encode::<u64, _>(&user, 3, Duration::from_secs(5), Duration::from_millis(12)).unwrap();
         let d: Decoded<User> = decode::<u64, User>(&bytes).unwrap();
         assert_eq!(d.value, user);
-        assert_eq!(
-            to_micros(d.fresh_until),
-            to_micros(now + Duration::from_secs(30))
-        );
-        assert_eq!(
-            to_micros(d.stale_until),
-            to_micros(now + Duration::from_secs(35))
-        );
+        assert_eq!(d.generation, 3);
+        assert_eq!(d.stale, Duration::from_secs(5));
         assert_eq!(d.delta, Duration::from_millis(12));
     }
 
@@ -220,18 +248,11 @@ mod tests {
             &b""[..],
             b"\xff\xff\xff",
             b"hello world",
-            b"\x81\xa6format\x01",
+            b"\x81\xa6format\x02",
         ] {
             assert!(decode::<u64, User>(garbage).is_err());
         }
-        let bytes = encode::<u64, _>(
-            &42u32,
-            SystemTime::now(),
-            Duration::from_secs(1),
-            Duration::ZERO,
-            Duration::ZERO,
-        )
-        .unwrap();
+        let bytes = encode::<u64, _>(&42u32, 0, Duration::ZERO, Duration::ZERO).unwrap();
         assert!(matches!(
             decode::<u64, User>(&bytes),
             Err(DecodeError::Type)
@@ -267,11 +288,23 @@ mod tests {
     }
 
     #[test]
-    fn key_encoding_is_injective_on_separators() {
-        let a = encode_key(&("a:b", "c")).unwrap();
-        let b = encode_key(&("a", "b:c")).unwrap();
-        assert_ne!(a, b);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(encode_key(&1u64).unwrap(), encode_key(&"1").unwrap());
+    fn keys_round_trip_and_garbage_is_none() {
+        let key = (42u64, "a:b c".to_string());
+        let encoded = encode_key(&key).unwrap();
+        assert!(!encoded.contains([':', '{', '}', ' ']));
+        assert_eq!(decode_key::<(u64, String)>(&encoded), Some(key));
+        assert_eq!(decode_key::<u64>("zz"), None);
+        assert_eq!(decode_key::<u64>("abc"), None);
+    }
+
+    #[test]
+    fn failure_records_round_trip() {
+        let failure = Failure {
+            kind: FailureKind::Error,
+            message: "db down".into(),
+            after_ms: 0,
+        };
+        assert_eq!(decode_failure(&encode_failure(&failure)), Some(failure));
+        assert_eq!(decode_failure(b"garbage"), None);
     }
 }

@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::hub::L1Sink;
-use super::{SharedBackend, slot, split_tag};
+use super::slot::{CacheKeys, Slot, notice};
+use super::{Acquire, Found, SharedBackend};
 
 const LEASE: Duration = Duration::from_millis(100);
+const TTL: Duration = Duration::from_secs(30);
 const NOTICE_BOUND: Duration = Duration::from_secs(5);
 
 /// Runs every check against `backend`; panics on the first failure.
@@ -19,163 +21,217 @@ pub async fn run(backend: SharedBackend) {
     let run_id = format!("{:08x}", fastrand::u32(..));
     locks(&backend, &run_id).await;
     values_and_fencing(&backend, &run_id).await;
+    failures(&backend, &run_id).await;
     notices(&backend, &run_id).await;
     invalidation(&backend, &run_id).await;
 }
 
-fn slot_of(backend: &SharedBackend, name: &str, key: &str) -> String {
-    slot(backend.inner.prefix(), name, key)
+fn slot_of(backend: &SharedBackend, name: &str, key: &str) -> Slot {
+    Slot::new(backend.inner.prefix(), name, key)
 }
 
 async fn locks(backend: &SharedBackend, run: &str) {
     let b = &backend.inner;
     let s = slot_of(backend, &format!("conf.{run}.locks"), "01");
-    assert!(
-        b.try_lock(&s, "a", LEASE).await.unwrap(),
-        "free lock is taken"
-    );
-    assert!(
-        !b.try_lock(&s, "b", LEASE).await.unwrap(),
-        "held lock is refused"
-    );
+    assert_eq!(b.lock(&s, "a", LEASE, true).await.unwrap(), Acquire::Locked);
+    assert_eq!(b.lock(&s, "b", LEASE, false).await.unwrap(), Acquire::Held);
+    assert!(b.read(&s).await.unwrap().locked);
     assert!(b.renew(&s, "a", LEASE).await.unwrap(), "holder renews");
-    assert!(
-        !b.renew(&s, "b", LEASE).await.unwrap(),
-        "non-holder cannot renew"
-    );
-    assert!(
-        !b.release(&s, "b", false).await.unwrap(),
-        "non-holder cannot release"
-    );
-    assert!(b.release(&s, "a", false).await.unwrap(), "holder releases");
-    assert!(
-        !b.release(&s, "a", false).await.unwrap(),
-        "release is compare-and-delete"
-    );
-    assert!(
-        b.try_lock(&s, "b", LEASE).await.unwrap(),
-        "released lock is free"
-    );
-    // A lapsed lease frees the lock; renewing keeps it.
-    tokio::time::sleep(LEASE / 2).await;
-    assert!(b.renew(&s, "b", LEASE).await.unwrap());
-    tokio::time::sleep(LEASE * 3 / 4).await;
-    assert!(
-        !b.try_lock(&s, "c", LEASE).await.unwrap(),
-        "renewed lease still held"
-    );
+    assert!(!b.renew(&s, "b", LEASE).await.unwrap(), "others cannot");
+    assert!(!b.release(&s, "b").await.unwrap(), "others cannot release");
+    assert!(b.release(&s, "a").await.unwrap(), "holder releases");
+    assert!(!b.read(&s).await.unwrap().locked);
+    assert_eq!(b.lock(&s, "b", LEASE, true).await.unwrap(), Acquire::Locked);
     tokio::time::sleep(LEASE * 2).await;
-    assert!(
-        b.try_lock(&s, "c", LEASE).await.unwrap(),
-        "lapsed lease is free"
+    assert_eq!(
+        b.lock(&s, "c", LEASE, true).await.unwrap(),
+        Acquire::Locked,
+        "a lapsed lease frees the lock"
     );
     assert!(
         !b.renew(&s, "b", LEASE).await.unwrap(),
-        "lapsed holder cannot renew"
+        "the lapsed holder cannot renew"
     );
-    assert!(b.release(&s, "c", false).await.unwrap());
+    assert!(b.release(&s, "c").await.unwrap());
 }
 
 async fn values_and_fencing(backend: &SharedBackend, run: &str) {
     let b = &backend.inner;
-    let s = slot_of(backend, &format!("conf.{run}.values"), "02");
-    assert_eq!(b.read(&s).await.unwrap(), None);
-    assert!(
-        b.write(&s, None, b"v1", LEASE, 0).await.unwrap(),
-        "unfenced write"
-    );
-    assert_eq!(b.read(&s).await.unwrap().as_deref(), Some(&b"v1"[..]));
-    tokio::time::sleep(LEASE * 2).await;
-    assert_eq!(
-        b.read(&s).await.unwrap(),
-        None,
-        "value expires with its ttl"
-    );
+    let name = format!("conf.{run}.values");
+    let cache = CacheKeys::new(b.prefix(), &name);
+    let s = slot_of(backend, &name, "02");
+    assert_eq!(b.read(&s).await.unwrap(), Found::default());
 
     // Fencing: a writer without the lock, or whose lease lapsed, is refused.
-    let ttl = Duration::from_secs(30);
     assert!(
-        !b.write(&s, Some("nobody"), b"x", ttl, 0).await.unwrap(),
+        !b.write(&s, "nobody", b"x", TTL).await.unwrap(),
         "no lock, no write"
     );
-    assert!(b.try_lock(&s, "old", LEASE).await.unwrap());
-    tokio::time::sleep(LEASE * 2).await;
-    assert!(
-        b.try_lock(&s, "new", Duration::from_secs(30))
-            .await
-            .unwrap()
+    assert_eq!(
+        b.lock(&s, "old", LEASE, true).await.unwrap(),
+        Acquire::Locked
     );
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(b.lock(&s, "new", TTL, true).await.unwrap(), Acquire::Locked);
     assert!(
-        b.write(&s, Some("new"), b"newer", ttl, 0).await.unwrap(),
+        b.write(&s, "new", b"newer", TTL).await.unwrap(),
         "holder writes"
     );
     assert!(
-        !b.write(&s, Some("old"), b"older", ttl, 0).await.unwrap(),
+        !b.write(&s, "old", b"older", TTL).await.unwrap(),
         "lapsed holder is fenced"
     );
-    assert_eq!(b.read(&s).await.unwrap().as_deref(), Some(&b"newer"[..]));
+    let found = b.read(&s).await.unwrap();
+    let (bytes, left) = found.value.expect("the value");
+    assert_eq!(bytes, b"newer");
     assert!(
-        !b.release(&s, "new", false).await.unwrap(),
-        "the fenced write released the lock"
+        left <= TTL && left > TTL - Duration::from_secs(5),
+        "time left by the backend's clock: {left:?}"
+    );
+    assert!(!found.locked, "the fenced write released the lock");
+
+    // lock(or_value): the value if present (no lock taken)...
+    assert!(
+        matches!(b.lock(&s, "b", LEASE, true).await.unwrap(), Acquire::Value(v, _) if v == b"newer")
+    );
+    assert!(!b.read(&s).await.unwrap().locked, "and the lock stays free");
+    // ...or the lock regardless (a refresh of a present value).
+    assert_eq!(
+        b.lock(&s, "b", LEASE, false).await.unwrap(),
+        Acquire::Locked
     );
 
-    // read_or_lock: the value if present (no lock), else the lock atomically.
-    let s = slot_of(backend, &format!("conf.{run}.values"), "05");
-    assert_eq!(b.read_or_lock(&s, "a", LEASE).await.unwrap(), (None, true));
-    assert_eq!(
-        b.read_or_lock(&s, "b", LEASE).await.unwrap(),
-        (None, false),
-        "held"
-    );
-    assert!(b.write(&s, Some("a"), b"v", ttl, 0).await.unwrap());
-    assert_eq!(
-        b.read_or_lock(&s, "b", LEASE).await.unwrap(),
-        (Some(b"v".to_vec()), false),
-        "a present value is returned without locking"
-    );
+    // A write wins over a load in flight: insert drops the lock, so the
+    // loader's fenced write is refused and the inserted value stays.
+    b.insert(&s, &cache, b"inserted", TTL, &notice(9, 0, Some("02")))
+        .await
+        .unwrap();
     assert!(
-        b.try_lock(&s, "b", LEASE).await.unwrap(),
-        "and the lock stays free"
+        !b.write(&s, "b", b"loaded-before", TTL).await.unwrap(),
+        "superseded by insert"
     );
-    assert!(b.release(&s, "b", false).await.unwrap());
+    assert_eq!(b.read(&s).await.unwrap().value.unwrap().0, b"inserted");
+
+    // Values expire with their ttl.
+    let short = slot_of(backend, &name, "05");
+    assert_eq!(
+        b.lock(&short, "a", LEASE, true).await.unwrap(),
+        Acquire::Locked
+    );
+    assert!(b.write(&short, "a", b"v", LEASE).await.unwrap());
+    tokio::time::sleep(LEASE * 2).await;
+    assert_eq!(
+        b.read(&short).await.unwrap().value,
+        None,
+        "value expires with its ttl"
+    );
+    b.invalidate(&s, &cache, &notice(9, 0, Some("02")))
+        .await
+        .unwrap();
+}
+
+async fn failures(backend: &SharedBackend, run: &str) {
+    let b = &backend.inner;
+    let name = format!("conf.{run}.failures");
+    let cache = CacheKeys::new(b.prefix(), &name);
+    let s = slot_of(backend, &name, "06");
+    assert!(
+        !b.fail(&s, "nobody", b"rec", LEASE).await.unwrap(),
+        "no lock, no record"
+    );
+    assert_eq!(b.lock(&s, "a", LEASE, true).await.unwrap(), Acquire::Locked);
+    assert!(
+        b.fail(&s, "a", b"rec", LEASE * 3).await.unwrap(),
+        "holder records its failure"
+    );
+    let found = b.read(&s).await.unwrap();
+    assert_eq!(found.failure.as_deref(), Some(&b"rec"[..]));
+    assert!(!found.locked, "the failure released the lock");
+    assert_eq!(
+        b.lock(&s, "b", LEASE, true).await.unwrap(),
+        Acquire::Failed(b"rec".to_vec()),
+        "while the record lasts, nobody takes the lock to call the origin again"
+    );
+    tokio::time::sleep(LEASE * 4).await;
+    assert_eq!(
+        b.lock(&s, "b", LEASE, true).await.unwrap(),
+        Acquire::Locked,
+        "the record expires"
+    );
+    assert!(b.fail(&s, "b", b"rec2", TTL).await.unwrap());
+    // A write clears the failure record.
+    b.insert(&s, &cache, b"v", TTL, &notice(9, 0, Some("06")))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.read(&s).await.unwrap().failure,
+        None,
+        "insert clears the record"
+    );
+    assert_eq!(
+        b.lock(&s, "c", LEASE, false).await.unwrap(),
+        Acquire::Locked
+    );
+    assert!(b.fail(&s, "c", b"rec3", TTL).await.unwrap());
+    b.invalidate(&s, &cache, &notice(9, 0, Some("06")))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.read(&s).await.unwrap(),
+        Found::default(),
+        "invalidate clears everything"
+    );
 }
 
 async fn notices(backend: &SharedBackend, run: &str) {
     let b = &backend.inner;
     let s = slot_of(backend, &format!("conf.{run}.notices"), "03");
-    let mut watch = b.hub().watch(&s);
-    assert!(b.try_lock(&s, "t", Duration::from_secs(30)).await.unwrap());
-    assert!(
-        b.write(&s, Some("t"), b"v", Duration::from_secs(30), 0)
-            .await
-            .unwrap()
-    );
+    let mut watch = b.hub().watch(s.as_str());
+    assert_eq!(b.lock(&s, "t", TTL, true).await.unwrap(), Acquire::Locked);
+    assert!(b.write(&s, "t", b"v", TTL).await.unwrap());
     tokio::time::timeout(NOTICE_BOUND, watch.changed())
         .await
         .expect("the fenced write publishes a ready notice");
-    assert!(b.try_lock(&s, "u", Duration::from_secs(30)).await.unwrap());
-    assert!(b.release(&s, "u", true).await.unwrap());
+    assert_eq!(b.lock(&s, "u", TTL, false).await.unwrap(), Acquire::Locked);
+    assert!(b.release(&s, "u").await.unwrap());
     tokio::time::timeout(NOTICE_BOUND, watch.changed())
         .await
-        .expect("a release with notify publishes a ready notice");
+        .expect("a release publishes a ready notice");
+    assert_eq!(b.lock(&s, "w", TTL, false).await.unwrap(), Acquire::Locked);
+    assert!(b.fail(&s, "w", b"rec", LEASE).await.unwrap());
+    tokio::time::timeout(NOTICE_BOUND, watch.changed())
+        .await
+        .expect("a failure record publishes a ready notice");
 }
 
+/// What an L1 sink was told.
+#[derive(Clone, Debug, PartialEq)]
+enum Told {
+    Key(String),
+    All(u64),
+}
+
+#[derive(Default)]
 struct Recorder {
-    id: u64,
-    seen: Mutex<Vec<Option<String>>>,
+    seen: Mutex<Vec<Told>>,
 }
 
 impl L1Sink for Recorder {
-    fn id(&self) -> u64 {
-        self.id
+    fn drop_key(&self, encoded: &str) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(Told::Key(encoded.to_owned()));
     }
 
-    fn drop_copies(&self, encoded: Option<&str>) {
-        self.seen.lock().unwrap().push(encoded.map(str::to_owned));
+    fn drop_all(&self, generation: u64) {
+        self.seen.lock().unwrap().push(Told::All(generation));
     }
+
+    fn after_gap(&self) {}
 }
 
-async fn seen_after(rec: &Recorder, n: usize) -> Vec<Option<String>> {
+async fn seen_after(rec: &Recorder, n: usize) -> Vec<Told> {
     tokio::time::timeout(NOTICE_BOUND, async {
         loop {
             let seen = rec.seen.lock().unwrap().clone();
@@ -193,62 +249,82 @@ async fn invalidation(backend: &SharedBackend, run: &str) {
     let b = &backend.inner;
     let name = format!("conf.{run}.inval");
     let other = format!("{name}:sub"); // a name that extends ours must not be touched
+    let cache = CacheKeys::new(b.prefix(), &name);
+    let other_cache = CacheKeys::new(b.prefix(), &other);
     let s = slot_of(backend, &name, "04");
     let s_other = slot_of(backend, &other, "04");
-    let me = Arc::new(Recorder {
-        id: 1,
-        seen: Mutex::default(),
-    });
-    let peer = Arc::new(Recorder {
-        id: 2,
-        seen: Mutex::default(),
-    });
+    let me = Arc::new(Recorder::default());
+    let peer = Arc::new(Recorder::default());
+    let bystander = Arc::new(Recorder::default());
     let me_dyn: Arc<dyn L1Sink> = me.clone();
     let peer_dyn: Arc<dyn L1Sink> = peer.clone();
-    b.hub().register(&name, Arc::downgrade(&me_dyn));
-    b.hub().register(&name, Arc::downgrade(&peer_dyn));
+    let bystander_dyn: Arc<dyn L1Sink> = bystander.clone();
+    b.hub().register(&name, 1, Arc::downgrade(&me_dyn));
+    b.hub().register(&name, 2, Arc::downgrade(&peer_dyn));
+    b.hub().register(&other, 3, Arc::downgrade(&bystander_dyn));
 
-    let ttl = Duration::from_secs(30);
-    assert!(b.write(&s, None, b"v", ttl, 0).await.unwrap());
-    assert!(b.write(&s_other, None, b"w", ttl, 0).await.unwrap());
-    assert!(b.try_lock(&s, "loader", ttl).await.unwrap());
-    let base = seen_after(&peer, 1).await.len(); // the unfenced writes invalidate too
-    b.invalidate(&s, 1).await.unwrap();
-    let seen = seen_after(&peer, base + 1).await;
+    b.insert(&s, &cache, b"v", TTL, &notice(1, 0, Some("04")))
+        .await
+        .unwrap();
     assert_eq!(
-        seen.last().unwrap().as_deref(),
-        split_tag(&format!("{name}:04")).map(|t| t.1)
+        seen_after(&peer, 1).await,
+        vec![Told::Key("04".into())],
+        "an insert invalidates the others' copies"
     );
+    b.insert(&s_other, &other_cache, b"w", TTL, &notice(3, 0, Some("04")))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.lock(&s, "loader", TTL, false).await.unwrap(),
+        Acquire::Locked
+    );
+    b.invalidate(&s, &cache, &notice(1, 0, Some("04")))
+        .await
+        .unwrap();
+    assert_eq!(seen_after(&peer, 2).await[1], Told::Key("04".into()));
     assert_eq!(
         b.read(&s).await.unwrap(),
-        None,
-        "invalidate deletes the value"
+        Found::default(),
+        "invalidate deletes value and lock"
     );
     assert!(
-        !b.write(&s, Some("loader"), b"late", ttl, 0).await.unwrap(),
+        !b.write(&s, "loader", b"late", TTL).await.unwrap(),
         "invalidate drops the lock, so a load in flight cannot write its older value"
     );
-    assert!(b.try_lock(&s, "next", LEASE).await.unwrap());
-    assert!(b.release(&s, "next", false).await.unwrap());
 
-    b.write(&s, None, b"v", ttl, 0).await.unwrap();
-    let base = seen_after(&peer, base + 2).await.len();
-    b.invalidate_all(&name, 1).await.unwrap();
-    let seen = seen_after(&peer, base + 1).await;
+    assert_eq!(b.generation(&cache).await.unwrap(), 0);
+    let generation = b.invalidate_all(&cache, 1).await.unwrap();
+    assert_eq!(generation, 1);
     assert_eq!(
-        seen.last().unwrap(),
-        &None,
-        "invalidate_all drops every copy"
+        b.generation(&cache).await.unwrap(),
+        1,
+        "invalidate_all bumps the generation"
     );
-    assert_eq!(b.read(&s).await.unwrap(), None);
     assert_eq!(
-        b.read(&s_other).await.unwrap().as_deref(),
-        Some(&b"w"[..]),
+        seen_after(&peer, 3).await[2],
+        Told::All(1),
+        "and tells the others which"
+    );
+    assert_eq!(
+        b.generation(&other_cache).await.unwrap(),
+        0,
+        "other caches keep theirs"
+    );
+    assert_eq!(
+        b.read(&s_other).await.unwrap().value.map(|v| v.0),
+        Some(b"w".to_vec()),
         "invalidate_all keeps other caches' values"
     );
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(
-        me.seen.lock().unwrap().iter().all(Option::is_some),
+        me.seen.lock().unwrap().is_empty(),
         "a sender does not receive its own invalidations"
     );
-    b.invalidate(&s_other, 0).await.unwrap();
+    assert!(
+        bystander.seen.lock().unwrap().is_empty(),
+        "another cache's notices do not reach this one"
+    );
+    b.invalidate(&s_other, &other_cache, &notice(3, 0, Some("04")))
+        .await
+        .unwrap();
 }

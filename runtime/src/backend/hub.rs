@@ -1,26 +1,34 @@
 //! The process side of the notice channel: one subscription per backend per
 //! process, fanned out to the local waiters and caches.
 //!
-//! A backend delivers three kinds of events here: a key's value is ready (or
-//! its lock was released without one), a key was invalidated, a whole cache
-//! was invalidated. Waiters watch a key (a `watch` channel per watched key, so
-//! a notice that lands between "register" and "await" is never lost); caches
-//! register an L1 sink by name.
+//! A backend delivers three kinds of events here: "look again" at a key (a
+//! value was written, a lock released, a load failed), a key was
+//! invalidated, a whole cache was invalidated — and, after a gap in its
+//! subscription, that events may have been lost. Waiters watch a key (a
+//! `watch` channel per watched key, so a notice that lands between
+//! "register" and "await" is never lost); caches register their L1 by name.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::watch;
 
-/// Something that holds L1 copies of a cache's keys.
+use super::slot::Notice;
+
+/// The L1 of one `shared` cache, as the invalidation bus sees it.
 pub(crate) trait L1Sink: Send + Sync {
-    /// Who this sink is: events a sink sent itself are not applied to it.
-    fn id(&self) -> u64;
-    /// Drop the copy of the key encoded as `encoded`, or every copy if `None`.
-    fn drop_copies(&self, encoded: Option<&str>);
+    /// Drops the copy (and any flight) of the key encoded as `encoded`: O(1).
+    fn drop_key(&self, encoded: &str);
+    /// Drops every copy: the cache moved to `generation`.
+    fn drop_all(&self, generation: u64);
+    /// Notices may have been lost: drop every copy, but let loads in flight
+    /// finish and answer their callers (without caching what they load).
+    fn after_gap(&self);
 }
 
-type Sinks = HashMap<String, Vec<Weak<dyn L1Sink>>>;
+/// Registered sinks by cache name, each with the id of the tier it belongs
+/// to (a tier does not apply the notices it sent itself).
+type Sinks = HashMap<String, Vec<(u64, Weak<dyn L1Sink>)>>;
 
 #[derive(Default)]
 pub(crate) struct Hub {
@@ -92,47 +100,54 @@ impl Hub {
         }
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     /// Wakes every waiter (after a gap in the subscription: notices may have been lost).
-    pub(crate) fn wake_all(&self) {
+    fn wake_all(&self) {
         for (tx, _) in self.lock_watches().values() {
             tx.send_modify(|n| *n += 1);
         }
     }
 
-    /// Registers a cache's L1 under its name.
-    pub(crate) fn register(&self, name: &str, sink: Weak<dyn L1Sink>) {
+    /// Registers the L1 of tier `id` under its cache's name.
+    pub(crate) fn register(&self, name: &str, id: u64, sink: Weak<dyn L1Sink>) {
         let mut sinks = self.lock_sinks();
         let list = sinks.entry(name.to_owned()).or_default();
-        list.retain(|s| s.strong_count() > 0);
-        list.push(sink);
+        list.retain(|(_, s)| s.strong_count() > 0);
+        list.push((id, sink));
     }
 
-    /// Key `encoded` of cache `name` (or all of its keys) was invalidated by `sender`.
-    pub(crate) fn invalidated(&self, name: &str, encoded: Option<&str>, sender: u64) {
+    /// An invalidation notice of cache `name`: applied to every L1 of that
+    /// cache but the sender's. O(L1s of that cache), not O(keys).
+    pub(crate) fn invalidated(&self, name: &str, notice: &Notice<'_>) {
         let targets: Vec<Arc<dyn L1Sink>> = self
             .lock_sinks()
             .get(name)
-            .map(|list| list.iter().filter_map(Weak::upgrade).collect())
+            .map(|list| {
+                list.iter()
+                    .filter(|(id, _)| *id != notice.sender)
+                    .filter_map(|(_, s)| s.upgrade())
+                    .collect()
+            })
             .unwrap_or_default();
         for sink in targets {
-            if sink.id() != sender {
-                sink.drop_copies(encoded);
+            match notice.key {
+                Some(encoded) => sink.drop_key(encoded),
+                None => sink.drop_all(notice.generation),
             }
         }
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    /// Drops every registered L1 (after a gap in the subscription:
-    /// invalidations may have been lost).
-    pub(crate) fn drop_all_copies(&self) {
+    /// After a gap in the subscription (invalidations may have been lost):
+    /// every L1 drops its copies, every waiter looks again.
+    pub(crate) fn gap(&self) {
         let targets: Vec<Arc<dyn L1Sink>> = self
             .lock_sinks()
             .values()
-            .flat_map(|list| list.iter().filter_map(Weak::upgrade))
+            .flat_map(|list| list.iter().filter_map(|(_, s)| s.upgrade()))
             .collect();
         for sink in targets {
-            sink.drop_copies(None);
+            sink.after_gap();
         }
+        self.wake_all();
     }
 }

@@ -2,12 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::hub::Hub;
-use super::{Backend, BackendFut, SharedBackend, split_tag};
+use super::slot::{CacheKeys, Slot, notice, parse_notice, split_tag};
+use super::{Acquire, Backend, BackendFut, Found, SharedBackend};
+use crate::strategy::after;
 
 /// An in-memory shared tier: the value store, locks and notices of a
 /// "fleet" that lives in one process.
@@ -17,7 +19,9 @@ use super::{Backend, BackendFut, SharedBackend, split_tag};
 /// among them, values read from the shared tier, invalidations dropping the
 /// others' L1 copies. It is what `shared` caches use when no backend is
 /// installed, and what a fleet simulation in one process — or a demo without
-/// Redis — uses. Expiry follows `tokio::time`, so it works on a paused clock.
+/// Redis — uses. Expiry follows `tokio::time`, so it works on a paused clock;
+/// expired entries are swept as new ones arrive, so memory follows the live
+/// entries, not every key ever written.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -42,25 +46,69 @@ pub struct LocalBackend {
 
 struct LocalInner {
     prefix: String,
-    /// Wall time at `Instant` `epoch.1`: the backend's wall clock follows
-    /// `tokio::time`, so it stays consistent with L1 on a paused clock.
-    epoch: (SystemTime, Instant),
     hub: Arc<Hub>,
     state: Mutex<State>,
 }
 
+/// Entries that expire at an instant, swept in amortised O(1).
+struct Expiring<T> {
+    entries: HashMap<String, (T, Instant)>,
+    /// Sweep when the map has grown past this (twice its live size at the
+    /// last sweep), so each insert pays O(1) amortised.
+    sweep_at: usize,
+}
+
+impl<T> Default for Expiring<T> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+            sweep_at: 64,
+        }
+    }
+}
+
+impl<T: Clone> Expiring<T> {
+    fn get(&mut self, key: &str, now: Instant) -> Option<(T, Instant)> {
+        match self.entries.get(key) {
+            Some((_, until)) if *until <= now => {
+                self.entries.remove(key);
+                None
+            }
+            Some((value, until)) => Some((value.clone(), *until)),
+            None => None,
+        }
+    }
+
+    fn insert(&mut self, key: String, value: T, until: Instant, now: Instant) {
+        self.entries.insert(key, (value, until));
+        if self.entries.len() >= self.sweep_at {
+            self.entries.retain(|_, (_, until)| *until > now);
+            self.sweep_at = (self.entries.len() * 2).max(64);
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<T> {
+        self.entries.remove(key).map(|(value, _)| value)
+    }
+}
+
 #[derive(Default)]
 struct State {
-    values: HashMap<String, (Vec<u8>, Instant)>,
-    locks: HashMap<String, (String, Instant)>,
+    values: Expiring<Vec<u8>>,
+    locks: Expiring<String>,
+    failures: Expiring<Vec<u8>>,
+    generations: HashMap<String, u64>,
 }
 
 impl State {
-    fn holder(&mut self, slot: &str, now: Instant) -> Option<&str> {
-        if self.locks.get(slot).is_some_and(|(_, until)| *until <= now) {
-            self.locks.remove(slot);
-        }
-        self.locks.get(slot).map(|(token, _)| token.as_str())
+    fn holder(&mut self, slot: &Slot, now: Instant) -> Option<String> {
+        self.locks.get(slot.as_str(), now).map(|(token, _)| token)
+    }
+
+    fn value(&mut self, slot: &Slot, now: Instant) -> Option<(Vec<u8>, Duration)> {
+        self.values
+            .get(slot.as_str(), now)
+            .map(|(bytes, until)| (bytes, until - now))
     }
 }
 
@@ -82,19 +130,20 @@ impl LocalBackend {
         Self {
             inner: Arc::new(LocalInner {
                 prefix: prefix.into(),
-                epoch: (SystemTime::now(), Instant::now()),
                 hub: Arc::default(),
                 state: Mutex::default(),
             }),
         }
     }
 
-    /// Number of values held (expired ones included until touched).
+    /// Number of entries held (values, locks and failure records), expired
+    /// ones included until swept.
     pub fn len(&self) -> usize {
-        self.inner.lock().values.len()
+        let state = self.inner.lock();
+        state.values.entries.len() + state.locks.entries.len() + state.failures.entries.len()
     }
 
-    /// Whether no value is held.
+    /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -105,10 +154,20 @@ impl LocalInner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn tag<'a>(&self, slot: &'a str) -> Option<&'a str> {
-        slot.strip_prefix(self.prefix.as_str())?
+    /// Delivers an invalidation notice of `slot`'s cache (or of cache `name`).
+    fn publish_invalidation(&self, name: &str, payload: &str) {
+        if let Some(notice) = parse_notice(payload) {
+            self.hub.invalidated(name, &notice);
+        }
+    }
+
+    fn name_of<'a>(&self, slot: &'a Slot) -> Option<&'a str> {
+        let tag = slot
+            .as_str()
+            .strip_prefix(self.prefix.as_str())?
             .strip_prefix(":{")?
-            .strip_suffix('}')
+            .strip_suffix('}')?;
+        split_tag(tag).map(|(name, _)| name)
     }
 }
 
@@ -127,151 +186,204 @@ impl Backend for LocalInner {
         &self.prefix
     }
 
-    fn wall_now(&self) -> SystemTime {
-        self.epoch.0 + self.epoch.1.elapsed()
-    }
-
     fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
 
-    fn read<'a>(&'a self, slot: &'a str) -> BackendFut<'a, Option<Vec<u8>>> {
+    fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found> {
         let now = Instant::now();
         let mut state = self.lock();
-        let value = match state.values.get(slot) {
-            Some((_, until)) if *until <= now => {
-                state.values.remove(slot);
-                None
-            }
-            Some((bytes, _)) => Some(bytes.clone()),
-            None => None,
+        let found = Found {
+            value: state.value(slot, now),
+            failure: state.failures.get(slot.as_str(), now).map(|(f, _)| f),
+            locked: state.holder(slot, now).is_some(),
         };
-        ready(value)
+        ready(found)
     }
 
-    fn read_or_lock<'a>(
+    fn lock<'a>(
         &'a self,
-        slot: &'a str,
+        slot: &'a Slot,
         token: &'a str,
         lease: Duration,
-    ) -> BackendFut<'a, (Option<Vec<u8>>, bool)> {
+        or_value: bool,
+    ) -> BackendFut<'a, Acquire> {
         let now = Instant::now();
         let mut state = self.lock();
-        match state.values.get(slot) {
-            Some((bytes, until)) if *until > now => return ready((Some(bytes.clone()), false)),
-            Some(_) => {
-                state.values.remove(slot);
-            }
-            None => {}
+        if or_value && let Some((bytes, left)) = state.value(slot, now) {
+            return ready(Acquire::Value(bytes, left));
         }
-        let taken = state.holder(slot, now).is_none();
-        if taken {
-            state
-                .locks
-                .insert(slot.to_owned(), (token.to_owned(), now + lease));
+        if let Some((failure, _)) = state.failures.get(slot.as_str(), now) {
+            return ready(Acquire::Failed(failure));
         }
-        ready((None, taken))
+        if state.holder(slot, now).is_some() {
+            return ready(Acquire::Held);
+        }
+        let until = after(now, lease);
+        state
+            .locks
+            .insert(slot.as_str().to_owned(), token.to_owned(), until, now);
+        ready(Acquire::Locked)
     }
 
-    fn try_lock<'a>(
+    fn renew<'a>(
         &'a self,
-        slot: &'a str,
+        slot: &'a Slot,
         token: &'a str,
         lease: Duration,
     ) -> BackendFut<'a, bool> {
         let now = Instant::now();
         let mut state = self.lock();
-        let taken = state.holder(slot, now).is_none();
-        if taken {
-            state
-                .locks
-                .insert(slot.to_owned(), (token.to_owned(), now + lease));
-        }
-        ready(taken)
-    }
-
-    fn renew<'a>(&'a self, slot: &'a str, token: &'a str, lease: Duration) -> BackendFut<'a, bool> {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let held = state.holder(slot, now) == Some(token);
+        let held = state.holder(slot, now).as_deref() == Some(token);
         if held {
+            let until = after(now, lease);
             state
                 .locks
-                .insert(slot.to_owned(), (token.to_owned(), now + lease));
+                .insert(slot.as_str().to_owned(), token.to_owned(), until, now);
         }
         ready(held)
     }
 
-    fn release<'a>(&'a self, slot: &'a str, token: &'a str, notify: bool) -> BackendFut<'a, bool> {
+    fn release<'a>(&'a self, slot: &'a Slot, token: &'a str) -> BackendFut<'a, bool> {
         let now = Instant::now();
         let released = {
             let mut state = self.lock();
-            let held = state.holder(slot, now) == Some(token);
+            let held = state.holder(slot, now).as_deref() == Some(token);
             if held {
-                state.locks.remove(slot);
+                state.locks.remove(slot.as_str());
             }
             held
         };
-        if released && notify {
-            self.hub.ready(slot);
+        if released {
+            self.hub.ready(slot.as_str());
         }
         ready(released)
     }
 
     fn write<'a>(
         &'a self,
-        slot: &'a str,
-        fence: Option<&'a str>,
+        slot: &'a Slot,
+        token: &'a str,
         bytes: &'a [u8],
         ttl: Duration,
-        sender: u64,
     ) -> BackendFut<'a, bool> {
         let now = Instant::now();
         let written = {
             let mut state = self.lock();
-            let allowed = match fence {
-                Some(token) => state.holder(slot, now) == Some(token),
-                None => true,
-            };
-            if allowed {
+            let held = state.holder(slot, now).as_deref() == Some(token);
+            if held {
+                let until = after(now, ttl);
                 state
                     .values
-                    .insert(slot.to_owned(), (bytes.to_vec(), now + ttl));
-                if fence.is_some() {
-                    state.locks.remove(slot);
-                }
+                    .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
+                state.locks.remove(slot.as_str());
+                state.failures.remove(slot.as_str());
             }
-            allowed
+            held
         };
         if written {
-            self.hub.ready(slot);
-            if fence.is_none()
-                && let Some((name, encoded)) = self.tag(slot).and_then(split_tag)
-            {
-                self.hub.invalidated(name, Some(encoded), sender);
-            }
+            self.hub.ready(slot.as_str());
         }
         ready(written)
     }
 
-    fn invalidate<'a>(&'a self, slot: &'a str, sender: u64) -> BackendFut<'a, ()> {
+    fn fail<'a>(
+        &'a self,
+        slot: &'a Slot,
+        token: &'a str,
+        record: &'a [u8],
+        ttl: Duration,
+    ) -> BackendFut<'a, bool> {
+        let now = Instant::now();
+        let failed = {
+            let mut state = self.lock();
+            let held = state.holder(slot, now).as_deref() == Some(token);
+            if held {
+                let until = after(now, ttl);
+                state
+                    .failures
+                    .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
+                state.locks.remove(slot.as_str());
+            }
+            held
+        };
+        if failed {
+            self.hub.ready(slot.as_str());
+        }
+        ready(failed)
+    }
+
+    fn insert<'a>(
+        &'a self,
+        slot: &'a Slot,
+        _cache: &'a CacheKeys,
+        bytes: &'a [u8],
+        ttl: Duration,
+        notice: &'a str,
+    ) -> BackendFut<'a, ()> {
+        let now = Instant::now();
         {
             let mut state = self.lock();
-            state.values.remove(slot);
-            state.locks.remove(slot);
+            let until = after(now, ttl);
+            state
+                .values
+                .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
+            state.locks.remove(slot.as_str());
+            state.failures.remove(slot.as_str());
         }
-        if let Some((name, encoded)) = self.tag(slot).and_then(split_tag) {
-            self.hub.invalidated(name, Some(encoded), sender);
+        self.hub.ready(slot.as_str());
+        if let Some(name) = self.name_of(slot) {
+            self.publish_invalidation(name, notice);
         }
         ready(())
     }
 
-    fn invalidate_all<'a>(&'a self, name: &'a str, sender: u64) -> BackendFut<'a, ()> {
-        self.lock()
-            .values
-            .retain(|slot, _| self.tag(slot).and_then(split_tag).map(|(n, _)| n) != Some(name));
-        self.hub.invalidated(name, None, sender);
+    fn invalidate<'a>(
+        &'a self,
+        slot: &'a Slot,
+        _cache: &'a CacheKeys,
+        notice: &'a str,
+    ) -> BackendFut<'a, ()> {
+        {
+            let mut state = self.lock();
+            state.values.remove(slot.as_str());
+            state.locks.remove(slot.as_str());
+            state.failures.remove(slot.as_str());
+        }
+        self.hub.ready(slot.as_str());
+        if let Some(name) = self.name_of(slot) {
+            self.publish_invalidation(name, notice);
+        }
         ready(())
+    }
+
+    fn generation<'a>(&'a self, cache: &'a CacheKeys) -> BackendFut<'a, u64> {
+        let generation = self
+            .lock()
+            .generations
+            .get(&cache.generation())
+            .copied()
+            .unwrap_or(0);
+        ready(generation)
+    }
+
+    fn invalidate_all<'a>(&'a self, cache: &'a CacheKeys, sender: u64) -> BackendFut<'a, u64> {
+        let generation = {
+            let mut state = self.lock();
+            let generation = state.generations.entry(cache.generation()).or_insert(0);
+            *generation += 1;
+            *generation
+        };
+        // `<prefix>:{<name>}:gen` → the name between the braces.
+        let key = cache.generation();
+        if let Some(name) = key
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|k| k.strip_prefix(":{"))
+            .and_then(|k| k.strip_suffix("}:gen"))
+        {
+            self.publish_invalidation(name, &notice(sender, generation, None));
+        }
+        ready(generation)
     }
 }
 

@@ -42,39 +42,47 @@ use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::{Inner, RemotePolicy};
 use crate::flight::{ErasedError, Need};
 use crate::stats::Counters;
 use crate::strategy::Strategy;
 
+pub(crate) mod codec;
 #[doc(hidden)]
 pub mod conformance;
 pub(crate) mod hub;
 mod local;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub(crate) mod slot;
 mod tier;
 
 pub use local::LocalBackend;
 
 use hub::Hub;
+use slot::{CacheKeys, Slot};
 
 /// A boxed, sendable future.
 pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// What a key must be to live in a `shared` cache: serde-serialisable (it
-/// becomes part of the backend key) on top of the usual key bounds.
+/// What a key must be to live in a `shared` cache: serde round-trippable (it
+/// becomes part of the backend key, and an invalidation notice names it, so
+/// every process drops exactly that key in O(1)) on top of the usual key bounds.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be the key of a `shared` cache: it must implement serde's `Serialize` (and `Hash + Eq + Clone + Send + Sync + 'static`)",
-    label = "needs `serde::Serialize` for `shared`",
-    note = "derive it: `#[derive(serde::Serialize)]`, or drop `shared` to keep this cache in-process"
+    message = "`{Self}` cannot be the key of a `shared` cache: it must implement serde's `Serialize` and `DeserializeOwned` (and `Hash + Eq + Clone + Send + Sync + 'static`)",
+    label = "needs `serde::Serialize + serde::de::DeserializeOwned` for `shared`",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`, or drop `shared` to keep this cache in-process"
 )]
-pub trait SharedKey: Serialize + Hash + Eq + Clone + Send + Sync + 'static {}
-impl<T: Serialize + Hash + Eq + Clone + Send + Sync + 'static> SharedKey for T {}
+pub trait SharedKey:
+    Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static
+{
+}
+impl<T: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static> SharedKey for T {}
 
 /// What a value must be to live in a `shared` cache: serde round-trippable,
 /// since other processes read it back from the shared tier.
@@ -101,23 +109,22 @@ pub(crate) struct Loaded<V> {
 /// yields the value and how long the load took.
 pub(crate) type OriginLoad<V> = BoxFut<Result<(V, Duration), ErasedError>>;
 
-/// Drops L1 copies when another process says so (invalidation bus).
-pub(crate) trait L1Evictor<K>: Send + Sync {
-    #[allow(dead_code)] // part of the evictor's contract; the bus uses evict_where
-    fn evict(&self, key: &K);
-    /// Drops every key for which `matches` holds.
-    fn evict_where(&self, matches: &dyn Fn(&K) -> bool);
-    fn evict_all(&self);
-}
-
 /// What a shared tier is built from.
-pub(crate) struct TierSpec<K> {
+pub(crate) struct TierSpec<K, V> {
     pub name: String,
     pub ttl: Duration,
     pub strategy: Strategy,
     pub lock_ttl: Duration,
+    /// How long a failure record stops the fleet from retrying the origin.
+    pub retry_backoff: Duration,
+    /// The longest a leader keeps renewing its lease (its load is dropped
+    /// there with `load_timeout`; without, this caps a hung loader's hold).
+    pub max_hold: Duration,
+    /// How a failure in another process becomes a caller's error, if it can.
+    pub remote: Option<RemotePolicy>,
     pub counters: Arc<Counters>,
-    pub l1: Weak<dyn L1Evictor<K>>,
+    /// The cache's core, whose L1 the invalidation notices drop.
+    pub l1: Weak<Inner<K, V>>,
     /// The backend given to this cache's builder, if any (else the installed one).
     pub backend: Option<SharedBackend>,
 }
@@ -125,7 +132,7 @@ pub(crate) struct TierSpec<K> {
 /// Fleet-wide coordination behind a `shared` cache. The cache core has
 /// already coalesced callers in this process: `load` is called once per local
 /// flight, and decides whether this process runs `origin` or takes a value
-/// another process produced.
+/// (or a failure) another process produced.
 pub(crate) trait SharedTier<K, V>: Send + Sync {
     fn load(
         &self,
@@ -135,18 +142,20 @@ pub(crate) trait SharedTier<K, V>: Send + Sync {
     ) -> BoxFut<Result<Loaded<V>, ErasedError>>;
     /// `Cache::insert` on a shared cache: write through to the shared tier.
     fn store(&self, key: &K, value: &V);
+    /// `Cache::invalidate`: registered as pending at once (so no flight of
+    /// this process reads the old value back), applied in the background.
     fn invalidate(&self, key: &K);
     fn invalidate_all(&self);
 }
 
 /// Builds the shared tier of a `shared` cache, or `None` to coordinate in
 /// process only.
-pub(crate) type TierFactory<K, V> = fn(TierSpec<K>) -> Option<Arc<dyn SharedTier<K, V>>>;
+pub(crate) type TierFactory<K, V> = fn(TierSpec<K, V>) -> Option<Arc<dyn SharedTier<K, V>>>;
 
 /// The tier factory `CacheBuilder::shared` installs: the builder's backend,
 /// else the installed one, else the process-wide [`LocalBackend`].
 pub(crate) fn shared_tier<K: SharedKey, V: SharedValue>(
-    spec: TierSpec<K>,
+    spec: TierSpec<K, V>,
 ) -> Option<Arc<dyn SharedTier<K, V>>> {
     let backend = match spec.backend.clone() {
         Some(backend) => backend,
@@ -196,68 +205,183 @@ impl fmt::Display for BackendError {
 
 impl std::error::Error for BackendError {}
 
+/// A load of a `shared` cache that failed in another process, as the
+/// callers that waited on it here receive it: one origin call per failing
+/// flight fleet-wide, not one per process in turn.
+///
+/// It carries the leader's error as text (its `Debug` rendering) or its
+/// panic message; the error value itself does not cross processes (error
+/// types are rarely serialisable). A cache converts it into the callers'
+/// error type `E` through `E: From<RemoteLoadError>`: the attribute does so
+/// whenever that impl exists; a cache built by hand opts in with
+/// [`CacheBuilder::remote_errors`](crate::CacheBuilder::remote_errors).
+/// Without it, a process that finds its key's load failed elsewhere falls
+/// back to loading in process (counted in `fallbacks`).
+///
+/// ```
+/// use stampede_cache::{LoadTimeout, RemoteLoadError};
+///
+/// #[derive(Clone, Debug)]
+/// enum RepoError { Db(String), Timeout, Remote(String) }
+/// impl From<RemoteLoadError> for RepoError {
+///     fn from(e: RemoteLoadError) -> Self { RepoError::Remote(e.to_string()) }
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteLoadError {
+    cache: Arc<str>,
+    message: String,
+    panicked: bool,
+}
+
+impl RemoteLoadError {
+    pub(crate) fn new(cache: &str, message: String, panicked: bool) -> Self {
+        Self {
+            cache: cache.into(),
+            message,
+            panicked,
+        }
+    }
+
+    /// The name of the cache whose load failed.
+    pub fn cache(&self) -> &str {
+        &self.cache
+    }
+
+    /// The leader's error (`Debug`) or panic message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether the leader's loader panicked (rather than returned `Err`).
+    pub fn panicked(&self) -> bool {
+        self.panicked
+    }
+}
+
+impl fmt::Display for RemoteLoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.panicked { "panicked" } else { "failed" };
+        write!(
+            f,
+            "stampede-cache `{}`: the load {what} in another process: {}",
+            self.cache, self.message
+        )
+    }
+}
+
+impl std::error::Error for RemoteLoadError {}
+
 pub(crate) type BackendResult<T> = Result<T, BackendError>;
 pub(crate) type BackendFut<'a, T> = Pin<Box<dyn Future<Output = BackendResult<T>> + Send + 'a>>;
 
+/// What a read of a slot found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Found {
+    /// The value bytes, and how long until they expire by the backend's own
+    /// clock (the end of their stale window).
+    pub value: Option<(Vec<u8>, Duration)>,
+    /// The failure record of the key's last failed load, if it is recent.
+    pub failure: Option<Vec<u8>>,
+    /// Whether some process holds the key's lock.
+    pub locked: bool,
+}
+
+/// What a lock attempt found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Acquire {
+    /// A value is there (only when asked to look for one): bytes and time left.
+    Value(Vec<u8>, Duration),
+    /// A recent failure record is there: the origin is not to be called again yet.
+    Failed(Vec<u8>),
+    /// The lock is ours.
+    Locked,
+    /// Another process holds the lock.
+    Held,
+}
+
 /// The operations a shared tier needs from a store every process sees.
 ///
-/// Keys are derived from a key's *slot*, `<prefix>:{<cache name>:<encoded
-/// key>}`: the value at `<slot>:value`, the lock at `<slot>:lock`, the ready
-/// and invalidation channels `<slot>:ready` and `<slot>:inval` — one hash tag,
-/// so one Redis Cluster slot. Implementations must deliver ready and
-/// invalidation notices (their own included) to [`Backend::hub`].
+/// Keys and channels follow [`slot`]'s layout. Implementations deliver
+/// ready and invalidation notices (their own included) to [`Backend::hub`].
+/// Every write that supersedes loads — `insert`, `invalidate` — deletes the
+/// key's lock, so a load that started before it can no longer write (its
+/// fenced write finds another token, or none): a write always wins.
 pub(crate) trait Backend: Send + Sync + 'static {
     /// The key prefix.
     fn prefix(&self) -> &str;
-    /// The wall clock the envelope's instants are read against.
-    fn wall_now(&self) -> SystemTime {
-        SystemTime::now()
-    }
     /// Where this process's notices are delivered.
     fn hub(&self) -> &Arc<Hub>;
-    /// The value bytes of `slot`, if any.
-    fn read<'a>(&'a self, slot: &'a str) -> BackendFut<'a, Option<Vec<u8>>>;
-    /// One round trip for the common miss: the value bytes if there are
-    /// any; if there are none, `SET <slot>:lock token NX PX lease` in the
-    /// same atomic step (so no value can land between the read and the
-    /// lock). Returns the bytes and whether the lock was taken.
-    fn read_or_lock<'a>(
+    /// The lease a lock is first taken with. A backend whose lock command
+    /// may time out and still run later (Redis) starts short, so an orphan
+    /// lock nobody renews lapses quickly; the leader extends it to the full
+    /// lease at its first renewal.
+    fn initial_lease(&self, lease: Duration) -> Duration {
+        lease
+    }
+    /// Value, failure record and lock state of `slot`, in one round trip.
+    fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found>;
+    /// One atomic step: with `or_value`, the value if there is one; else
+    /// the failure record if there is one; else `SET <lock> token NX PX lease`.
+    fn lock<'a>(
         &'a self,
-        slot: &'a str,
+        slot: &'a Slot,
         token: &'a str,
         lease: Duration,
-    ) -> BackendFut<'a, (Option<Vec<u8>>, bool)>;
-    /// `SET <slot>:lock token NX PX lease`: whether the lock was taken.
-    fn try_lock<'a>(
-        &'a self,
-        slot: &'a str,
-        token: &'a str,
-        lease: Duration,
-    ) -> BackendFut<'a, bool>;
+        or_value: bool,
+    ) -> BackendFut<'a, Acquire>;
     /// Extends the lease if `token` still holds the lock: whether it did.
-    fn renew<'a>(&'a self, slot: &'a str, token: &'a str, lease: Duration) -> BackendFut<'a, bool>;
-    /// Deletes the lock if `token` holds it (compare-and-delete); with
-    /// `notify`, publishes a ready notice so waiters retry at once.
-    fn release<'a>(&'a self, slot: &'a str, token: &'a str, notify: bool) -> BackendFut<'a, bool>;
-    /// Writes the value with expiry `ttl` and publishes a ready notice, in
-    /// one step. With `Some(token)` the write is fenced: refused (`false`)
-    /// unless `token` holds the lock, and it releases the lock in the same
-    /// step (the leader's second and last round trip). With `None` (an `insert`) it is
-    /// unconditional, and also publishes an invalidation from `sender` so
-    /// other processes drop their older L1 copy.
+    fn renew<'a>(&'a self, slot: &'a Slot, token: &'a str, lease: Duration)
+    -> BackendFut<'a, bool>;
+    /// Deletes the lock if `token` holds it (compare-and-delete) and
+    /// publishes a ready notice so waiters look again at once.
+    fn release<'a>(&'a self, slot: &'a Slot, token: &'a str) -> BackendFut<'a, bool>;
+    /// Fenced value write: only if `token` holds the lock, in one step:
+    /// write the value (expiring in `ttl`), drop the failure record and the
+    /// lock, publish a ready notice. `false`: refused (lease lost, or a
+    /// write superseded this load).
     fn write<'a>(
         &'a self,
-        slot: &'a str,
-        fence: Option<&'a str>,
+        slot: &'a Slot,
+        token: &'a str,
         bytes: &'a [u8],
         ttl: Duration,
-        sender: u64,
     ) -> BackendFut<'a, bool>;
-    /// Deletes the value and the lock of `slot` (a load in flight then cannot
-    /// write its older value) and publishes an invalidation from `sender`.
-    fn invalidate<'a>(&'a self, slot: &'a str, sender: u64) -> BackendFut<'a, ()>;
-    /// Deletes every value of cache `name` and publishes a clear from `sender`.
-    fn invalidate_all<'a>(&'a self, name: &'a str, sender: u64) -> BackendFut<'a, ()>;
+    /// Fenced failure: only if `token` holds the lock, in one step: leave
+    /// the failure record (expiring in `ttl`), drop the lock, publish a
+    /// ready notice so the waiters take the failure instead of loading.
+    fn fail<'a>(
+        &'a self,
+        slot: &'a Slot,
+        token: &'a str,
+        record: &'a [u8],
+        ttl: Duration,
+    ) -> BackendFut<'a, bool>;
+    /// `Cache::insert`: write the value unconditionally, drop the lock and
+    /// failure record (superseding any load in flight anywhere), publish a
+    /// ready notice and the invalidation `notice` on the cache's channel.
+    fn insert<'a>(
+        &'a self,
+        slot: &'a Slot,
+        cache: &'a CacheKeys,
+        bytes: &'a [u8],
+        ttl: Duration,
+        notice: &'a str,
+    ) -> BackendFut<'a, ()>;
+    /// `Cache::invalidate`: delete value, lock and failure record, publish
+    /// a ready notice and the invalidation `notice`.
+    fn invalidate<'a>(
+        &'a self,
+        slot: &'a Slot,
+        cache: &'a CacheKeys,
+        notice: &'a str,
+    ) -> BackendFut<'a, ()>;
+    /// The cache's current generation (0 until the first `invalidate_all`).
+    fn generation<'a>(&'a self, cache: &'a CacheKeys) -> BackendFut<'a, u64>;
+    /// `Cache::invalidate_all` in O(1): bump the cache's generation (values
+    /// written under an older one are unusable from then on) and publish a
+    /// clear notice from `sender` carrying it. Returns the new generation.
+    fn invalidate_all<'a>(&'a self, cache: &'a CacheKeys, sender: u64) -> BackendFut<'a, u64>;
 }
 
 /// A backend for `shared` caches, ready to [`install`] or to give a cache
@@ -331,15 +455,4 @@ fn installed_or_default(cache: &str) -> SharedBackend {
             LocalBackend::new().into()
         })
         .clone()
-}
-
-/// The slot of a key: `<prefix>:{<name>:<encoded key>}`.
-pub(crate) fn slot(prefix: &str, name: &str, encoded: &str) -> String {
-    format!("{prefix}:{{{name}:{encoded}}}")
-}
-
-/// Splits a slot's hash tag content `<name>:<encoded>` (the encoding never
-/// contains `:`).
-pub(crate) fn split_tag(tag: &str) -> Option<(&str, &str)> {
-    tag.rsplit_once(':')
 }

@@ -53,20 +53,33 @@ use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::hub::Hub;
-use super::{Backend, BackendError, BackendFut, BackendResult, SharedBackend, split_tag};
+use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice};
+use super::{Acquire, Backend, BackendError, BackendFut, BackendResult, Found, SharedBackend};
 
 /// Default bound on one Redis command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "stampede";
 
-const READ_OR_LOCK: &str = r"
-local v = redis.call('GET', KEYS[2])
-if v then return {v, 0} end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {false, 1} end
-return {false, 0}
+/// KEYS: value, lock, fail. Returns {value or false, its PTTL, failure record or false, lock exists}.
+const READ: &str = r"
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[3]), redis.call('EXISTS', KEYS[2])}
 ";
 
+/// KEYS: value, lock, fail. ARGV: token, lease ms, or_value.
+/// Returns {1, value, PTTL} | {2, failure record} | {3} (locked) | {4} (held).
+const LOCK: &str = r"
+if ARGV[3] == '1' then
+  local v = redis.call('GET', KEYS[1])
+  if v then return {1, v, redis.call('PTTL', KEYS[1])} end
+end
+local f = redis.call('GET', KEYS[3])
+if f then return {2, f} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3} end
+return {4}
+";
+
+/// KEYS: lock. ARGV: token, lease ms.
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -74,17 +87,27 @@ end
 return 0
 ";
 
+/// KEYS: lock. ARGV: token, ready channel.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  if ARGV[2] == '1' then redis.call('PUBLISH', ARGV[3], '') end
+  redis.call('PUBLISH', ARGV[2], '')
   return 1
 end
 return 0
 ";
 
-/// KEYS: lock, value. ARGV: token, bytes, ttl ms, ready channel.
+/// KEYS: lock, value, fail. ARGV: token, bytes, ttl ms, ready channel.
 const WRITE_FENCED: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('PUBLISH', ARGV[4], '')
+return 1
+";
+
+/// KEYS: lock, fail. ARGV: token, record, ttl ms, ready channel.
+const FAIL_FENCED: &str = r"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[1])
@@ -92,19 +115,28 @@ redis.call('PUBLISH', ARGV[4], '')
 return 1
 ";
 
-/// KEYS: value. ARGV: bytes, ttl ms, ready channel, invalidation channel, sender.
-const WRITE: &str = r"
+/// KEYS: value, lock, fail. ARGV: bytes, ttl ms, ready channel, invalidation channel, notice.
+const INSERT: &str = r"
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('PUBLISH', ARGV[3], '')
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 ";
 
-/// KEYS: value, lock. ARGV: invalidation channel, sender.
+/// KEYS: value, lock, fail. ARGV: ready channel, invalidation channel, notice.
 const INVALIDATE: &str = r"
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[1], '')
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
+";
+
+/// KEYS: generation. ARGV: invalidation channel, sender.
+const INVALIDATE_ALL: &str = r"
+local g = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. g .. ' *')
+return g
 ";
 
 /// A [`SharedBackend`] on one Redis or Valkey primary; see the
@@ -124,12 +156,15 @@ pub struct RedisBackendBuilder {
 }
 
 struct Scripts {
-    read_or_lock: Script,
+    read: Script,
+    lock: Script,
     renew: Script,
     release: Script,
     write_fenced: Script,
-    write: Script,
+    fail_fenced: Script,
+    insert: Script,
     invalidate: Script,
+    invalidate_all: Script,
 }
 
 struct RedisInner {
@@ -256,12 +291,15 @@ impl RedisBackendBuilder {
                 conn,
                 hub,
                 scripts: Scripts {
-                    read_or_lock: Script::new(READ_OR_LOCK),
+                    read: Script::new(READ),
+                    lock: Script::new(LOCK),
                     renew: Script::new(RENEW),
                     release: Script::new(RELEASE),
                     write_fenced: Script::new(WRITE_FENCED),
-                    write: Script::new(WRITE),
+                    fail_fenced: Script::new(FAIL_FENCED),
+                    insert: Script::new(INSERT),
                     invalidate: Script::new(INVALIDATE),
+                    invalidate_all: Script::new(INVALIDATE_ALL),
                 },
                 subscriber,
                 commands: AtomicU64::new(0),
@@ -335,8 +373,7 @@ async fn subscribe(
                         // Notices and invalidations may have been published
                         // while we were away: forget L1, re-check waiters.
                         tracing::info!("redis notice subscription re-established");
-                        hub.drop_all_copies();
-                        hub.wake_all();
+                        hub.gap();
                     }
                 }
                 let mut messages = pubsub.into_on_message();
@@ -363,31 +400,16 @@ async fn subscribe(
     }
 }
 
-/// Routes one notice: `<prefix>:{<tag>}:<kind>`.
+/// Routes one notice by its channel (see [`slot`](super::slot)).
 fn dispatch(hub: &Hub, prefix: &str, channel: &str, payload: &[u8]) {
-    let Some((slot, kind)) = channel.rsplit_once(':') else {
-        return;
-    };
-    let Some(tag) = slot
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_prefix(":{"))
-        .and_then(|rest| rest.strip_suffix('}'))
-    else {
-        return;
-    };
-    let sender = std::str::from_utf8(payload)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(0);
-    match kind {
-        "ready" => hub.ready(slot),
-        "inval" => {
-            if let Some((name, encoded)) = split_tag(tag) {
-                hub.invalidated(name, Some(encoded), sender);
+    match parse_channel(prefix, channel) {
+        Some(Channel::Ready(slot)) => hub.ready(slot),
+        Some(Channel::Invalidations(name)) => {
+            if let Some(notice) = std::str::from_utf8(payload).ok().and_then(parse_notice) {
+                hub.invalidated(name, &notice);
             }
         }
-        "clear" => hub.invalidated(tag, None, sender),
-        _ => {}
+        None => {}
     }
 }
 
@@ -408,6 +430,34 @@ impl RedisInner {
     }
 }
 
+/// Bytes of a bulk-string reply, `None` for nil/false.
+fn bytes_of(value: &Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes.clone()),
+        _ => None,
+    }
+}
+
+fn int_of(value: &Value) -> i64 {
+    match value {
+        Value::Int(n) => *n,
+        _ => 0,
+    }
+}
+
+fn malformed(what: &str) -> BackendError {
+    BackendError::new(format!("redis: malformed reply to {what}"))
+}
+
+/// The time left of a value from its `PTTL` (a key without expiry: "forever").
+fn time_left(pttl: i64) -> Duration {
+    match u64::try_from(pttl) {
+        Ok(ms) => Duration::from_millis(ms),
+        Err(_) if pttl == -1 => crate::strategy::FOREVER,
+        Err(_) => Duration::ZERO,
+    }
+}
+
 impl Backend for RedisInner {
     fn prefix(&self) -> &str {
         &self.prefix
@@ -417,66 +467,82 @@ impl Backend for RedisInner {
         &self.hub
     }
 
-    fn read<'a>(&'a self, slot: &'a str) -> BackendFut<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
-            self.command(::redis::cmd("GET").arg(format!("{slot}:value")))
-                .await
-        })
+    /// A lock command that times out may still run when Redis resumes; the
+    /// lock it leaves then lapses after this short lease (the leader renews
+    /// to the full lease at once), and the tier queues a release behind it.
+    fn initial_lease(&self, lease: Duration) -> Duration {
+        lease.min((self.timeout * 4).max(Duration::from_millis(200)))
     }
 
-    fn read_or_lock<'a>(
-        &'a self,
-        slot: &'a str,
-        token: &'a str,
-        lease: Duration,
-    ) -> BackendFut<'a, (Option<Vec<u8>>, bool)> {
+    fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found> {
         Box::pin(async move {
-            let (value, locked): (Value, i64) = self
+            let reply: Vec<Value> = self
                 .invoke(
                     self.scripts
-                        .read_or_lock
-                        .key(format!("{slot}:lock"))
-                        .key(format!("{slot}:value"))
-                        .arg(token)
-                        .arg(millis(lease)),
+                        .read
+                        .key(slot.value())
+                        .key(slot.lock())
+                        .key(slot.fail()),
                 )
                 .await?;
-            let bytes = match value {
-                Value::BulkString(bytes) => Some(bytes),
-                _ => None,
+            let [value, pttl, failure, locked] = reply.as_slice() else {
+                return Err(malformed("read"));
             };
-            Ok((bytes, locked == 1))
+            Ok(Found {
+                value: bytes_of(value).map(|bytes| (bytes, time_left(int_of(pttl)))),
+                failure: bytes_of(failure),
+                locked: int_of(locked) == 1,
+            })
         })
     }
 
-    fn try_lock<'a>(
+    fn lock<'a>(
         &'a self,
-        slot: &'a str,
+        slot: &'a Slot,
+        token: &'a str,
+        lease: Duration,
+        or_value: bool,
+    ) -> BackendFut<'a, Acquire> {
+        Box::pin(async move {
+            let reply: Vec<Value> = self
+                .invoke(
+                    self.scripts
+                        .lock
+                        .key(slot.value())
+                        .key(slot.lock())
+                        .key(slot.fail())
+                        .arg(token)
+                        .arg(millis(lease))
+                        .arg(if or_value { "1" } else { "0" }),
+                )
+                .await?;
+            match reply.as_slice() {
+                [tag, value, pttl] if int_of(tag) == 1 => Ok(Acquire::Value(
+                    bytes_of(value).ok_or_else(|| malformed("lock"))?,
+                    time_left(int_of(pttl)),
+                )),
+                [tag, record] if int_of(tag) == 2 => Ok(Acquire::Failed(
+                    bytes_of(record).ok_or_else(|| malformed("lock"))?,
+                )),
+                [tag] if int_of(tag) == 3 => Ok(Acquire::Locked),
+                [tag] if int_of(tag) == 4 => Ok(Acquire::Held),
+                _ => Err(malformed("lock")),
+            }
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        slot: &'a Slot,
         token: &'a str,
         lease: Duration,
     ) -> BackendFut<'a, bool> {
-        Box::pin(async move {
-            let reply: Option<String> = self
-                .command(
-                    ::redis::cmd("SET")
-                        .arg(format!("{slot}:lock"))
-                        .arg(token)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(millis(lease)),
-                )
-                .await?;
-            Ok(reply.is_some())
-        })
-    }
-
-    fn renew<'a>(&'a self, slot: &'a str, token: &'a str, lease: Duration) -> BackendFut<'a, bool> {
         Box::pin(async move {
             let renewed: i64 = self
                 .invoke(
                     self.scripts
                         .renew
-                        .key(format!("{slot}:lock"))
+                        .key(slot.lock())
                         .arg(token)
                         .arg(millis(lease)),
                 )
@@ -485,16 +551,15 @@ impl Backend for RedisInner {
         })
     }
 
-    fn release<'a>(&'a self, slot: &'a str, token: &'a str, notify: bool) -> BackendFut<'a, bool> {
+    fn release<'a>(&'a self, slot: &'a Slot, token: &'a str) -> BackendFut<'a, bool> {
         Box::pin(async move {
             let released: i64 = self
                 .invoke(
                     self.scripts
                         .release
-                        .key(format!("{slot}:lock"))
+                        .key(slot.lock())
                         .arg(token)
-                        .arg(if notify { "1" } else { "0" })
-                        .arg(format!("{slot}:ready")),
+                        .arg(slot.ready()),
                 )
                 .await?;
             Ok(released == 1)
@@ -503,103 +568,122 @@ impl Backend for RedisInner {
 
     fn write<'a>(
         &'a self,
-        slot: &'a str,
-        fence: Option<&'a str>,
+        slot: &'a Slot,
+        token: &'a str,
         bytes: &'a [u8],
         ttl: Duration,
-        sender: u64,
     ) -> BackendFut<'a, bool> {
         Box::pin(async move {
-            let written: i64 = match fence {
-                Some(token) => {
-                    self.invoke(
-                        self.scripts
-                            .write_fenced
-                            .key(format!("{slot}:lock"))
-                            .key(format!("{slot}:value"))
-                            .arg(token)
-                            .arg(bytes)
-                            .arg(millis(ttl))
-                            .arg(format!("{slot}:ready")),
-                    )
-                    .await?
-                }
-                None => {
-                    self.invoke(
-                        self.scripts
-                            .write
-                            .key(format!("{slot}:value"))
-                            .arg(bytes)
-                            .arg(millis(ttl))
-                            .arg(format!("{slot}:ready"))
-                            .arg(format!("{slot}:inval"))
-                            .arg(sender),
-                    )
-                    .await?
-                }
-            };
+            let written: i64 = self
+                .invoke(
+                    self.scripts
+                        .write_fenced
+                        .key(slot.lock())
+                        .key(slot.value())
+                        .key(slot.fail())
+                        .arg(token)
+                        .arg(bytes)
+                        .arg(millis(ttl))
+                        .arg(slot.ready()),
+                )
+                .await?;
             Ok(written == 1)
         })
     }
 
-    fn invalidate<'a>(&'a self, slot: &'a str, sender: u64) -> BackendFut<'a, ()> {
+    fn fail<'a>(
+        &'a self,
+        slot: &'a Slot,
+        token: &'a str,
+        record: &'a [u8],
+        ttl: Duration,
+    ) -> BackendFut<'a, bool> {
+        Box::pin(async move {
+            let failed: i64 = self
+                .invoke(
+                    self.scripts
+                        .fail_fenced
+                        .key(slot.lock())
+                        .key(slot.fail())
+                        .arg(token)
+                        .arg(record)
+                        .arg(millis(ttl))
+                        .arg(slot.ready()),
+                )
+                .await?;
+            Ok(failed == 1)
+        })
+    }
+
+    fn insert<'a>(
+        &'a self,
+        slot: &'a Slot,
+        cache: &'a CacheKeys,
+        bytes: &'a [u8],
+        ttl: Duration,
+        notice: &'a str,
+    ) -> BackendFut<'a, ()> {
+        Box::pin(async move {
+            let _: i64 = self
+                .invoke(
+                    self.scripts
+                        .insert
+                        .key(slot.value())
+                        .key(slot.lock())
+                        .key(slot.fail())
+                        .arg(bytes)
+                        .arg(millis(ttl))
+                        .arg(slot.ready())
+                        .arg(cache.invalidations())
+                        .arg(notice),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn invalidate<'a>(
+        &'a self,
+        slot: &'a Slot,
+        cache: &'a CacheKeys,
+        notice: &'a str,
+    ) -> BackendFut<'a, ()> {
         Box::pin(async move {
             let _: i64 = self
                 .invoke(
                     self.scripts
                         .invalidate
-                        .key(format!("{slot}:value"))
-                        .key(format!("{slot}:lock"))
-                        .arg(format!("{slot}:inval"))
-                        .arg(sender),
+                        .key(slot.value())
+                        .key(slot.lock())
+                        .key(slot.fail())
+                        .arg(slot.ready())
+                        .arg(cache.invalidations())
+                        .arg(notice),
                 )
                 .await?;
             Ok(())
         })
     }
 
-    fn invalidate_all<'a>(&'a self, name: &'a str, sender: u64) -> BackendFut<'a, ()> {
+    fn generation<'a>(&'a self, cache: &'a CacheKeys) -> BackendFut<'a, u64> {
         Box::pin(async move {
-            let prefix = &self.prefix;
-            let pattern = format!("{}:{{{}:*}}:value", glob_escape(prefix), glob_escape(name));
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = self
-                    .command(
-                        ::redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(&pattern)
-                            .arg("COUNT")
-                            .arg(500),
-                    )
-                    .await?;
-                let ours: Vec<&String> = keys
-                    .iter()
-                    .filter(|key| {
-                        key.strip_prefix(prefix.as_str())
-                            .and_then(|k| k.strip_prefix(":{"))
-                            .and_then(|k| k.strip_suffix("}:value"))
-                            .and_then(split_tag)
-                            .is_some_and(|(n, _)| n == name)
-                    })
-                    .collect();
-                if !ours.is_empty() {
-                    let _: i64 = self.command(::redis::cmd("DEL").arg(ours)).await?;
-                }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            let _: i64 = self
-                .command(
-                    ::redis::cmd("PUBLISH")
-                        .arg(format!("{prefix}:{{{name}}}:clear"))
-                        .arg(sender),
-                )
+            let generation: Option<u64> = self
+                .command(::redis::cmd("GET").arg(cache.generation()))
                 .await?;
-            Ok(())
+            Ok(generation.unwrap_or(0))
+        })
+    }
+
+    fn invalidate_all<'a>(&'a self, cache: &'a CacheKeys, sender: u64) -> BackendFut<'a, u64> {
+        Box::pin(async move {
+            self.invoke(
+                self.scripts
+                    .invalidate_all
+                    .key(cache.generation())
+                    .arg(cache.invalidations())
+                    .arg(sender),
+            )
+            .await
         })
     }
 }

@@ -1,7 +1,29 @@
-//! The shared tier of one `shared` cache: lock, lease, L2, waiting, fail-open.
+//! The shared tier of one `shared` cache: the fleet protocol — L2 reads,
+//! the lock and its lease, waiting, failure records, generations, and
+//! failing open when the backend fails.
+//!
+//! One local flight of a key runs [`Core::load`]:
+//!
+//! 1. `lock(or_value)`: one atomic step returns the L2 value if there is
+//!    one, else the key's failure record if its last load failed recently,
+//!    else takes the lock (or finds it held).
+//! 2. A usable value is the answer. A failure record is the answer too: the
+//!    origin is not called again until it expires (the retry backoff), in
+//!    any process. The lock makes this process the leader: it loads (lease
+//!    renewed, up to a cap), then writes the value — or the failure record —
+//!    with a fenced script that also releases the lock and wakes the waiters.
+//! 3. A held lock makes this process a waiter: it watches the key's ready
+//!    notices (re-reading now and then, since pub/sub may drop one) until a
+//!    value or a failure record appears, or the lock is gone (then it tries
+//!    to take over).
+//!
+//! Writes win: `insert`, `invalidate` delete the key's lock, so a load that
+//! started before them cannot write; `invalidate_all` bumps the cache's
+//! generation, and values loaded under an older one are never used again.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::panic::resume_unwind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -10,60 +32,92 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::codec::{self, Decoded, Failure, FailureKind};
 use super::hub::L1Sink;
+use super::slot::{CacheKeys, Slot, notice};
 use super::{
-    Backend, BackendError, BoxFut, L1Evictor, Loaded, Need, OriginLoad, SharedBackend, SharedKey,
-    SharedTier, SharedValue, TierSpec,
+    Acquire, Backend, BackendError, BoxFut, Loaded, OriginLoad, RemoteLoadError, SharedBackend,
+    SharedKey, SharedTier, SharedValue, TierSpec,
 };
-use crate::codec;
-use crate::flight::ErasedError;
+use crate::cache::{Inner, RemotePolicy};
+use crate::flight::{CatchUnwind, ErasedError, LoadTimeout, Need, panic_message};
 use crate::stats::Counters;
+use crate::strategy::FOREVER;
 
 /// An L2 value is "newer" than an L1 copy when it stays fresh at least this
-/// much longer (absorbs the wall-clock/monotonic conversion jitter).
-const NEWER_BY: Duration = Duration::from_millis(1);
+/// much longer (absorbs the millisecond granularity of the backend's clock).
+const NEWER_BY: Duration = Duration::from_millis(2);
+
+/// A failure record lives at least this long, so the waiters woken by it
+/// can still read it even with a zero retry backoff.
+const MIN_FAILURE_TTL: Duration = Duration::from_millis(50);
 
 /// Rate limit of the fail-open warning, per process.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// `Core::generation` before it was read from the backend (or after a gap).
+const UNKNOWN: u64 = u64::MAX;
+
 pub(crate) struct Tier<K, V> {
-    core: Arc<Core<K>>,
+    core: Arc<Core<K, V>>,
+    /// Registered (weakly) with the backend's hub; lives as long as the tier.
     _sink: Arc<dyn L1Sink>,
-    _value: PhantomData<fn() -> V>,
 }
 
-struct Core<K> {
+struct Core<K, V> {
     backend: Arc<dyn Backend>,
     name: String,
+    cache_keys: CacheKeys,
     ttl: Duration,
     stale: Duration,
     lock_ttl: Duration,
+    retry_backoff: Duration,
+    max_hold: Duration,
+    remote: Option<RemotePolicy>,
     counters: Arc<Counters>,
+    /// This tier's id: the sender of its notices (it skips its own).
     id: u64,
+    /// The cache generation this process knows, or [`UNKNOWN`]. Only ever
+    /// raised (by clear notices, by our own `invalidate_all`, by envelopes
+    /// written under a newer one), except after a subscription gap, when it
+    /// is forgotten and read again by the next flight.
+    generation: AtomicU64,
     /// Invalidations of this process not yet applied to the backend, by slot
     /// (`""`: all keys): a load waits for them, so it cannot read back the
     /// value it was just told to forget.
     pending: Mutex<HashMap<String, watch::Receiver<bool>>>,
-    _key: PhantomData<fn(K)>,
+    _types: PhantomData<fn(K) -> V>,
 }
 
-struct Sink<K> {
-    id: u64,
-    l1: Weak<dyn L1Evictor<K>>,
+/// The cache's L1 as the invalidation bus sees it.
+struct Sink<K, V> {
+    core: Arc<Core<K, V>>,
+    l1: Weak<Inner<K, V>>,
 }
 
-impl<K: SharedKey> L1Sink for Sink<K> {
-    fn id(&self) -> u64 {
-        self.id
+impl<K: SharedKey, V: SharedValue> L1Sink for Sink<K, V> {
+    fn drop_key(&self, encoded: &str) {
+        let Some(l1) = self.l1.upgrade() else { return };
+        match codec::decode_key::<K>(encoded) {
+            Some(key) => l1.evict(&key),
+            // A key this process cannot decode is not one it holds.
+            None => {
+                tracing::debug!(cache = %self.core.name, "invalidation of an undecodable key ignored")
+            }
+        }
     }
 
-    fn drop_copies(&self, encoded: Option<&str>) {
-        let Some(l1) = self.l1.upgrade() else { return };
-        match encoded {
-            None => l1.evict_all(),
-            Some(encoded) => {
-                l1.evict_where(&|key: &K| codec::encode_key(key).is_ok_and(|e| e == encoded))
-            }
+    fn drop_all(&self, generation: u64) {
+        self.core.raise_generation(generation);
+        if let Some(l1) = self.l1.upgrade() {
+            l1.evict_all();
+        }
+    }
+
+    fn after_gap(&self) {
+        self.core.generation.store(UNKNOWN, Ordering::Relaxed);
+        if let Some(l1) = self.l1.upgrade() {
+            l1.forget_after_gap();
         }
     }
 }
@@ -79,36 +133,109 @@ fn new_token() -> String {
 }
 
 impl<K: SharedKey, V: SharedValue> Tier<K, V> {
-    pub(crate) fn build(spec: TierSpec<K>, backend: SharedBackend) -> Arc<dyn SharedTier<K, V>> {
+    pub(crate) fn build(spec: TierSpec<K, V>, backend: SharedBackend) -> Arc<dyn SharedTier<K, V>> {
         let id = next_id();
-        let sink: Arc<dyn L1Sink> = Arc::new(Sink { id, l1: spec.l1 });
-        backend
-            .inner
+        let core = Arc::new(Core {
+            cache_keys: CacheKeys::new(backend.inner.prefix(), &spec.name),
+            backend: backend.inner,
+            name: spec.name,
+            ttl: spec.ttl,
+            stale: spec.strategy.stale_window(),
+            lock_ttl: spec.lock_ttl,
+            retry_backoff: spec.retry_backoff,
+            max_hold: spec.max_hold,
+            remote: spec.remote,
+            counters: spec.counters,
+            id,
+            generation: AtomicU64::new(UNKNOWN),
+            pending: Mutex::default(),
+            _types: PhantomData,
+        });
+        let sink: Arc<dyn L1Sink> = Arc::new(Sink {
+            core: core.clone(),
+            l1: spec.l1,
+        });
+        core.backend
             .hub()
-            .register(&spec.name, Arc::downgrade(&sink));
-        Arc::new(Tier {
-            core: Arc::new(Core {
-                backend: backend.inner,
-                name: spec.name,
-                ttl: spec.ttl,
-                stale: spec.strategy.stale_window(),
-                lock_ttl: spec.lock_ttl,
-                counters: spec.counters,
-                id,
-                pending: Mutex::default(),
-                _key: PhantomData,
-            }),
-            _sink: sink,
-            _value: PhantomData,
-        })
+            .register(&core.name, id, Arc::downgrade(&sink));
+        Arc::new(Tier { core, _sink: sink })
     }
 }
 
-impl<K: SharedKey> Core<K> {
-    fn slot(&self, key: &K) -> Result<String, BackendError> {
+/// What waiting on another process's load gave.
+enum Waited<V> {
+    Value(Loaded<V>),
+    Failed(Vec<u8>),
+    /// The lock is gone without a value: try to take over.
+    Free,
+}
+
+/// Whether an L2 value can answer a flight that needs `need`, and with what
+/// timing — a pure function of what was read and `now`.
+///
+/// `left` is the time until the value key expires by the backend's own
+/// clock (the end of its stale window), so the pods' clock skew plays no
+/// part; the result is clamped to this cache's own ttl and stale window, so
+/// neither a misconfigured writer nor corrupt bytes can stretch a value's
+/// life. A value loaded under an older cache generation (before an
+/// `invalidate_all`) is never usable.
+pub(crate) fn usable<V>(
+    decoded: Decoded<V>,
+    left: Duration,
+    need: Need,
+    now: Instant,
+    ttl: Duration,
+    stale: Duration,
+    generation: u64,
+) -> Option<Loaded<V>> {
+    if decoded.generation < generation {
+        return None;
+    }
+    let fresh_for = left.saturating_sub(decoded.stale).min(ttl);
+    if fresh_for.is_zero() {
+        return None;
+    }
+    if let Need::Refresh(seen) = need
+        && now + fresh_for < seen.fresh_until + NEWER_BY
+    {
+        // The very copy we are refreshing: a refresh must load.
+        return None;
+    }
+    Some(Loaded {
+        value: decoded.value,
+        fresh_for,
+        stale_for: decoded.stale.min(stale),
+        delta: decoded.delta,
+    })
+}
+
+impl<K: SharedKey, V: SharedValue> Core<K, V> {
+    fn slot(&self, key: &K) -> Result<(Slot, String), BackendError> {
         let encoded = codec::encode_key(key)
             .map_err(|e| BackendError::new(format!("key does not serialise: {e}")))?;
-        Ok(super::slot(self.backend.prefix(), &self.name, &encoded))
+        Ok((
+            Slot::new(self.backend.prefix(), &self.name, &encoded),
+            encoded,
+        ))
+    }
+
+    fn raise_generation(&self, generation: u64) {
+        let _ = self
+            .generation
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |known| {
+                (known == UNKNOWN || known < generation).then_some(generation)
+            });
+    }
+
+    /// The cache generation, read from the backend when not known.
+    async fn generation(&self) -> Result<u64, BackendError> {
+        let known = self.generation.load(Ordering::Relaxed);
+        if known != UNKNOWN {
+            return Ok(known);
+        }
+        let read = self.backend.generation(&self.cache_keys).await?;
+        self.raise_generation(read);
+        Ok(self.generation.load(Ordering::Relaxed))
     }
 
     /// Runs `invalidation` (of `slot`, or of all keys for `""`) in the
@@ -139,10 +266,10 @@ impl<K: SharedKey> Core<K> {
     }
 
     /// Waits for this process's own invalidations of `slot` to reach the backend.
-    async fn settle_invalidations(&self, slot: &str) {
+    async fn settle_invalidations(&self, slot: &Slot) {
         let waits: Vec<watch::Receiver<bool>> = {
             let pending = self.lock_pending();
-            [slot, ""]
+            [slot.as_str(), ""]
                 .iter()
                 .filter_map(|s| pending.get(*s).cloned())
                 .collect()
@@ -159,19 +286,15 @@ impl<K: SharedKey> Core<K> {
         warn_limited(&self.name, what, error);
     }
 
-    /// Reads L2; a value is returned only when `need` can use it.
-    async fn read_usable<V: SharedValue>(
-        &self,
-        slot: &str,
-        need: Need,
-    ) -> Result<Option<Loaded<V>>, BackendError> {
-        let bytes = self.backend.read(slot).await?;
-        Ok(bytes.and_then(|bytes| self.usable(&bytes, need)))
-    }
-
     /// Decodes L2 bytes into a value `need` can use, if they are one.
     /// Undecodable bytes are a miss, counted in `backend_errors`.
-    fn usable<V: SharedValue>(&self, bytes: &[u8], need: Need) -> Option<Loaded<V>> {
+    fn usable(
+        &self,
+        bytes: &[u8],
+        left: Duration,
+        need: Need,
+        generation: u64,
+    ) -> Option<Loaded<V>> {
         let decoded = match codec::decode::<K, V>(bytes) {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -180,50 +303,52 @@ impl<K: SharedKey> Core<K> {
                 return None;
             }
         };
-        let fresh_for = decoded
-            .fresh_until
-            .duration_since(self.backend.wall_now())
-            .unwrap_or_default();
-        if fresh_for.is_zero() {
-            return None;
-        }
-        if let Need::Refresh(seen) = need
-            && Instant::now() + fresh_for < seen.fresh_until + NEWER_BY
-        {
-            // The very copy we are refreshing: a refresh must load.
-            return None;
-        }
-        let stale_for = decoded
-            .stale_until
-            .duration_since(decoded.fresh_until)
-            .unwrap_or_default();
-        Some(Loaded {
-            value: decoded.value,
-            fresh_for,
-            stale_for,
-            delta: decoded.delta,
-        })
+        // A writer that knew a newer generation: so do we now.
+        self.raise_generation(decoded.generation);
+        usable(
+            decoded,
+            left,
+            need,
+            Instant::now(),
+            self.ttl,
+            self.stale,
+            generation,
+        )
     }
 
-    fn guard(&self, slot: &str, token: String) -> LockGuard {
+    fn guard(&self, slot: &Slot, token: String) -> LockGuard {
         self.counters.lock_acquired.incr();
         LockGuard {
             backend: self.backend.clone(),
-            slot: slot.to_owned(),
+            slot: slot.clone(),
             token,
             armed: true,
         }
     }
 
+    /// A lock command timed out: it may still run when the backend resumes
+    /// and leave a lock nobody holds. Queue a compare-and-delete behind it
+    /// (same connection, so it runs after it); the short initial lease
+    /// bounds the rest.
+    fn release_behind(&self, slot: &Slot, token: &str, error: &BackendError) {
+        if !error.is_timeout() {
+            return;
+        }
+        let (backend, slot, token) = (self.backend.clone(), slot.clone(), token.to_owned());
+        spawn_or_skip(&self.name, async move {
+            let _ = backend.release(&slot, &token).await;
+        });
+    }
+
     /// The whole flight: L2, lock, load or wait, fail open on backend errors.
     ///
-    /// A cold miss costs the leader two round trips: `read_or_lock` (finds
-    /// no value, takes the lock atomically) and the fenced write that also
+    /// A cold miss costs the leader two round trips: `lock` (finds no
+    /// value, takes the lock atomically) and the fenced write that also
     /// releases the lock. A refresh, or a present but unusable value, adds a
     /// lock attempt and a re-read.
-    async fn load<V: SharedValue>(
+    async fn load(
         self: Arc<Self>,
-        slot: Result<String, BackendError>,
+        slot: Result<Slot, BackendError>,
         origin: OriginLoad<V>,
         need: Need,
     ) -> Result<Loaded<V>, ErasedError> {
@@ -232,110 +357,137 @@ impl<K: SharedKey> Core<K> {
             Err(error) => return self.fall_back(&error, origin).await,
         };
         self.settle_invalidations(&slot).await;
+        let generation = match self.generation().await {
+            Ok(generation) => generation,
+            Err(error) => return self.fall_back(&error, origin).await,
+        };
+        let lease = self.backend.initial_lease(self.lock_ttl);
         loop {
             let token = new_token();
-            let (bytes, locked) = match self
-                .backend
-                .read_or_lock(&slot, &token, self.lock_ttl)
-                .await
-            {
-                Ok(found) => found,
-                Err(error) => return self.fall_back(&error, origin).await,
+            let mut acquired = match self.backend.lock(&slot, &token, lease, true).await {
+                Ok(acquired) => acquired,
+                Err(error) => {
+                    self.release_behind(&slot, &token, &error);
+                    return self.fall_back(&error, origin).await;
+                }
             };
-            if locked {
-                return self.lead(self.guard(&slot, token), origin).await;
-            }
-            if let Some(bytes) = bytes {
-                if let Some(loaded) = self.usable(&bytes, need) {
+            let mut look_again = false;
+            if let Acquire::Value(bytes, left) = &acquired {
+                if let Some(loaded) = self.usable(bytes, *left, need, generation) {
                     self.counters.remote_hits.incr();
                     return Ok(loaded);
                 }
-                // Present but not for us (stale, the copy being refreshed,
-                // undecodable): take the lock, then look again.
-                match self.backend.try_lock(&slot, &token, self.lock_ttl).await {
-                    Err(error) => return self.fall_back(&error, origin).await,
-                    Ok(true) => {
-                        let guard = self.guard(&slot, token);
-                        match self.read_usable(&slot, need).await {
-                            Ok(Some(loaded)) => {
-                                guard.release(false).await;
-                                self.counters.remote_hits.incr();
-                                return Ok(loaded);
+                // Present but not for us (the copy being refreshed, stale,
+                // older generation, undecodable): take the lock regardless.
+                acquired = match self.backend.lock(&slot, &token, lease, false).await {
+                    Ok(acquired) => acquired,
+                    Err(error) => {
+                        self.release_behind(&slot, &token, &error);
+                        return self.fall_back(&error, origin).await;
+                    }
+                };
+                look_again = true;
+            }
+            match acquired {
+                Acquire::Failed(record) => return self.remote_failure(&record, origin).await,
+                Acquire::Locked => {
+                    let guard = self.guard(&slot, token);
+                    if look_again {
+                        // A value may have landed between the two steps.
+                        match self.backend.read(&slot).await {
+                            Ok(found) => {
+                                if let Some((bytes, left)) = found.value
+                                    && let Some(loaded) =
+                                        self.usable(&bytes, left, need, generation)
+                                {
+                                    guard.release().await;
+                                    self.counters.remote_hits.incr();
+                                    return Ok(loaded);
+                                }
                             }
-                            Ok(None) => {}
                             Err(error) => self.backend_failed("re-read after lock", &error),
                         }
-                        return self.lead(guard, origin).await;
                     }
-                    Ok(false) => {}
+                    return self.lead(guard, lease, origin, generation).await;
                 }
+                Acquire::Held | Acquire::Value(..) => {}
             }
             self.counters.lock_contended.incr();
-            match self.wait(&slot, need).await {
-                Ok(Some(loaded)) => {
+            match self.wait(&slot, need, generation).await {
+                Ok(Waited::Value(loaded)) => {
                     self.counters.remote_hits.incr();
                     return Ok(loaded);
                 }
-                // Lease over, or released without a value: try to take over.
-                Ok(None) => {}
+                Ok(Waited::Failed(record)) => return self.remote_failure(&record, origin).await,
+                Ok(Waited::Free) => {}
                 Err(error) => return self.fall_back(&error, origin).await,
             }
         }
     }
 
-    /// We hold the lock: load with the lease renewed, write L2 (fenced), release.
-    async fn lead<V: SharedValue>(
+    /// We hold the lock: load with the lease renewed, then write the value
+    /// (or the failure record) fenced, which releases the lock.
+    async fn lead(
         &self,
         guard: LockGuard,
+        first_lease: Duration,
         origin: OriginLoad<V>,
+        generation: u64,
     ) -> Result<Loaded<V>, ErasedError> {
         let renewer = AbortOnDrop(tokio::spawn(renew(
             self.backend.clone(),
             guard.slot.clone(),
             guard.token.clone(),
-            self.lock_ttl,
+            (first_lease, self.lock_ttl),
+            self.max_hold,
             self.name.clone(),
         )));
-        let loaded = origin.await;
+        let outcome = CatchUnwind::new(origin).await;
         drop(renewer);
-        let (value, delta) = match loaded {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                guard.release(true).await;
+        let (value, delta) = match outcome {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(error)) => {
+                let failure = self.failure_of(&error);
+                self.publish_failure(guard, &failure).await;
                 return Err(error);
             }
+            Err(payload) => {
+                let failure = Failure {
+                    kind: FailureKind::Panic,
+                    message: panic_message(&payload).to_owned(),
+                    after_ms: 0,
+                };
+                self.publish_failure(guard, &failure).await;
+                resume_unwind(payload);
+            }
         };
-        let mut written = false;
-        match codec::encode::<K, V>(&value, self.backend.wall_now(), self.ttl, self.stale, delta) {
+        match codec::encode::<K, V>(&value, generation, self.stale, delta) {
             Ok(bytes) => {
-                let expiry = self
-                    .ttl
-                    .saturating_add(self.stale)
-                    .min(crate::strategy::FOREVER);
+                let expiry = self.ttl.saturating_add(self.stale).min(FOREVER);
                 match self
                     .backend
-                    .write(&guard.slot, Some(&guard.token), &bytes, expiry, self.id)
+                    .write(&guard.slot, &guard.token, &bytes, expiry)
                     .await
                 {
-                    Ok(true) => written = true,
+                    Ok(true) => guard.disarm(),
                     Ok(false) => {
-                        // Not our lock any more: nothing to release either.
-                        written = true;
-                        self.counters.backend_errors.incr();
-                        tracing::warn!(cache = %self.name, "lease lost while loading: value not written to the shared tier (fenced)");
+                        // Not our lock any more: a write superseded this
+                        // load, or the lease lapsed. Nothing to release.
+                        guard.disarm();
+                        self.counters.superseded_loads.incr();
+                        tracing::info!(cache = %self.name, "load superseded by a write (or its lease lapsed): value not written to the shared tier");
                     }
-                    Err(error) => self.backend_failed("write", &error),
+                    Err(error) => {
+                        self.backend_failed("write", &error);
+                        guard.release().await;
+                    }
                 }
             }
             Err(error) => {
                 self.counters.backend_errors.incr();
                 tracing::warn!(cache = %self.name, %error, "value does not serialise: not shared");
+                guard.release().await;
             }
-        }
-        if written {
-            guard.disarm(); // the fenced write released the lock
-        } else {
-            guard.release(true).await;
         }
         Ok(Loaded {
             value,
@@ -345,43 +497,115 @@ impl<K: SharedKey> Core<K> {
         })
     }
 
-    /// Another process holds the lock: wait for its ready notice (re-reading
-    /// now and then, since pub/sub may drop it), at most one lease long.
-    async fn wait<V: SharedValue>(
-        &self,
-        slot: &str,
-        need: Need,
-    ) -> Result<Option<Loaded<V>>, BackendError> {
-        let mut watch = self.backend.hub().watch(slot);
-        // The value may have landed between our lock attempt and the watch.
-        if let Some(loaded) = self.read_usable(slot, need).await? {
-            return Ok(Some(loaded));
+    /// What the other processes are told of a failed load.
+    fn failure_of(&self, error: &ErasedError) -> Failure {
+        if let Some(timeout) = error.downcast_ref::<LoadTimeout>() {
+            return Failure {
+                kind: FailureKind::Timeout,
+                message: timeout.to_string(),
+                after_ms: u64::try_from(timeout.after().as_millis()).unwrap_or(u64::MAX),
+            };
         }
-        let deadline = Instant::now() + self.lock_ttl;
+        let message = self
+            .remote
+            .as_ref()
+            .and_then(|remote| (remote.describe)(error))
+            .unwrap_or_else(|| "the loader returned an error".to_owned());
+        Failure {
+            kind: FailureKind::Error,
+            message,
+            after_ms: 0,
+        }
+    }
+
+    /// Leaves the failure record (which releases the lock and wakes the
+    /// waiters), so the fleet does not call the origin again for the backoff.
+    async fn publish_failure(&self, guard: LockGuard, failure: &Failure) {
+        let record = codec::encode_failure(failure);
+        let ttl = self.retry_backoff.max(MIN_FAILURE_TTL);
+        match self
+            .backend
+            .fail(&guard.slot, &guard.token, &record, ttl)
+            .await
+        {
+            Ok(_) => guard.disarm(),
+            Err(error) => {
+                self.backend_failed("failure record", &error);
+                guard.release().await;
+            }
+        }
+    }
+
+    /// The key's load failed in some process recently: answer with that
+    /// failure instead of calling the origin again — when this cache can
+    /// express it; else load in process (fail open).
+    async fn remote_failure(
+        &self,
+        record: &[u8],
+        origin: OriginLoad<V>,
+    ) -> Result<Loaded<V>, ErasedError> {
+        let Some(failure) = codec::decode_failure(record) else {
+            let error = BackendError::new("undecodable failure record");
+            return self.fall_back(&error, origin).await;
+        };
+        match failure.kind {
+            FailureKind::Timeout => {
+                self.counters.remote_failures.incr();
+                let after = Duration::from_millis(failure.after_ms);
+                Err(Arc::new(LoadTimeout::new(&self.name, after)))
+            }
+            FailureKind::Error | FailureKind::Panic if self.remote.is_some() => {
+                self.counters.remote_failures.incr();
+                let panicked = failure.kind == FailureKind::Panic;
+                let error = RemoteLoadError::new(&self.name, failure.message, panicked);
+                Err(Arc::new(error))
+            }
+            FailureKind::Error | FailureKind::Panic => {
+                let error = BackendError::new(format!(
+                    "the load failed in another process ({}), and this cache's error type cannot carry that (E: From<RemoteLoadError>)",
+                    failure.message
+                ));
+                self.fall_back(&error, origin).await
+            }
+        }
+    }
+
+    /// Another process holds the lock: watch the key's notices (re-reading
+    /// now and then, since pub/sub may drop one) until a value or a failure
+    /// record appears, or the lock is gone. Bounded: a lease is renewed for
+    /// at most `max_hold`, then lapses.
+    async fn wait(
+        &self,
+        slot: &Slot,
+        need: Need,
+        generation: u64,
+    ) -> Result<Waited<V>, BackendError> {
+        let mut watch = self.backend.hub().watch(slot.as_str());
         let base = (self.lock_ttl / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
+            // Read after the watch is registered: a notice in between is kept.
+            let found = self.backend.read(slot).await?;
+            if let Some((bytes, left)) = &found.value
+                && let Some(loaded) = self.usable(bytes, *left, need, generation)
+            {
+                return Ok(Waited::Value(loaded));
             }
-            let jittered = base.mul_f64(0.5 + fastrand::f64());
-            let nap = jittered.min(deadline - now);
+            if let Some(record) = found.failure {
+                return Ok(Waited::Failed(record));
+            }
+            if !found.locked {
+                return Ok(Waited::Free);
+            }
+            let nap = base.mul_f64(0.5 + fastrand::f64());
             tokio::select! {
-                () = watch.changed() => {
-                    // The holder wrote (or gave up): either way, look once and decide.
-                    return self.read_usable(slot, need).await;
-                }
-                () = tokio::time::sleep(nap) => {
-                    if let Some(loaded) = self.read_usable(slot, need).await? {
-                        return Ok(Some(loaded));
-                    }
-                }
+                () = watch.changed() => {}
+                () = tokio::time::sleep(nap) => {}
             }
         }
     }
 
     /// The backend failed: load in process, like a cache that is not shared.
-    async fn fall_back<V: SharedValue>(
+    async fn fall_back(
         &self,
         error: &BackendError,
         origin: OriginLoad<V>,
@@ -416,24 +640,37 @@ fn warn_limited(cache: &str, what: &str, error: &BackendError) {
     }
 }
 
-/// Renews the lease every third of it until aborted.
+/// Renews the lease — first after a third of the initial (short) lease,
+/// extending it to the full one, then every third of that — until aborted,
+/// or until the load has held the lock for `max_hold`: then the lease is
+/// left to lapse, so a hung loader cannot hold the key for the whole fleet.
 async fn renew(
     backend: Arc<dyn Backend>,
-    slot: String,
+    slot: Slot,
     token: String,
-    lease: Duration,
+    (first_lease, lease): (Duration, Duration),
+    max_hold: Duration,
     cache: String,
 ) {
-    let every = (lease / 3).max(Duration::from_millis(1));
-    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    let started = Instant::now();
+    let mut next = (first_lease / 3).max(Duration::from_millis(1));
     loop {
-        ticker.tick().await;
+        tokio::time::sleep(next).await;
+        next = (lease / 3).max(Duration::from_millis(1));
+        if started.elapsed() >= max_hold {
+            tracing::warn!(
+                cache,
+                held = ?started.elapsed(),
+                "a load has held its lock for the maximum; the lease is no longer renewed, so another process may take over"
+            );
+            return;
+        }
         match backend.renew(&slot, &token, lease).await {
             Ok(true) => tracing::trace!(cache, "lease renewed"),
             Ok(false) => {
-                tracing::warn!(
+                tracing::info!(
                     cache,
-                    "lease lost while loading; the value will not be written"
+                    "lock lost while loading (a write superseded the load, or the lease lapsed); the value will not be written"
                 );
                 return;
             }
@@ -450,12 +687,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A held lock. Released explicitly after the L2 write; if the flight is
-/// dropped or its loader panics first, `Drop` releases it in a spawned task,
-/// so a lock is never leaked for longer than the release takes.
+/// A held lock. Disarmed by the fenced write (which releases it); if the
+/// flight is dropped first, `Drop` releases it in a spawned task, so a lock
+/// is never leaked for longer than the release takes (or its lease).
 struct LockGuard {
     backend: Arc<dyn Backend>,
-    slot: String,
+    slot: Slot,
     token: String,
     armed: bool,
 }
@@ -465,9 +702,9 @@ impl LockGuard {
         self.armed = false;
     }
 
-    async fn release(mut self, notify: bool) {
+    async fn release(mut self) {
         self.armed = false;
-        if let Err(error) = self.backend.release(&self.slot, &self.token, notify).await {
+        if let Err(error) = self.backend.release(&self.slot, &self.token).await {
             tracing::debug!(%error, "lock release failed; it expires with its lease");
         }
     }
@@ -480,12 +717,12 @@ impl Drop for LockGuard {
         }
         let (backend, slot, token) = (
             self.backend.clone(),
-            std::mem::take(&mut self.slot),
+            self.slot.clone(),
             std::mem::take(&mut self.token),
         );
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let _ = backend.release(&slot, &token, true).await;
+                let _ = backend.release(&slot, &token).await;
             });
         }
     }
@@ -499,37 +736,36 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
         need: Need,
     ) -> BoxFut<Result<Loaded<V>, ErasedError>> {
         let core = self.core.clone();
-        let slot = core.slot(&key);
+        let slot = core.slot(&key).map(|(slot, _)| slot);
         Box::pin(core.load(slot, origin, need))
     }
 
     fn store(&self, key: &K, value: &V) {
         let core = self.core.clone();
-        let (slot, bytes) = match (
-            core.slot(key),
-            codec::encode::<K, V>(
-                value,
-                core.backend.wall_now(),
-                core.ttl,
-                core.stale,
-                Duration::ZERO,
-            ),
-        ) {
-            (Ok(slot), Ok(bytes)) => (slot, bytes),
-            (Err(error), _) => return core.backend_failed("insert", &error),
-            (_, Err(error)) => {
-                return core.backend_failed("insert", &BackendError::new(error.to_string()));
-            }
+        let (slot, encoded) = match core.slot(key) {
+            Ok(slot) => slot,
+            Err(error) => return core.backend_failed("insert", &error),
         };
+        let value = value.clone();
         let name = core.name.clone();
         spawn_or_skip(&name, async move {
-            let expiry = core
-                .ttl
-                .saturating_add(core.stale)
-                .min(crate::strategy::FOREVER);
+            let generation = match core.generation().await {
+                Ok(generation) => generation,
+                Err(error) => return core.backend_failed("insert", &error),
+            };
+            let bytes = match codec::encode::<K, V>(&value, generation, core.stale, Duration::ZERO)
+            {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    let error = BackendError::new(error.to_string());
+                    return core.backend_failed("insert", &error);
+                }
+            };
+            let expiry = core.ttl.saturating_add(core.stale).min(FOREVER);
+            let notice = notice(core.id, 0, Some(&encoded));
             if let Err(error) = core
                 .backend
-                .write(&slot, None, &bytes, expiry, core.id)
+                .insert(&slot, &core.cache_keys, &bytes, expiry, &notice)
                 .await
             {
                 core.backend_failed("insert", &error);
@@ -539,14 +775,19 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
 
     fn invalidate(&self, key: &K) {
         let core = self.core.clone();
-        let slot = match core.slot(key) {
+        let (slot, encoded) = match core.slot(key) {
             Ok(slot) => slot,
             Err(error) => return core.backend_failed("invalidate", &error),
         };
         let task_core = core.clone();
         let task_slot = slot.clone();
-        core.invalidate_behind(slot, async move {
-            if let Err(error) = task_core.backend.invalidate(&task_slot, task_core.id).await {
+        core.invalidate_behind(slot.as_str().to_owned(), async move {
+            let notice = notice(task_core.id, 0, Some(&encoded));
+            if let Err(error) = task_core
+                .backend
+                .invalidate(&task_slot, &task_core.cache_keys, &notice)
+                .await
+            {
                 task_core.backend_failed("invalidate", &error);
             }
         });
@@ -556,12 +797,13 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
         let core = self.core.clone();
         let task_core = core.clone();
         core.invalidate_behind(String::new(), async move {
-            if let Err(error) = task_core
+            match task_core
                 .backend
-                .invalidate_all(&task_core.name, task_core.id)
+                .invalidate_all(&task_core.cache_keys, task_core.id)
                 .await
             {
-                task_core.backend_failed("invalidate_all", &error);
+                Ok(generation) => task_core.raise_generation(generation),
+                Err(error) => task_core.backend_failed("invalidate_all", &error),
             }
         });
     }
@@ -575,5 +817,126 @@ fn spawn_or_skip(cache: &str, task: impl Future<Output = ()> + Send + 'static) {
             handle.spawn(task);
         }
         Err(_) => tracing::warn!(cache, "no tokio runtime: the shared tier was not updated"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::{Freshness, Windows};
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    fn decoded(generation: u64, stale: Duration) -> Decoded<u32> {
+        Decoded {
+            value: 7,
+            generation,
+            stale,
+            delta: Duration::from_millis(5),
+        }
+    }
+
+    #[test]
+    fn remote_freshness_is_the_backends_time_left_clamped_to_our_windows() {
+        let now = Instant::now();
+        let stale = Duration::from_secs(60);
+        // 10 s fresh + 60 s stale left by the backend's clock.
+        let left = Duration::from_secs(70);
+        let loaded = usable(decoded(0, stale), left, Need::Value, now, TTL, stale, 0).unwrap();
+        assert_eq!(loaded.fresh_for, Duration::from_secs(10));
+        assert_eq!(loaded.stale_for, stale);
+        // A writer with a longer ttl (or corrupt bytes) cannot stretch a value past ours.
+        let huge = usable(decoded(0, stale), FOREVER, Need::Value, now, TTL, stale, 0).unwrap();
+        assert_eq!(huge.fresh_for, TTL);
+        let wide = usable(
+            decoded(0, FOREVER),
+            FOREVER,
+            Need::Value,
+            now,
+            TTL,
+            stale,
+            0,
+        );
+        assert_eq!(
+            wide.map(|l| l.stale_for),
+            None,
+            "all of it stale: not fresh"
+        );
+        // Only stale time left: not usable as fresh.
+        assert!(usable(decoded(0, stale), stale, Need::Value, now, TTL, stale, 0).is_none());
+    }
+
+    #[test]
+    fn values_of_an_older_generation_are_never_used() {
+        let now = Instant::now();
+        let left = Duration::from_secs(10);
+        assert!(
+            usable(
+                decoded(2, Duration::ZERO),
+                left,
+                Need::Value,
+                now,
+                TTL,
+                Duration::ZERO,
+                3
+            )
+            .is_none()
+        );
+        assert!(
+            usable(
+                decoded(3, Duration::ZERO),
+                left,
+                Need::Value,
+                now,
+                TTL,
+                Duration::ZERO,
+                3
+            )
+            .is_some()
+        );
+        assert!(
+            usable(
+                decoded(4, Duration::ZERO),
+                left,
+                Need::Value,
+                now,
+                TTL,
+                Duration::ZERO,
+                3
+            )
+            .is_some()
+        );
+    }
+
+    #[test]
+    fn a_refresh_only_takes_a_newer_value() {
+        let now = Instant::now();
+        let seen = Freshness::written(
+            now,
+            Duration::from_secs(5),
+            Windows::default(),
+            Duration::ZERO,
+        );
+        let need = Need::Refresh(seen);
+        let same = usable(
+            decoded(0, Duration::ZERO),
+            Duration::from_secs(5),
+            need,
+            now,
+            TTL,
+            Duration::ZERO,
+            0,
+        );
+        assert!(same.is_none(), "the copy being refreshed");
+        let newer = usable(
+            decoded(0, Duration::ZERO),
+            Duration::from_secs(20),
+            need,
+            now,
+            TTL,
+            Duration::ZERO,
+            0,
+        );
+        assert!(newer.is_some());
     }
 }

@@ -223,8 +223,11 @@ fn build_cache(
     }
     if let Some((d, _)) = args.load_timeout {
         let d = duration(d, p);
-        let ret = &output.ty;
-        setters.push(respan(quote!(.load_timeout::<#ret>(#d)), span_ret));
+        let err = output
+            .err_ty
+            .as_ref()
+            .expect("load_timeout needs a result (shape check)");
+        setters.push(respan(quote!(.load_timeout::<#err>(#d)), span_ret));
     }
     let build = if args.shared {
         quote!(shared_cache)

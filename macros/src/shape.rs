@@ -262,14 +262,14 @@ fn check_argument(pt: &syn::PatType, errors: &mut Errors) {
 
 /// What the function returns, and what of it is cached.
 pub struct Output {
-    /// The declared return type (`()` when there is none).
-    pub ty: Type,
     /// Where errors about the value or error type are reported: the return type, or the fn
     /// name when there is none.
     pub span: Span,
     pub returns: Returns,
     /// `V` of the `Cache<K, V>`: the return type, or the `Ok` type of a result.
     pub value_ty: Type,
+    /// `E` of a result: its `Err` type.
+    pub err_ty: Option<Type>,
 }
 
 impl Output {
@@ -299,30 +299,30 @@ impl Output {
         {
             let fix = match &args.returns {
                 Some(_) => {
-                    "remove `returns = \"value\"`: with it, errors are cached values, not errors"
+                    "remove `returns = \"value\"` (with it, an `Err` is cached as a value, not reported as an error)"
                 }
                 None if declared => {
-                    "return `Result<T, E>` (for an alias not named `Result`, add `returns = \"result\"`)"
+                    "return `Result<T, E>` with `E: From<stampede_cache::LoadTimeout>` (for an alias not named `Result`, add `returns = \"result\"`)"
                 }
-                None => "return `Result<T, E>`",
+                None => "return `Result<T, E>` with `E: From<stampede_cache::LoadTimeout>`",
             };
             errors.push(err(
                 lt_span,
                 format!(
-                    "`load_timeout` needs a function that returns `Result<_, E>`: a timed-out load must be reported as an error\nhelp: {fix}, with `impl From<stampede_cache::LoadTimeout> for E`; or remove `load_timeout`"
+                    "`load_timeout` needs a function that returns `Result<_, E>`: a timed-out load must be reported as an error\nhelp: {fix}, or remove `load_timeout`"
                 ),
             ));
         }
         errors.finish()?;
-        let value_ty = match returns {
-            Returns::Value => ty.clone(),
-            Returns::Result => ok_type(&ty, krate),
+        let (value_ty, err_ty) = match returns {
+            Returns::Value => (ty.clone(), None),
+            Returns::Result => (ok_type(&ty, krate), Some(err_type(&ty, krate))),
         };
         Ok(Output {
-            ty,
             span,
             returns,
             value_ty,
+            err_ty,
         })
     }
 }
@@ -349,6 +349,21 @@ pub fn ok_type(ret: &Type, krate: &TokenStream) -> Type {
         return t.clone();
     }
     syn::parse_quote_spanned!(ret.span()=> <#ret as #krate::__private::IsResult>::Ok)
+}
+
+/// `E` for a `Result`-returning fn: the second type argument of a `Result<T, E>` spelled so,
+/// else `<R as IsResult>::Err` (`io::Result<T>`, other aliases).
+pub fn err_type(ret: &Type, krate: &TokenStream) -> Type {
+    if let Type::Path(p) = ret
+        && let Some(seg) = p.path.segments.last()
+        && seg.ident == "Result"
+        && let PathArguments::AngleBracketed(a) = &seg.arguments
+        && a.args.len() == 2
+        && let Some(GenericArgument::Type(e)) = a.args.last()
+    {
+        return e.clone();
+    }
+    syn::parse_quote_spanned!(ret.span()=> <#ret as #krate::__private::IsResult>::Err)
 }
 
 #[cfg(test)]
@@ -393,6 +408,29 @@ mod tests {
         assert_eq!(
             ok(quote!(my::Result)),
             quote!(<my::Result as ::stampede_cache::__private::IsResult>::Ok).to_string()
+        );
+    }
+
+    #[test]
+    fn err_type_of_a_result() {
+        let krate = quote!(::stampede_cache);
+        let err = |t| err_type(&ty(t), &krate).to_token_stream().to_string();
+        assert_eq!(
+            err(quote!(Result<u64, RepoError>)),
+            quote!(RepoError).to_string()
+        );
+        assert_eq!(
+            err(quote!(std::result::Result<u64, Arc<E>>)),
+            quote!(Arc<E>).to_string()
+        );
+        assert_eq!(
+            err(quote!(std::io::Result<String>)),
+            quote!(<std::io::Result<String> as ::stampede_cache::__private::IsResult>::Err)
+                .to_string()
+        );
+        assert_eq!(
+            err(quote!(Fallible<u64>)),
+            quote!(<Fallible<u64> as ::stampede_cache::__private::IsResult>::Err).to_string()
         );
     }
 

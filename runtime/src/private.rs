@@ -67,17 +67,6 @@ impl<T: Clone + Send + Sync + 'static> Value for T {}
 pub trait Error: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> Error for T {}
 
-/// The error type of a fn with `load_timeout`: a timed-out load is reported as
-/// `Err(E::from(LoadTimeout))`.
-#[diagnostic::on_unimplemented(
-    message = "#[stampede_cached(load_timeout = ..)] reports a load that timed out as `Err(<{Self}>::from(LoadTimeout))`, but `{Self}` does not implement `From<stampede_cache::LoadTimeout>`",
-    label = "`{Self}` needs `From<stampede_cache::LoadTimeout>`",
-    note = "add: `impl From<stampede_cache::LoadTimeout> for {Self} {{ fn from(t: stampede_cache::LoadTimeout) -> Self {{ /* e.g. Self::Timeout(t) */ }} }}`",
-    note = "an error type of another crate cannot get that impl here: wrap it in an error enum of your own, or remove `load_timeout`"
-)]
-pub trait TimeoutError: From<LoadTimeout> {}
-impl<E: From<LoadTimeout>> TimeoutError for E {}
-
 /// The return type of a fn the macro treats as fallible: `Result<T, E>` under any alias.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a `Result`, but #[stampede_cached] treats it as one\nhelp: remove `returns = \"result\"`, or return `Result<T, E>`"
@@ -185,17 +174,21 @@ where
     async move { R::from_result(fut.await) }
 }
 
-/// The default name of a method's cache: `<module path>::<Self type>::<fn>`.
+/// The default name of a method's cache: `<module path>::<Self type>::<fn>`, without the
+/// type's generic arguments: the one static cache of a method in `impl<T> Repo<T>` serves
+/// every `Repo<T>`, and its name must not depend on which of them used it first.
 pub fn method_name<S: ?Sized>(fn_name: &str) -> String {
-    format!("{}::{fn_name}", std::any::type_name::<S>())
+    let ty = std::any::type_name::<S>();
+    let ty = ty.split_once('<').map_or(ty, |(path, _)| path);
+    format!("{ty}::{fn_name}")
 }
 
 /// What `#[stampede_cached]` sets on a cache: one setter per attribute argument, applied
 /// to a [`CacheBuilder`] by [`cache`] or [`shared_cache`], whose bounds check the key and
-/// value types (and, through [`TimeoutOf`], the error type of a `load_timeout` fn). `T` is the return type of a fn with
-/// `load_timeout` (whose error type reports the timeout), else [`NoTimeout`].
+/// value types and, through [`TimeoutError`], the error type `E` of a `load_timeout` fn
+/// ([`NoTimeout`] without it).
 #[must_use]
-pub struct Options<T = NoTimeout> {
+pub struct Options<E = NoTimeout> {
     name: Cow<'static, str>,
     ttl: Option<Duration>,
     strategy: Option<Strategy>,
@@ -204,7 +197,7 @@ pub struct Options<T = NoTimeout> {
     fail_safe: Option<Duration>,
     soft_timeout: Option<Duration>,
     load_timeout: Option<Duration>,
-    timeout_error: PhantomData<fn() -> T>,
+    timeout_error: PhantomData<fn() -> E>,
 }
 
 impl Options {
@@ -225,7 +218,7 @@ impl Options {
     }
 }
 
-impl<T> Options<T> {
+impl<E> Options<E> {
     /// `ttl = ".."`.
     #[inline]
     pub fn ttl(mut self, ttl: Duration) -> Self {
@@ -268,8 +261,8 @@ impl<T> Options<T> {
         self
     }
 
-    /// `load_timeout = ".."` on a fn returning `R` (a `Result` under any alias); its error
-    /// type is checked by [`cache`] / [`shared_cache`].
+    /// `load_timeout = ".."` on a fn whose error type is `R`; [`cache`] / [`shared_cache`]
+    /// check that it can report a timeout.
     #[inline]
     pub fn load_timeout<R>(self, bound: Duration) -> Options<R> {
         Options {
@@ -290,7 +283,7 @@ impl<T> Options<T> {
         builder: CacheBuilder<K, V>,
     ) -> (CacheBuilder<K, V>, Option<Duration>)
     where
-        T: TimeoutOf,
+        E: TimeoutError,
     {
         let mut b = builder;
         if let Some(ttl) = self.ttl {
@@ -309,21 +302,21 @@ impl<T> Options<T> {
             b = b.soft_timeout(after);
         }
         if let Some(bound) = self.load_timeout {
-            b = T::load_timeout(b, bound);
+            b = E::load_timeout(b, bound);
         }
         (b, self.lock_ttl)
     }
 }
 
 /// The static cache of one in-process function.
-pub fn cache<K: KeyPart, V: Value>(mut options: Options<impl TimeoutOf>) -> Cache<K, V> {
+pub fn cache<K: KeyPart, V: Value>(mut options: Options<impl TimeoutError>) -> Cache<K, V> {
     let b = Cache::builder(std::mem::take(&mut options.name));
     options.apply(b).0.build()
 }
 
 /// The static cache of one `shared` function.
 pub fn shared_cache<K: SharedKey, V: SharedValue>(
-    mut options: Options<impl TimeoutOf>,
+    mut options: Options<impl TimeoutError>,
 ) -> Cache<K, V> {
     let b = Cache::builder(std::mem::take(&mut options.name)).shared();
     let (mut b, lock_ttl) = options.apply(b);
@@ -333,19 +326,26 @@ pub fn shared_cache<K: SharedKey, V: SharedValue>(
     b.build()
 }
 
-/// The `T` of [`Options`] without `load_timeout`.
+/// The `E` of [`Options`] without `load_timeout`.
 pub enum NoTimeout {}
 
-/// How `load_timeout` reaches the builder: through the error type of the fn's `Result`.
-pub trait TimeoutOf {
-    /// `builder.load_timeout::<E>(bound)`.
+/// The error type `E` of a fn with `load_timeout` (`Result<T, E>` under any alias): a load
+/// that timed out is reported as `Err(E::from(LoadTimeout))`.
+#[diagnostic::on_unimplemented(
+    message = "#[stampede_cached(load_timeout = ..)] reports a load that timed out as `Err(<{Self}>::from(LoadTimeout))`, but `{Self}` does not implement `From<stampede_cache::LoadTimeout>`",
+    label = "`{Self}` needs `From<stampede_cache::LoadTimeout>` (and `Clone + Send + Sync + 'static`)",
+    note = "add: `impl From<stampede_cache::LoadTimeout> for {Self} {{ fn from(t: stampede_cache::LoadTimeout) -> Self {{ /* e.g. Self::Timeout(t) */ }} }}`",
+    note = "an error type of another crate cannot get that impl in yours: wrap it in an error type of your own, or remove `load_timeout`"
+)]
+pub trait TimeoutError {
+    /// `builder.load_timeout::<Self>(bound)`.
     fn load_timeout<K: KeyPart, V: Value>(
         builder: CacheBuilder<K, V>,
         bound: Duration,
     ) -> CacheBuilder<K, V>;
 }
 
-impl TimeoutOf for NoTimeout {
+impl TimeoutError for NoTimeout {
     #[inline]
     fn load_timeout<K: KeyPart, V: Value>(
         builder: CacheBuilder<K, V>,
@@ -355,15 +355,12 @@ impl TimeoutOf for NoTimeout {
     }
 }
 
-impl<R: IsResult> TimeoutOf for R
-where
-    R::Err: TimeoutError + Error,
-{
+impl<E: From<LoadTimeout> + Clone + Send + Sync + 'static> TimeoutError for E {
     #[inline]
     fn load_timeout<K: KeyPart, V: Value>(
         builder: CacheBuilder<K, V>,
         bound: Duration,
     ) -> CacheBuilder<K, V> {
-        builder.load_timeout::<R::Err>(bound)
+        builder.load_timeout::<E>(bound)
     }
 }

@@ -7,7 +7,7 @@ pub struct Price {
     pub cents: u64,
 }
 
-#[derive(Clone, Hash, PartialEq, Eq, Serialize)]
+#[derive(Clone, Hash, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sku(pub String);
 
 #[stampede_cached(ttl = "1m", strategy = "xfetch", beta = 1.0, shared, lock_ttl = "10s")]

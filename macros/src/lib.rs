@@ -53,14 +53,23 @@ mod shape;
 ///
 /// /// The cache behind [`Self::top_products`] …
 /// pub fn top_products_cache() -> &'static Cache<(String, u32), Vec<Product>> {
-///     static CACHE: LazyLock<Cache<(String, u32), Vec<Product>>> = LazyLock::new(|| {
-///         __private::cache(concat!(module_path!(), "::", "top_products"),
-///             Duration::from_nanos(30_000_000_000),
-///             Strategy::Swr { stale: Duration::from_nanos(600_000_000_000) }, None)
-///     });
-///     &CACHE
+///     static CACHE: OnceLock<Cache<(String, u32), Vec<Product>>> = OnceLock::new();
+///     CACHE.get_or_init(|| {
+///         __private::cache::<(String, u32), Vec<Product>>(
+///             __private::Options::new(__private::method_name::<Self>("top_products"))
+///                 .ttl(Duration::from_secs(30))
+///                 .strategy(Strategy::Swr { stale: Duration::from_secs(600) }),
+///         )
+///     })
 /// }
 /// ```
+///
+/// The cache is built by the handle on first use: one `Options` setter per argument given
+/// (`capacity`, `lock_ttl`, `fail_safe`, `soft_timeout`, `load_timeout::<E>`, ...), then
+/// `__private::cache::<K, V>` (or `shared_cache` with `shared`), whose bounds check the key
+/// and value types. It lives in a `OnceLock` filled in the handle's body rather than in a
+/// `LazyLock` initialiser because a static cannot mention `Self` and the body can: a
+/// method's cache is named after its `Self` type. A hit costs the same one atomic load.
 ///
 /// Every `__private` helper carries a `#[diagnostic::on_unimplemented]` bound, so a type
 /// that cannot be cached is reported on its own token with the fix.
@@ -79,7 +88,10 @@ mod shape;
 /// | `skip(a, b)` | leave arguments out of the key (they are still moved into the load) | none |
 /// | `shared` | fleet-wide coordination; key `Serialize`, value `Serialize + DeserializeOwned` | off |
 /// | `lock_ttl = "10s"` | `shared` only: lease of the fleet lock | `DEFAULT_LOCK_TTL` |
-/// | `name = "users.by_id"` | stable name for stats, tracing, Redis keys | `module_path!()::fn_name` |
+/// | `name = "users.by_id"` | stable name for stats, tracing, Redis keys | free fn: `module_path!()::fn_name`; method: `type_name::<Self>()` without generic arguments `::fn_name` (`my_crate::repo::UserRepo::find_user`). With `shared`, give a `name`: `type_name`'s output is not guaranteed across compiler versions |
+/// | `fail_safe = "10m"` | keep the last good value this long past expiry and serve it when a load fails, panics or times out (counted in `fail_safe_hits`), > 0 | off |
+/// | `soft_timeout = "200ms"` | a caller that waited this long on a load gets the fail-safe or stale value; the load goes on and lands. Needs `fail_safe` or `strategy = "swr"` (something to serve), > 0 | off |
+/// | `load_timeout = "5s"` | no load runs longer: it is dropped, and its callers get the fail-safe value, else `Err(E::from(LoadTimeout))`. Needs `-> Result<T, E>` (any alias) with `impl From<stampede_cache::LoadTimeout> for E`, > 0 | off |
 /// | `returns = "result" \| "value"` | `"result"`: cache `Ok`, share `Err`, for an alias not named `Result` (`type Fallible<T> = Result<T, E>`); `"value"`: cache the return value as is, errors included | a type named `Result` (any path: `io::Result<T>`, `anyhow::Result<T>`) is a result |
 /// | `crate = path` | where the runtime is, for crates that re-export it | `::stampede_cache` |
 ///
@@ -88,15 +100,20 @@ mod shape;
 /// - free `async fn` (any visibility): handle `<fn>_cache()` beside it.
 /// - inherent-impl `async fn` with `&self`: the receiver is cloned into the load and never
 ///   part of the key (one cache per function, shared by all instances); the handle is an
-///   associated fn. A receiver-less associated fn is not supported (use a free fn).
+///   associated fn. Two types with a method of the same name get two caches with two names.
+///   In a generic `impl<T> Repo<T>`, all instantiations share the one cache, named
+///   `..::Repo::fn_name`. A receiver-less associated fn is not supported (use a free fn).
 /// - arguments by value (moved into the key) or `&T` with `T: ToOwned` (`&str` → `String`,
 ///   `&[T]` → `Vec<T>`, `&T` → `T`); lifetimes are fine. Key: one argument → its owned type,
 ///   none → `()`, several → a tuple in argument order.
 /// - `-> T`, `-> Option<T>` (`None` is cached too), `-> Result<T, E>` (only `Ok` cached,
-///   `E: Clone`: wrap it in `Arc`).
+///   `E: Clone`: wrap it in `Arc`; with `load_timeout`, also `E: From<LoadTimeout>`, so an
+///   error type of your own rather than `Arc<io::Error>`).
 /// - attributes and doc comments stay on the function; `cfg` and lint attributes also reach the
 ///   generated items; stacks with `#[tracing::instrument]` on either side (below: every call is
 ///   traced; above: only loads are).
+///
+/// Every mistake in the arguments is reported at once, each on its own token.
 ///
 /// Refused at compile time with a spanned message: non-`async` fns, generic type or const
 /// parameters, `impl Trait` arguments or return types, `self` by value, `&mut self`, `&mut`

@@ -397,3 +397,114 @@ fn invalidate_in_one_process_makes_the_others_reload() {
         "every pod sees the new value: {reloaded:?}"
     );
 }
+
+/// A failing origin across 8 OS processes × 10 callers: one origin call for
+/// the fleet; every process answers with that failure within about one load
+/// (v1: one call per process, one after another).
+#[test]
+fn a_failing_origin_is_called_once_across_eight_processes() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = "fleet.failing";
+    let mut pods: Vec<Pod> = (0..8)
+        .map(|_| {
+            Pod::start(&[
+                "failing".to_owned(),
+                url.clone(),
+                name.to_owned(),
+                "10".to_owned(),
+                "100".to_owned(),
+            ])
+        })
+        .collect();
+    for pod in &mut pods {
+        pod.go();
+    }
+    let (mut errors, mut slowest_us, mut remote) = (0u64, 0u64, 0u64);
+    for pod in &mut pods {
+        let line = pod.expect_line("DONE");
+        let parts: Vec<u64> = line
+            .split(' ')
+            .skip(1)
+            .map(|p| p.parse().unwrap())
+            .collect();
+        errors += parts[0];
+        slowest_us = slowest_us.max(parts[1]);
+        remote += parts[3];
+        assert_eq!(parts[4], 0, "no process fell back to its own load");
+    }
+    let origin = origin_calls(&url, name);
+    eprintln!(
+        "failing origin, 8 processes x 10 callers: origin calls {origin}, slowest caller {} ms, remote failures {remote}",
+        slowest_us / 1000
+    );
+    assert_eq!(errors, 80, "every caller got the failure");
+    assert_eq!(origin, 1, "one origin call for the fleet");
+    assert!(remote >= 7, "the other processes took the leader's failure");
+    assert!(
+        slowest_us < 1_000_000,
+        "every caller answered within about one load (100 ms) plus coordination: {slowest_us} µs"
+    );
+}
+
+/// Steady `lock` + `shared` traffic from 4 processes; redis-server is
+/// SIGSTOPped, then SIGCONTed. While frozen, calls fail open; after the
+/// resume, no call waits on a lock that a timed-out `SET NX PX` left behind
+/// (v1: every process waited a full 10 s lease, with no origin call).
+#[test]
+fn a_hung_then_resumed_redis_stalls_no_call_after_the_resume() {
+    let mut server = RedisServer::start();
+    let url = server.url();
+    let name = "fleet.freeze";
+    let mut pods: Vec<Pod> = (0..4)
+        .map(|_| {
+            Pod::start(&[
+                "lockstep".to_owned(),
+                url.clone(),
+                name.to_owned(),
+                "200".to_owned(), // ttl
+                "50".to_owned(),  // load
+                "10".to_owned(),  // period
+                "7000".to_owned(),
+            ])
+        })
+        .collect();
+    for pod in &mut pods {
+        pod.go();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    server.freeze();
+    std::thread::sleep(Duration::from_secs(2));
+    let resumed_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    server.thaw();
+    let mut longest_after_resume_ms = 0u64;
+    for pod in &mut pods {
+        loop {
+            let line = pod.expect_line("");
+            let parts: Vec<&str> = line.split(' ').collect();
+            match parts[0] {
+                "SLOW" => {
+                    let start: u64 = parts[1].parse().unwrap();
+                    let took_ms = parts[2].parse::<u64>().unwrap() / 1000;
+                    let end = start + took_ms;
+                    if end > resumed_ms {
+                        longest_after_resume_ms =
+                            longest_after_resume_ms.max(end - start.max(resumed_ms));
+                    }
+                }
+                "DONE" => break,
+                _ => {}
+            }
+        }
+    }
+    eprintln!(
+        "redis frozen 2 s then resumed: longest wait after the resume {longest_after_resume_ms} ms"
+    );
+    assert!(
+        longest_after_resume_ms < 1_000,
+        "a call waited {longest_after_resume_ms} ms after the resume (bound: about one load plus one command timeout)"
+    );
+}

@@ -22,6 +22,23 @@
 //! `DONE <calls> <longest call µs> <loads> <background_refreshes> <early_refreshes> <fallbacks>`
 //! (the warm-up call is not counted in `calls` nor in the longest call).
 //!
+//! **Failing origin** — `pod failing <redis url> <cache name> <callers> <load_ms>`
+//!
+//! Like the stampede mode, but the loader INCRs the counter, prints
+//! `LOADING`, sleeps `load_ms` and returns `Err`. The cache converts
+//! failures of other processes (`remote_errors`). Prints `READY`, waits for
+//! a line, fires `callers` calls, then prints
+//! `DONE <errors> <slowest call µs> <loads> <remote_failures> <fallbacks>`.
+//!
+//! **Lock traffic** — `pod lockstep <redis url> <cache name> <ttl_ms> <load_ms> <period_ms> <duration_ms>`
+//!
+//! Strategy `lock`, key `hot-key`; the loader sleeps `load_ms` and returns
+//! `value-<this process's load count>` (it does not touch Redis, which the
+//! test freezes). Prints `READY`,
+//! waits for a line, then calls every `period_ms` for `duration_ms`. Each
+//! call longer than 20 ms prints `SLOW <start, ms since the UNIX epoch>
+//! <call µs>`; at the end `DONE <calls> <loads> <fallbacks>`.
+//!
 //! **Steps** — `pod steps <redis url> <cache name> <ttl_ms> <load_ms>`
 //!
 //! Key `hot-key`, strategy `lock`, the stampede mode's loader. Prints `READY`,
@@ -38,7 +55,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::MultiplexedConnection;
 use stampede_cache::redis::RedisBackend;
-use stampede_cache::{Cache, Strategy};
+use stampede_cache::{Cache, RemoteLoadError, Strategy};
 use tokio::time::Instant;
 
 const KEY: &str = "hot-key";
@@ -113,6 +130,8 @@ async fn main() {
     match args.get(1).map(String::as_str) {
         Some("steady") => steady(&args[1..]).await,
         Some("steps") => steps(&args[1..]).await,
+        Some("failing") => failing(&args[1..]).await,
+        Some("lockstep") => lockstep(&args[1..]).await,
         _ => stampede(&args).await,
     }
 }
@@ -280,4 +299,123 @@ async fn steps(args: &[String]) {
     }
     let stats = cache.stats();
     say(&format!("BYE {} {}", stats.loads, stats.fallbacks));
+}
+
+/// The failing origin's error; another process's failure arrives as `Remote`.
+#[derive(Clone, Debug)]
+enum PodError {
+    Down,
+    Remote(String),
+}
+
+impl From<RemoteLoadError> for PodError {
+    fn from(e: RemoteLoadError) -> Self {
+        PodError::Remote(e.message().to_owned())
+    }
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+async fn failing(args: &[String]) {
+    let url = arg(args, 1, "redis url");
+    let name = arg(args, 2, "cache name");
+    let callers: usize = arg(args, 3, "callers").parse().expect("callers");
+    let load = ms_arg(args, 4, "load_ms");
+
+    let (backend, counter) = connect(&url).await;
+    let cache: Cache<String, String> = Cache::builder(name.clone())
+        .ttl(Duration::from_secs(30))
+        .failed_refresh_backoff(Duration::from_secs(5))
+        .remote_errors::<PodError>()
+        .backend(backend)
+        .build();
+
+    say("READY");
+    wait_for_go();
+
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (cache, counter, name) = (cache.clone(), counter.clone(), name.clone());
+            tokio::spawn(async move {
+                let result = cache
+                    .try_get_or_load(KEY.to_owned(), move |_| async move {
+                        let mut counter = counter;
+                        let _: u64 = redis::cmd("INCR")
+                            .arg(format!("origin:{name}:{KEY}"))
+                            .query_async(&mut counter)
+                            .await
+                            .expect("INCR the origin counter");
+                        say("LOADING");
+                        tokio::time::sleep(load).await;
+                        Err::<String, _>(PodError::Down)
+                    })
+                    .await;
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    let (mut errors, mut slowest) = (0, Duration::ZERO);
+    for task in tasks {
+        let (result, took) = task.await.expect("a call panicked");
+        if let Err(PodError::Down | PodError::Remote(_)) = result {
+            errors += 1;
+        }
+        slowest = slowest.max(took);
+    }
+    let stats = cache.stats();
+    say(&format!(
+        "DONE {errors} {} {} {} {}",
+        slowest.as_micros(),
+        stats.loads,
+        stats.remote_failures,
+        stats.fallbacks
+    ));
+}
+
+async fn lockstep(args: &[String]) {
+    let url = arg(args, 1, "redis url");
+    let name = arg(args, 2, "cache name");
+    let ttl = ms_arg(args, 3, "ttl_ms");
+    let load = ms_arg(args, 4, "load_ms");
+    let period = ms_arg(args, 5, "period_ms");
+    let duration = ms_arg(args, 6, "duration_ms");
+
+    let (backend, _) = connect(&url).await;
+    let cache: Cache<String, String> = Cache::builder(name)
+        .ttl(ttl)
+        .lock_ttl(Duration::from_secs(10))
+        .backend(backend)
+        .build();
+    let loads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+
+    say("READY");
+    wait_for_go();
+
+    let mut calls = 0u64;
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let loads = loads.clone();
+        let (at, at_ms) = (Instant::now(), epoch_ms());
+        cache
+            .get_or_load(KEY.to_owned(), move |_| async move {
+                let n = loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(load).await;
+                format!("value-{n}")
+            })
+            .await;
+        let took = at.elapsed();
+        if took > Duration::from_millis(20) {
+            say(&format!("SLOW {at_ms} {}", took.as_micros()));
+        }
+        calls += 1;
+        tokio::time::sleep(period).await;
+    }
+    let stats = cache.stats();
+    say(&format!("DONE {calls} {} {}", stats.loads, stats.fallbacks));
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::backend::{
     RemoteLoadError, SharedBackend, SharedKey, SharedValue, TierFactory, TierSpec,
 };
-use crate::cache::{Cache, Inner, RemotePolicy, TimeoutPolicy};
+use crate::cache::{Cache, Inner, RemotePolicy, TimeoutPolicy, TtlFor};
 use crate::flight::{ErasedError, Flights, LoadTimeout};
 use crate::stats::Counters;
 use crate::store::Store;
@@ -48,6 +48,8 @@ pub struct CacheBuilder<K, V> {
     soft_timeout: Option<Duration>,
     load_timeout: Option<TimeoutPolicy>,
     remote: Option<RemotePolicy>,
+    ttl_for: Option<TtlFor<K, V>>,
+    jitter: Duration,
     tier: Option<TierFactory<K, V>>,
     backend: Option<SharedBackend>,
 }
@@ -73,6 +75,8 @@ where
             soft_timeout: None,
             load_timeout: None,
             remote: None,
+            ttl_for: None,
+            jitter: Duration::ZERO,
             tier: None,
             backend: None,
         }
@@ -219,6 +223,43 @@ where
         self
     }
 
+    /// Jitter: each load's ttl gets a uniform random extra in `[0, jitter]`,
+    /// so keys loaded together (a deploy's warm-up, a cold start) do not all
+    /// expire — and reload — at the same instant. With `shared`, the drawn
+    /// expiry is what the shared tier stores, so every process agrees on it.
+    /// Default zero.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter.min(FOREVER);
+        self
+    }
+
+    /// Per-entry ttl: `ttl_for(&key, &value)` replaces the cache's ttl for
+    /// that value (jitter still applies), for its freshness, its stale and
+    /// fail-safe windows (counted from it) and, with `shared`, its expiry in
+    /// the shared tier. The classic use: cache "not found" briefly.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// use std::time::Duration;
+    /// use stampede_cache::Cache;
+    ///
+    /// let users: Cache<u64, Option<String>> = Cache::builder("doc.ttl_for")
+    ///     .ttl(Duration::from_secs(300))
+    ///     .ttl_for(|_id, user| match user {
+    ///         Some(_) => Duration::from_secs(300),
+    ///         None => Duration::from_secs(5), // a row may appear soon
+    ///     })
+    ///     .build();
+    /// assert_eq!(users.get_or_load(7, |_| async { None }).await, None);
+    /// tokio::time::advance(Duration::from_secs(6)).await;
+    /// assert_eq!(users.get(&7), None, "the negative entry expired after 5 s");
+    /// # }
+    /// ```
+    pub fn ttl_for(mut self, ttl_for: impl Fn(&K, &V) -> Duration + Send + Sync + 'static) -> Self {
+        self.ttl_for = Some(Arc::new(ttl_for));
+        self
+    }
+
     /// `shared`: when a load of a key fails in another process, the callers
     /// waiting on it here get `Err(E::from(RemoteLoadError))` (or the
     /// fail-safe value) instead of loading again themselves: one origin call
@@ -289,6 +330,8 @@ where
             Inner {
                 name: self.name,
                 ttl: self.ttl,
+                ttl_for: self.ttl_for,
+                jitter: self.jitter,
                 strategy: self.strategy,
                 windows,
                 store: Store::new(self.capacity),

@@ -20,7 +20,7 @@ use crate::flight::{ErasedError, Flight, Flights, Join, LoadTimeout, Need, Outco
 use crate::stats::{CacheStats, Counters};
 use crate::store::{Entry, Store};
 use crate::strategy::{
-    Decision, Freshness, RefreshReason, Strategy, Windows, decide, uniform_draw,
+    Decision, Freshness, RefreshReason, Strategy, Windows, decide, refresh_lead, uniform_draw,
 };
 
 /// How many times a caller whose flight ended without a value (its loader
@@ -65,6 +65,9 @@ impl<K, V> Clone for Cache<K, V> {
     }
 }
 
+/// A cache's per-entry ttl (`ttl_for`).
+pub(crate) type TtlFor<K, V> = Arc<dyn Fn(&K, &V) -> Duration + Send + Sync>;
+
 /// What `load_timeout` does: the bound, and how a timeout becomes the
 /// configured error type.
 #[derive(Clone, Copy)]
@@ -93,6 +96,10 @@ pub(crate) struct Inner<K, V> {
     pub name: Cow<'static, str>,
     /// Saturated at `FOREVER`.
     pub ttl: Duration,
+    /// Per-entry ttl, replacing `ttl` where set (saturated at `FOREVER`).
+    pub ttl_for: Option<TtlFor<K, V>>,
+    /// Each load's ttl gets a uniform extra in `[0, jitter]`.
+    pub jitter: Duration,
     pub strategy: Strategy,
     /// How long past freshness a value may be served (stale, fail-safe).
     pub windows: Windows,
@@ -240,7 +247,7 @@ where
         let inner = &self.inner;
         if let Some(entry) = inner.store.get(&key) {
             let now = Instant::now();
-            match decide(&inner.strategy, Some(&entry.freshness), now, uniform_draw) {
+            match decide(&inner.strategy, Some(&entry.freshness), now) {
                 Decision::Serve => {
                     inner.counters.hits.incr();
                     return Ok(entry.value);
@@ -264,12 +271,7 @@ where
     /// retry backoff runs), if any. Never loads.
     pub fn get(&self, key: &K) -> Option<V> {
         let entry = self.inner.store.get(key)?;
-        let decision = decide(
-            &self.inner.strategy,
-            Some(&entry.freshness),
-            Instant::now(),
-            || 1.0,
-        );
+        let decision = decide(&self.inner.strategy, Some(&entry.freshness), Instant::now());
         (decision != Decision::Load).then_some(entry.value)
     }
 
@@ -288,7 +290,7 @@ where
             .store
             .get(&key)
             .map_or(Duration::ZERO, |e| e.freshness.delta);
-        let freshness = Freshness::written(Instant::now(), inner.ttl, inner.windows, delta);
+        let freshness = inner.written(&key, &value, Instant::now(), delta);
         inner.store.insert(key, Entry { value, freshness });
     }
 
@@ -574,6 +576,54 @@ where
     K: Hash + Eq + Clone,
     V: Clone,
 {
+    /// The ttl of `value` (per entry with `ttl_for`), before jitter.
+    pub(crate) fn ttl_of(&self, key: &K, value: &V) -> Duration {
+        match &self.ttl_for {
+            Some(ttl_for) => ttl_for(key, value).min(crate::strategy::FOREVER),
+            None => self.ttl,
+        }
+    }
+
+    /// The longest a value of this cache may stay fresh: its ttl plus the
+    /// whole jitter (what a value read from the shared tier is clamped to).
+    pub(crate) fn max_fresh_for(&self, key: &K, value: &V) -> Duration {
+        self.ttl_of(key, value).saturating_add(self.jitter)
+    }
+
+    /// How long a freshly loaded `value` stays fresh: its ttl plus a
+    /// uniform draw of the jitter.
+    pub(crate) fn draw_fresh_for(&self, key: &K, value: &V) -> Duration {
+        let ttl = self.ttl_of(key, value);
+        if self.jitter.is_zero() {
+            return ttl;
+        }
+        ttl.saturating_add(self.jitter.mul_f64(fastrand::f64()))
+    }
+
+    /// The timing of `value` loaded (or inserted) at `now` by this process:
+    /// drawn ttl, and for XFetch a drawn early-refresh lead.
+    pub(crate) fn written(&self, key: &K, value: &V, now: Instant, delta: Duration) -> Freshness {
+        let fresh_for = self.draw_fresh_for(key, value);
+        let lead = refresh_lead(&self.strategy, delta, uniform_draw());
+        Freshness::written(now, fresh_for, self.windows, delta, lead)
+    }
+
+    /// A value this process loaded from the origin, with its drawn timing.
+    pub(crate) fn loaded_here(
+        &self,
+        key: &K,
+        value: V,
+        delta: Duration,
+    ) -> crate::backend::Loaded<V> {
+        crate::backend::Loaded {
+            fresh_for: self.draw_fresh_for(key, &value),
+            stale_for: self.windows.stale,
+            refresh_lead: refresh_lead(&self.strategy, delta, uniform_draw()),
+            delta,
+            value,
+        }
+    }
+
     /// Drops `key`'s value and flight (its load answers its callers but
     /// caches nothing).
     pub(crate) fn evict(&self, key: &K) {

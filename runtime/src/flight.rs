@@ -236,12 +236,7 @@ where
         match need {
             Need::Value => {
                 if let Some(entry) = current {
-                    let decision = decide(
-                        &self.strategy,
-                        Some(&entry.freshness),
-                        Instant::now(),
-                        || 1.0,
-                    );
+                    let decision = decide(&self.strategy, Some(&entry.freshness), Instant::now());
                     if decision != Decision::Load {
                         return Join::Entry(entry, decision);
                     }
@@ -349,15 +344,11 @@ where
         let outcome = match &self.inner.shared {
             Some(tier) => CatchUnwind::new(tier.load(self.key.clone(), origin, self.need)).await,
             None => {
-                let (ttl, stale) = (self.inner.ttl, self.inner.windows.stale);
+                let inner = self.inner.clone();
+                let key = self.key.clone();
                 CatchUnwind::new(async move {
                     let (value, delta) = origin.await?;
-                    Ok(Loaded {
-                        value,
-                        fresh_for: ttl,
-                        stale_for: stale,
-                        delta,
-                    })
+                    Ok(inner.loaded_here(&key, value, delta))
                 })
                 .await
             }
@@ -375,7 +366,13 @@ where
             stale: loaded.stale_for,
             fail_safe: inner.windows.fail_safe,
         };
-        let freshness = Freshness::written(Instant::now(), loaded.fresh_for, windows, loaded.delta);
+        let freshness = Freshness::written(
+            Instant::now(),
+            loaded.fresh_for,
+            windows,
+            loaded.delta,
+            loaded.refresh_lead,
+        );
         {
             let mut flights = inner.flights.lock();
             // Invalidated or overwritten while loading, or started before a

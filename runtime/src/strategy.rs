@@ -38,10 +38,15 @@ pub enum Strategy {
         /// How long past the TTL a stale value may still be served.
         stale: Duration,
     },
-    /// Probabilistic early refresh (Vattani, Chierichetti, Lowenstein, VLDB
-    /// 2015): each hit refreshes early with a probability that rises toward
-    /// expiry, `exp(-t / (beta * delta))` at time-to-expiry `t`, where `delta`
-    /// is the measured duration of the key's last load.
+    /// Early refresh after XFetch (Vattani, Chierichetti, Lowenstein, VLDB
+    /// 2015), made rate-independent: each load draws ONE early-refresh
+    /// instant `expiry − δ − δ·β·(−ln U)`, where `δ` is the measured duration
+    /// of that load; the first call after it starts one background refresh.
+    /// The paper rolls `now − δβ·ln U ≥ expiry` on every request, so its
+    /// refresh comes earlier as traffic grows (≈ βδ(ln(rβδ) + 0.58) early at
+    /// r requests/s); one draw per load gives ≈ ttl / (ttl − βδ) loads per ttl
+    /// at any traffic, a hit costs no random number, and the extra `δ` in the
+    /// lead lets the refresh finish before expiry, so callers never wait.
     XFetch {
         /// Eagerness, > 0. `1.0` is the paper's recommendation; larger
         /// refreshes earlier.
@@ -70,9 +75,9 @@ pub(crate) fn after(now: Instant, span: Duration) -> Instant {
     now + span.min(FOREVER)
 }
 
-/// Timing of a cached entry. Invariants: `fresh_until <= stale_until <=
-/// servable_until`; `retry_after` is only ever compared, never ordered
-/// against the others.
+/// Timing of a cached entry. Invariants: `refresh_at <= fresh_until <=
+/// stale_until <= servable_until`; `retry_after` is only ever compared,
+/// never ordered against the others.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Freshness {
     /// The entry is fresh strictly before this instant.
@@ -90,17 +95,23 @@ pub(crate) struct Freshness {
     /// value is served (while it is servable). At write time, = the write
     /// instant (no throttle).
     pub retry_after: Instant,
+    /// XFetch: from this instant on, a hit on the fresh entry starts one
+    /// background refresh. Drawn once per load (see [`refresh_lead`]); `=
+    /// fresh_until` for the other strategies (never while fresh).
+    pub refresh_at: Instant,
     /// How long the load that produced the entry took (XFetch's `delta`).
     pub delta: Duration,
 }
 
 impl Freshness {
-    /// The timing of a value written at `now`.
+    /// The timing of a value written at `now`, fresh for `fresh_for`, whose
+    /// early refresh (XFetch) is due `refresh_lead` before it expires.
     pub(crate) fn written(
         now: Instant,
         fresh_for: Duration,
         windows: Windows,
         delta: Duration,
+        refresh_lead: Duration,
     ) -> Self {
         let fresh_until = after(now, fresh_for);
         let stale_until = after(fresh_until, windows.stale);
@@ -109,6 +120,10 @@ impl Freshness {
             fresh_until,
             stale_until,
             servable_until,
+            // Clamped to the entry's life: a lead longer than it refreshes at once.
+            refresh_at: fresh_until
+                .checked_sub(refresh_lead)
+                .map_or(now, |at| at.max(now)),
             retry_after: now,
             delta,
         }
@@ -153,23 +168,16 @@ pub(crate) enum Decision {
     Load,
 }
 
-/// Decides what to do with `entry` at `now`. `draw` yields `U ~ Uniform(0, 1]`
-/// and is only called by XFetch on a fresh entry that may refresh.
+/// Decides what to do with `entry` at `now`. No clock, no random number:
+/// a hit is a few comparisons.
 #[inline]
-pub(crate) fn decide(
-    strategy: &Strategy,
-    entry: Option<&Freshness>,
-    now: Instant,
-    draw: impl FnOnce() -> f64,
-) -> Decision {
+pub(crate) fn decide(strategy: &Strategy, entry: Option<&Freshness>, now: Instant) -> Decision {
     let Some(entry) = entry else {
         return Decision::Load;
     };
     if now < entry.fresh_until {
         return match strategy {
-            Strategy::XFetch { beta }
-                if now >= entry.retry_after && xfetch_fires(now, entry, *beta, draw()) =>
-            {
+            Strategy::XFetch { .. } if now >= entry.refresh_at && now >= entry.retry_after => {
                 Decision::ServeAndRefresh(RefreshReason::Early)
             }
             _ => Decision::Serve,
@@ -190,18 +198,20 @@ pub(crate) fn decide(
     Decision::Load
 }
 
-/// XFetch's test `now - delta * beta * ln(u) >= expiry`, rewritten on the
-/// time left so it never overflows an `Instant`. `u` is clamped into
-/// `[f64::MIN_POSITIVE, 1]`: `ln(0)` would be -inf, and a `u` of exactly 1
-/// (ln = 0) never refreshes early.
-pub(crate) fn xfetch_fires(now: Instant, entry: &Freshness, beta: f64, u: f64) -> bool {
-    let time_left = entry
-        .fresh_until
-        .saturating_duration_since(now)
-        .as_secs_f64();
+/// How long before expiry a value loaded in `delta` is refreshed early:
+/// for XFetch `delta + delta·β·(−ln u)` — the paper's lead `δβ(−ln U)`,
+/// drawn once per load instead of once per request, plus `δ` so the refresh
+/// is done by expiry; zero for the other strategies. `u ~ Uniform(0, 1]` is
+/// clamped into `[f64::MIN_POSITIVE, 1]` (`ln 0` would be −∞).
+pub(crate) fn refresh_lead(strategy: &Strategy, delta: Duration, u: f64) -> Duration {
+    let Strategy::XFetch { beta } = strategy else {
+        return Duration::ZERO;
+    };
     let u = u.clamp(f64::MIN_POSITIVE, 1.0);
-    let reach = entry.delta.as_secs_f64() * beta * -u.ln();
-    reach > 0.0 && reach >= time_left
+    let lead = delta.as_secs_f64() * (1.0 + beta * -u.ln());
+    Duration::try_from_secs_f64(lead)
+        .unwrap_or(FOREVER)
+        .min(FOREVER)
 }
 
 /// A draw of `U ~ Uniform(0, 1]` from the thread-local generator.
@@ -222,11 +232,8 @@ mod tests {
             stale: strategy.stale_window(),
             fail_safe: Duration::ZERO,
         };
-        Freshness::written(written, TTL, windows, DELTA)
-    }
-
-    fn never_drawn() -> f64 {
-        panic!("this decision must not draw a random number")
+        // XFetch's early refresh is tested on its own: no lead here.
+        Freshness::written(written, TTL, windows, DELTA, Duration::ZERO)
     }
 
     #[test]
@@ -238,7 +245,6 @@ mod tests {
         let fresh = t0 + Duration::from_secs(1);
         let within_stale = t0 + TTL + Duration::from_secs(1);
         let beyond_stale = t0 + TTL + STALE + Duration::from_secs(1);
-        let no_roll = || 1.0; // ln(1) = 0: XFetch never fires
         // (strategy, entry present, now, expected)
         let cases = [
             (lock, false, fresh, Decision::Load),
@@ -261,7 +267,7 @@ mod tests {
         ];
         for (strategy, present, now, expected) in cases {
             let e = entry(t0, &strategy);
-            let got = decide(&strategy, present.then_some(&e), now, no_roll);
+            let got = decide(&strategy, present.then_some(&e), now);
             assert_eq!(
                 got,
                 expected,
@@ -281,7 +287,7 @@ mod tests {
             stale: Duration::ZERO,
             fail_safe: Duration::from_secs(600),
         };
-        let mut e = Freshness::written(t0, TTL, windows, DELTA);
+        let mut e = Freshness::written(t0, TTL, windows, DELTA, Duration::ZERO);
         assert_eq!(e.servable_until, t0 + TTL + Duration::from_secs(600));
         let failed_at = t0 + TTL + Duration::from_secs(1);
         e.retry_after = failed_at + Duration::from_secs(1);
@@ -301,7 +307,7 @@ mod tests {
                 e
             };
             assert_eq!(
-                decide(&strategy, Some(&e), failed_at, never_drawn),
+                decide(&strategy, Some(&e), failed_at),
                 Decision::ServeThrottled,
                 "{strategy:?} inside the backoff"
             );
@@ -311,12 +317,9 @@ mod tests {
             } else {
                 Decision::Load
             };
+            assert_eq!(decide(&strategy, Some(&e), after_backoff), expected);
             assert_eq!(
-                decide(&strategy, Some(&e), after_backoff, never_drawn),
-                expected
-            );
-            assert_eq!(
-                decide(&strategy, Some(&e), e.servable_until, never_drawn),
+                decide(&strategy, Some(&e), e.servable_until),
                 Decision::Load,
                 "{strategy:?}: past the fail-safe window nothing is served"
             );
@@ -324,15 +327,10 @@ mod tests {
         // A fresh XFetch entry whose early refresh failed is served without a
         // new roll until the backoff passes.
         let xfetch = Strategy::XFetch { beta: 1.0 };
-        let mut fresh = Freshness::written(t0, TTL, Windows::default(), DELTA);
+        let mut fresh = Freshness::written(t0, TTL, Windows::default(), DELTA, DELTA);
         fresh.retry_after = t0 + TTL;
         assert_eq!(
-            decide(
-                &xfetch,
-                Some(&fresh),
-                t0 + TTL - Duration::from_nanos(1),
-                never_drawn
-            ),
+            decide(&xfetch, Some(&fresh), t0 + TTL - Duration::from_nanos(1)),
             Decision::Serve
         );
     }
@@ -344,31 +342,13 @@ mod tests {
             stale: Duration::MAX,
             fail_safe: Duration::MAX,
         };
-        let e = Freshness::written(t0, Duration::MAX, windows, Duration::MAX);
+        let e = Freshness::written(t0, Duration::MAX, windows, Duration::MAX, Duration::MAX);
         assert_eq!(e.fresh_until, t0 + FOREVER);
         assert!(e.fresh_until <= e.stale_until && e.stale_until <= e.servable_until);
         assert_eq!(
-            decide(&Strategy::Lock, Some(&e), t0 + FOREVER / 2, never_drawn),
+            decide(&Strategy::Lock, Some(&e), t0 + FOREVER / 2),
             Decision::Serve
         );
-    }
-
-    #[test]
-    fn only_xfetch_on_a_fresh_entry_draws() {
-        let t0 = Instant::now();
-        for strategy in [Strategy::Lock, Strategy::Swr { stale: STALE }] {
-            let e = entry(t0, &strategy);
-            for now in [t0, t0 + TTL, t0 + TTL + STALE] {
-                decide(&strategy, Some(&e), now, never_drawn);
-            }
-        }
-        let xfetch = Strategy::XFetch { beta: 1.0 };
-        let e = entry(t0, &xfetch);
-        assert_eq!(
-            decide(&xfetch, Some(&e), t0 + TTL, never_drawn),
-            Decision::Load
-        );
-        assert_eq!(decide(&xfetch, None, t0, never_drawn), Decision::Load);
     }
 
     #[test]
@@ -377,119 +357,103 @@ mod tests {
         let swr = Strategy::Swr { stale: STALE };
         let e = entry(t0, &swr);
         assert_eq!(
-            decide(&swr, Some(&e), e.fresh_until, || 1.0),
+            decide(&swr, Some(&e), e.fresh_until),
             Decision::ServeAndRefresh(RefreshReason::Stale)
         );
-        assert_eq!(
-            decide(&swr, Some(&e), e.stale_until, || 1.0),
-            Decision::Load
-        );
+        assert_eq!(decide(&swr, Some(&e), e.stale_until), Decision::Load);
         let lock = Strategy::Lock;
         let e = entry(t0, &lock);
         assert_eq!(
-            decide(
-                &lock,
-                Some(&e),
-                e.fresh_until - Duration::from_nanos(1),
-                || 1.0
-            ),
+            decide(&lock, Some(&e), e.fresh_until - Duration::from_nanos(1)),
             Decision::Serve
         );
+        assert_eq!(decide(&lock, Some(&e), e.fresh_until), Decision::Load);
+    }
+
+    #[test]
+    fn xfetch_refreshes_from_its_drawn_instant_on_and_draws_nothing_on_a_hit() {
+        let t0 = Instant::now();
+        let xfetch = Strategy::XFetch { beta: 1.0 };
+        let lead = refresh_lead(&xfetch, DELTA, (-1.0f64).exp()); // δ + δ·β·1
+        assert_eq!(lead, DELTA * 2);
+        let e = Freshness::written(t0, TTL, Windows::default(), DELTA, lead);
+        assert_eq!(e.refresh_at, t0 + TTL - DELTA * 2);
+        let just_before = e.refresh_at - Duration::from_nanos(1);
+        assert_eq!(decide(&xfetch, Some(&e), just_before), Decision::Serve);
         assert_eq!(
-            decide(&lock, Some(&e), e.fresh_until, || 1.0),
-            Decision::Load
+            decide(&xfetch, Some(&e), e.refresh_at),
+            Decision::ServeAndRefresh(RefreshReason::Early)
         );
-    }
-
-    #[test]
-    fn xfetch_edges() {
-        let t0 = Instant::now();
-        let e = entry(t0, &Strategy::XFetch { beta: 1.0 });
-        // U = 1 never refreshes early, even a nanosecond before expiry.
-        assert!(!xfetch_fires(
-            e.fresh_until - Duration::from_nanos(1),
-            &e,
-            1.0,
-            1.0
-        ));
-        // U -> 0 (and U = 0, outside the range) is guarded: no NaN, no panic, it fires.
-        assert!(xfetch_fires(t0, &e, 1.0, 0.0));
-        assert!(xfetch_fires(t0, &e, 1.0, f64::MIN_POSITIVE));
-        assert!(xfetch_fires(t0, &e, 1.0, -0.5));
-        // A huge beta refreshes at once with any U < 1.
-        assert!(xfetch_fires(t0, &e, 1e12, 0.999));
-        // delta = 0 (an instant load) never refreshes early.
-        let instant = Freshness {
-            delta: Duration::ZERO,
-            ..e
-        };
-        assert!(!xfetch_fires(
-            e.fresh_until - Duration::from_nanos(1),
-            &instant,
-            1.0,
-            1e-300
-        ));
-        // With U = e^-1, the roll reaches exactly beta * delta before expiry.
-        let u = (-1.0f64).exp();
-        assert!(xfetch_fires(
-            e.fresh_until - DELTA + Duration::from_millis(1),
-            &e,
-            1.0,
-            u
-        ));
-        assert!(!xfetch_fires(
-            e.fresh_until - DELTA - Duration::from_millis(1),
-            &e,
-            1.0,
-            u
-        ));
-    }
-
-    #[test]
-    fn xfetch_is_monotone_in_now() {
-        let t0 = Instant::now();
-        let e = entry(t0, &Strategy::XFetch { beta: 1.0 });
-        let mut rng = fastrand::Rng::with_seed(7);
-        for _ in 0..2_000 {
-            let u = 1.0 - rng.f64();
-            let mut fired = false;
-            for ms in (0..=30_000).step_by(50) {
-                let now_fires = xfetch_fires(t0 + Duration::from_millis(ms), &e, 1.0, u);
-                assert!(
-                    !fired || now_fires,
-                    "fired, then stopped firing later (u = {u}, t = {ms} ms)"
-                );
-                fired = now_fires;
-            }
+        assert_eq!(decide(&xfetch, Some(&e), e.fresh_until), Decision::Load);
+        // The other strategies never refresh a fresh entry early.
+        for other in [Strategy::Lock, Strategy::Swr { stale: STALE }] {
+            assert_eq!(refresh_lead(&other, DELTA, 0.001), Duration::ZERO);
         }
     }
 
-    /// The empirical refresh probability at time-to-expiry t matches
-    /// exp(-t / (beta * delta)) within 3 sigma, at several t and betas.
     #[test]
-    fn xfetch_refresh_probability_matches_the_paper() {
-        const N: usize = 200_000;
+    fn refresh_lead_edges() {
+        let xfetch = Strategy::XFetch { beta: 1.0 };
+        // U = 1: no random lead, but still δ early, so the refresh is done by expiry.
+        assert_eq!(refresh_lead(&xfetch, DELTA, 1.0), DELTA);
+        // U -> 0 (and U = 0 or below, outside the range) is guarded: finite, no panic.
+        for u in [0.0, f64::MIN_POSITIVE, -0.5] {
+            let lead = refresh_lead(&xfetch, DELTA, u);
+            assert!(
+                lead > DELTA && lead < Duration::from_secs(1000),
+                "{u}: {lead:?}"
+            );
+        }
+        // delta = 0 (an instant load) never refreshes early.
+        assert_eq!(
+            refresh_lead(&xfetch, Duration::ZERO, 1e-300),
+            Duration::ZERO
+        );
+        // A huge beta saturates instead of overflowing; the lead is clamped to the entry's life.
+        let huge = refresh_lead(&XFetch_huge(), Duration::MAX, 1e-300);
+        assert_eq!(huge, FOREVER);
         let t0 = Instant::now();
+        let e = Freshness::written(t0, TTL, Windows::default(), DELTA, huge);
+        assert_eq!(
+            e.refresh_at, t0,
+            "a lead longer than the life refreshes at once"
+        );
+    }
+
+    #[allow(non_snake_case)]
+    fn XFetch_huge() -> Strategy {
+        Strategy::XFetch { beta: 1e300 }
+    }
+
+    /// The drawn lead minus `δ` is `δβ·Exp(1)`: its tail `P(lead − δ > x)`
+    /// matches `exp(−x / (βδ))` within 3σ at several x and betas.
+    #[test]
+    fn the_drawn_lead_follows_the_xfetch_distribution() {
+        const N: usize = 200_000;
         let mut rng = fastrand::Rng::with_seed(0x5eed);
         for beta in [0.5, 1.0, 2.0] {
             let xfetch = Strategy::XFetch { beta };
-            let e = entry(t0, &xfetch);
-            for time_left_ms in [10u64, 50, 100, 200, 400] {
-                let now = e.fresh_until - Duration::from_millis(time_left_ms);
-                let fired = (0..N)
-                    .filter(|_| {
-                        decide(&xfetch, Some(&e), now, || 1.0 - rng.f64()) != Decision::Serve
-                    })
-                    .count();
-                let p = (-(time_left_ms as f64 / 1000.0) / (beta * DELTA.as_secs_f64())).exp();
+            let leads: Vec<Duration> = (0..N)
+                .map(|_| refresh_lead(&xfetch, DELTA, 1.0 - rng.f64()))
+                .collect();
+            for x_ms in [10u64, 50, 100, 200, 400] {
+                let x = Duration::from_millis(x_ms);
+                let beyond = leads.iter().filter(|l| **l > DELTA + x).count();
+                let p = (-(x.as_secs_f64()) / (beta * DELTA.as_secs_f64())).exp();
                 let sigma = (p * (1.0 - p) / N as f64).sqrt();
-                let empirical = fired as f64 / N as f64;
+                let empirical = beyond as f64 / N as f64;
                 assert!(
                     (empirical - p).abs() <= 3.0 * sigma + 1e-9,
-                    "beta {beta}, t {time_left_ms} ms: empirical {empirical}, expected {p} ± {}",
+                    "beta {beta}, x {x_ms} ms: empirical {empirical}, expected {p} ± {}",
                     3.0 * sigma
                 );
             }
+            let mean = leads.iter().map(|l| l.as_secs_f64()).sum::<f64>() / N as f64;
+            let expected = DELTA.as_secs_f64() * (1.0 + beta);
+            assert!(
+                (mean - expected).abs() < expected * 0.01,
+                "beta {beta}: mean lead {mean}"
+            );
         }
     }
 }

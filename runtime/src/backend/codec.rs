@@ -12,6 +12,7 @@
 //! | `generation` | the cache generation it was loaded under (`invalidate_all` bumps it) |
 //! | `stale_us` | how long past freshness it may be served stale (`swr`) |
 //! | `delta_us` | duration of the origin load that produced it (XFetch's `delta`) |
+//! | `lead_us` | XFetch: how long before expiry it is refreshed early, drawn once by its loader |
 //! | `value` | the value itself |
 //!
 //! No wall-clock instant is stored: the value key expires (`PX`) at the end
@@ -36,6 +37,7 @@ struct EnvelopeRef<'a, V> {
     generation: u64,
     stale_us: u64,
     delta_us: u64,
+    lead_us: u64,
     value: &'a V,
 }
 
@@ -52,6 +54,7 @@ struct Envelope<V> {
     generation: u64,
     stale_us: u64,
     delta_us: u64,
+    lead_us: u64,
     value: V,
 }
 
@@ -63,6 +66,8 @@ pub(crate) struct Decoded<V> {
     /// The stale window it was written with.
     pub stale: Duration,
     pub delta: Duration,
+    /// XFetch's early-refresh lead.
+    pub lead: Duration,
 }
 
 /// Why bytes from the shared tier were not used.
@@ -116,6 +121,7 @@ pub(crate) fn encode<K: 'static, V: Serialize + 'static>(
     generation: u64,
     stale: Duration,
     delta: Duration,
+    lead: Duration,
 ) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(&EnvelopeRef {
         format: FORMAT,
@@ -123,6 +129,7 @@ pub(crate) fn encode<K: 'static, V: Serialize + 'static>(
         generation,
         stale_us: micros(stale),
         delta_us: micros(delta),
+        lead_us: micros(lead),
         value,
     })
 }
@@ -146,6 +153,7 @@ pub(crate) fn decode<K: 'static, V: DeserializeOwned + 'static>(
         generation: env.generation,
         stale: Duration::from_micros(env.stale_us),
         delta: Duration::from_micros(env.delta_us),
+        lead: Duration::from_micros(env.lead_us),
     })
 }
 
@@ -233,13 +241,20 @@ mod tests {
             id: 7,
             name: "ada".into(),
         };
-        let bytes =
-            encode::<u64, _>(&user, 3, Duration::from_secs(5), Duration::from_millis(12)).unwrap();
+        let bytes = encode::<u64, _>(
+            &user,
+            3,
+            Duration::from_secs(5),
+            Duration::from_millis(12),
+            Duration::from_millis(30),
+        )
+        .unwrap();
         let d: Decoded<User> = decode::<u64, User>(&bytes).unwrap();
         assert_eq!(d.value, user);
         assert_eq!(d.generation, 3);
         assert_eq!(d.stale, Duration::from_secs(5));
         assert_eq!(d.delta, Duration::from_millis(12));
+        assert_eq!(d.lead, Duration::from_millis(30));
     }
 
     #[test]
@@ -252,7 +267,8 @@ mod tests {
         ] {
             assert!(decode::<u64, User>(garbage).is_err());
         }
-        let bytes = encode::<u64, _>(&42u32, 0, Duration::ZERO, Duration::ZERO).unwrap();
+        let bytes =
+            encode::<u64, _>(&42u32, 0, Duration::ZERO, Duration::ZERO, Duration::ZERO).unwrap();
         assert!(matches!(
             decode::<u64, User>(&bytes),
             Err(DecodeError::Type)

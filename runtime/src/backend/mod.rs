@@ -103,6 +103,9 @@ pub(crate) struct Loaded<V> {
     pub stale_for: Duration,
     /// The duration of the origin load that produced it (XFetch's delta).
     pub delta: Duration,
+    /// XFetch: how long before it expires the value is refreshed early
+    /// (drawn once, by the process that loaded it).
+    pub refresh_lead: Duration,
 }
 
 /// The origin call of one flight: the user's loader, counted and timed. It

@@ -66,6 +66,8 @@ pub(crate) struct Tier<K, V> {
 
 struct Core<K, V> {
     backend: Arc<dyn Backend>,
+    /// The cache core: per-entry ttl, jitter and early-refresh draws.
+    l1: Weak<Inner<K, V>>,
     name: String,
     cache_keys: CacheKeys,
     ttl: Duration,
@@ -136,6 +138,7 @@ impl<K: SharedKey, V: SharedValue> Tier<K, V> {
     pub(crate) fn build(spec: TierSpec<K, V>, backend: SharedBackend) -> Arc<dyn SharedTier<K, V>> {
         let id = next_id();
         let core = Arc::new(Core {
+            l1: spec.l1.clone(),
             cache_keys: CacheKeys::new(backend.inner.prefix(), &spec.name),
             backend: backend.inner,
             name: spec.name,
@@ -175,23 +178,23 @@ enum Waited<V> {
 ///
 /// `left` is the time until the value key expires by the backend's own
 /// clock (the end of its stale window), so the pods' clock skew plays no
-/// part; the result is clamped to this cache's own ttl and stale window, so
-/// neither a misconfigured writer nor corrupt bytes can stretch a value's
-/// life. A value loaded under an older cache generation (before an
+/// part; the result is clamped to this cache's own ttl (`max_fresh`: the
+/// entry's ttl plus the whole jitter) and stale window, so neither a
+/// misconfigured writer nor corrupt bytes can stretch a value's life. A value loaded under an older cache generation (before an
 /// `invalidate_all`) is never usable.
 pub(crate) fn usable<V>(
     decoded: Decoded<V>,
     left: Duration,
     need: Need,
     now: Instant,
-    ttl: Duration,
+    max_fresh: Duration,
     stale: Duration,
     generation: u64,
 ) -> Option<Loaded<V>> {
     if decoded.generation < generation {
         return None;
     }
-    let fresh_for = left.saturating_sub(decoded.stale).min(ttl);
+    let fresh_for = left.saturating_sub(decoded.stale).min(max_fresh);
     if fresh_for.is_zero() {
         return None;
     }
@@ -206,6 +209,7 @@ pub(crate) fn usable<V>(
         fresh_for,
         stale_for: decoded.stale.min(stale),
         delta: decoded.delta,
+        refresh_lead: decoded.lead,
     })
 }
 
@@ -290,6 +294,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     /// Undecodable bytes are a miss, counted in `backend_errors`.
     fn usable(
         &self,
+        key: &K,
         bytes: &[u8],
         left: Duration,
         need: Need,
@@ -305,12 +310,16 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         };
         // A writer that knew a newer generation: so do we now.
         self.raise_generation(decoded.generation);
+        let max_fresh = self
+            .l1
+            .upgrade()
+            .map_or(self.ttl, |l1| l1.max_fresh_for(key, &decoded.value));
         usable(
             decoded,
             left,
             need,
             Instant::now(),
-            self.ttl,
+            max_fresh,
             self.stale,
             generation,
         )
@@ -348,18 +357,19 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     /// lock attempt and a re-read.
     async fn load(
         self: Arc<Self>,
+        key: K,
         slot: Result<Slot, BackendError>,
         origin: OriginLoad<V>,
         need: Need,
     ) -> Result<Loaded<V>, ErasedError> {
         let slot = match slot {
             Ok(slot) => slot,
-            Err(error) => return self.fall_back(&error, origin).await,
+            Err(error) => return self.fall_back(&key, &error, origin).await,
         };
         self.settle_invalidations(&slot).await;
         let generation = match self.generation().await {
             Ok(generation) => generation,
-            Err(error) => return self.fall_back(&error, origin).await,
+            Err(error) => return self.fall_back(&key, &error, origin).await,
         };
         let lease = self.backend.initial_lease(self.lock_ttl);
         loop {
@@ -368,12 +378,12 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 Ok(acquired) => acquired,
                 Err(error) => {
                     self.release_behind(&slot, &token, &error);
-                    return self.fall_back(&error, origin).await;
+                    return self.fall_back(&key, &error, origin).await;
                 }
             };
             let mut look_again = false;
             if let Acquire::Value(bytes, left) = &acquired {
-                if let Some(loaded) = self.usable(bytes, *left, need, generation) {
+                if let Some(loaded) = self.usable(&key, bytes, *left, need, generation) {
                     self.counters.remote_hits.incr();
                     return Ok(loaded);
                 }
@@ -383,13 +393,13 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     Ok(acquired) => acquired,
                     Err(error) => {
                         self.release_behind(&slot, &token, &error);
-                        return self.fall_back(&error, origin).await;
+                        return self.fall_back(&key, &error, origin).await;
                     }
                 };
                 look_again = true;
             }
             match acquired {
-                Acquire::Failed(record) => return self.remote_failure(&record, origin).await,
+                Acquire::Failed(record) => return self.remote_failure(&key, &record, origin).await,
                 Acquire::Locked => {
                     let guard = self.guard(&slot, token);
                     if look_again {
@@ -398,7 +408,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                             Ok(found) => {
                                 if let Some((bytes, left)) = found.value
                                     && let Some(loaded) =
-                                        self.usable(&bytes, left, need, generation)
+                                        self.usable(&key, &bytes, left, need, generation)
                                 {
                                     guard.release().await;
                                     self.counters.remote_hits.incr();
@@ -408,19 +418,21 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                             Err(error) => self.backend_failed("re-read after lock", &error),
                         }
                     }
-                    return self.lead(guard, lease, origin, generation).await;
+                    return self.lead(&key, guard, lease, origin, generation).await;
                 }
                 Acquire::Held | Acquire::Value(..) => {}
             }
             self.counters.lock_contended.incr();
-            match self.wait(&slot, need, generation).await {
+            match self.wait(&key, &slot, need, generation).await {
                 Ok(Waited::Value(loaded)) => {
                     self.counters.remote_hits.incr();
                     return Ok(loaded);
                 }
-                Ok(Waited::Failed(record)) => return self.remote_failure(&record, origin).await,
+                Ok(Waited::Failed(record)) => {
+                    return self.remote_failure(&key, &record, origin).await;
+                }
                 Ok(Waited::Free) => {}
-                Err(error) => return self.fall_back(&error, origin).await,
+                Err(error) => return self.fall_back(&key, &error, origin).await,
             }
         }
     }
@@ -429,6 +441,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     /// (or the failure record) fenced, which releases the lock.
     async fn lead(
         &self,
+        key: &K,
         guard: LockGuard,
         first_lease: Duration,
         origin: OriginLoad<V>,
@@ -461,9 +474,27 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 resume_unwind(payload);
             }
         };
-        match codec::encode::<K, V>(&value, generation, self.stale, delta) {
+        let loaded = match self.l1.upgrade() {
+            Some(l1) => l1.loaded_here(key, value, delta),
+            None => Loaded {
+                value,
+                fresh_for: self.ttl,
+                stale_for: self.stale,
+                delta,
+                refresh_lead: Duration::ZERO,
+            },
+        };
+        let encoded = codec::encode::<K, V>(
+            &loaded.value,
+            generation,
+            self.stale,
+            delta,
+            loaded.refresh_lead,
+        );
+        match encoded {
             Ok(bytes) => {
-                let expiry = self.ttl.saturating_add(self.stale).min(FOREVER);
+                // The drawn expiry (ttl + jitter) is what every process reads back.
+                let expiry = loaded.fresh_for.saturating_add(self.stale).min(FOREVER);
                 match self
                     .backend
                     .write(&guard.slot, &guard.token, &bytes, expiry)
@@ -489,12 +520,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 guard.release().await;
             }
         }
-        Ok(Loaded {
-            value,
-            fresh_for: self.ttl,
-            stale_for: self.stale,
-            delta,
-        })
+        Ok(loaded)
     }
 
     /// What the other processes are told of a failed load.
@@ -541,12 +567,13 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     /// express it; else load in process (fail open).
     async fn remote_failure(
         &self,
+        key: &K,
         record: &[u8],
         origin: OriginLoad<V>,
     ) -> Result<Loaded<V>, ErasedError> {
         let Some(failure) = codec::decode_failure(record) else {
             let error = BackendError::new("undecodable failure record");
-            return self.fall_back(&error, origin).await;
+            return self.fall_back(&key, &error, origin).await;
         };
         match failure.kind {
             FailureKind::Timeout => {
@@ -565,7 +592,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     "the load failed in another process ({}), and this cache's error type cannot carry that (E: From<RemoteLoadError>)",
                     failure.message
                 ));
-                self.fall_back(&error, origin).await
+                self.fall_back(key, &error, origin).await
             }
         }
     }
@@ -576,6 +603,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     /// at most `max_hold`, then lapses.
     async fn wait(
         &self,
+        key: &K,
         slot: &Slot,
         need: Need,
         generation: u64,
@@ -586,7 +614,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             // Read after the watch is registered: a notice in between is kept.
             let found = self.backend.read(slot).await?;
             if let Some((bytes, left)) = &found.value
-                && let Some(loaded) = self.usable(bytes, *left, need, generation)
+                && let Some(loaded) = self.usable(key, bytes, *left, need, generation)
             {
                 return Ok(Waited::Value(loaded));
             }
@@ -607,17 +635,22 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     /// The backend failed: load in process, like a cache that is not shared.
     async fn fall_back(
         &self,
+        key: &K,
         error: &BackendError,
         origin: OriginLoad<V>,
     ) -> Result<Loaded<V>, ErasedError> {
         self.counters.fallbacks.incr();
         warn_limited(&self.name, "falling back to the in-process path", error);
         let (value, delta) = origin.await?;
-        Ok(Loaded {
-            value,
-            fresh_for: self.ttl,
-            stale_for: self.stale,
-            delta,
+        Ok(match self.l1.upgrade() {
+            Some(l1) => l1.loaded_here(key, value, delta),
+            None => Loaded {
+                value,
+                fresh_for: self.ttl,
+                stale_for: self.stale,
+                delta,
+                refresh_lead: Duration::ZERO,
+            },
         })
     }
 }
@@ -737,7 +770,7 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
     ) -> BoxFut<Result<Loaded<V>, ErasedError>> {
         let core = self.core.clone();
         let slot = core.slot(&key).map(|(slot, _)| slot);
-        Box::pin(core.load(slot, origin, need))
+        Box::pin(core.load(key, slot, origin, need))
     }
 
     fn store(&self, key: &K, value: &V) {
@@ -746,22 +779,31 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
             Ok(slot) => slot,
             Err(error) => return core.backend_failed("insert", &error),
         };
-        let value = value.clone();
+        let (key, value) = (key.clone(), value.clone());
         let name = core.name.clone();
         spawn_or_skip(&name, async move {
             let generation = match core.generation().await {
                 Ok(generation) => generation,
                 Err(error) => return core.backend_failed("insert", &error),
             };
-            let bytes = match codec::encode::<K, V>(&value, generation, core.stale, Duration::ZERO)
-            {
+            let bytes = match codec::encode::<K, V>(
+                &value,
+                generation,
+                core.stale,
+                Duration::ZERO,
+                Duration::ZERO,
+            ) {
                 Ok(bytes) => bytes,
                 Err(error) => {
                     let error = BackendError::new(error.to_string());
                     return core.backend_failed("insert", &error);
                 }
             };
-            let expiry = core.ttl.saturating_add(core.stale).min(FOREVER);
+            let ttl = core
+                .l1
+                .upgrade()
+                .map_or(core.ttl, |l1| l1.ttl_of(&key, &value));
+            let expiry = ttl.saturating_add(core.stale).min(FOREVER);
             let notice = notice(core.id, 0, Some(&encoded));
             if let Err(error) = core
                 .backend
@@ -833,6 +875,7 @@ mod tests {
             generation,
             stale,
             delta: Duration::from_millis(5),
+            lead: Duration::ZERO,
         }
     }
 
@@ -915,6 +958,7 @@ mod tests {
             now,
             Duration::from_secs(5),
             Windows::default(),
+            Duration::ZERO,
             Duration::ZERO,
         );
         let need = Need::Refresh(seen);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::backend::{
     RemoteLoadError, SharedBackend, SharedKey, SharedValue, TierFactory, TierSpec,
 };
-use crate::cache::{Cache, Inner, RemotePolicy, TimeoutPolicy, TtlFor};
+use crate::cache::{Cache, Inner, RemotePolicy, TagsOf, TimeoutPolicy, TtlFor};
 use crate::flight::{ErasedError, Flights, LoadTimeout};
 use crate::stats::Counters;
 use crate::store::Store;
@@ -50,6 +50,7 @@ pub struct CacheBuilder<K, V> {
     remote: Option<RemotePolicy>,
     ttl_for: Option<TtlFor<K, V>>,
     jitter: Duration,
+    tags: Option<TagsOf<K>>,
     tier: Option<TierFactory<K, V>>,
     backend: Option<SharedBackend>,
 }
@@ -77,6 +78,7 @@ where
             remote: None,
             ttl_for: None,
             jitter: Duration::ZERO,
+            tags: None,
             tier: None,
             backend: None,
         }
@@ -260,6 +262,37 @@ where
         self
     }
 
+    /// Tags: `tags(&key)` names the groups an entry belongs to, computed when
+    /// its load starts (or at `insert`); [`invalidate_tag`](crate::invalidate_tag)
+    /// then drops every entry carrying a tag, in every cache of the process
+    /// and, with `shared`, of the fleet, and supersedes such loads in flight.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use stampede_cache::Cache;
+    ///
+    /// let products: Cache<(String, u32), String> = Cache::builder("doc.products")
+    ///     .tags(|(category, _id): &(String, u32)| [format!("category:{category}")])
+    ///     .build();
+    /// products.insert(("books".into(), 1), "Dune".into());
+    /// stampede_cache::invalidate_tag("category:books");
+    /// assert_eq!(products.get(&("books".into(), 1)), None);
+    /// # }
+    /// ```
+    pub fn tags<I>(mut self, tags: impl Fn(&K) -> I + Send + Sync + 'static) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.tags = Some(Arc::new(move |key: &K| {
+            tags(key)
+                .into_iter()
+                .map(|tag| Arc::<str>::from(tag.into()))
+                .collect()
+        }));
+        self
+    }
+
     /// `shared`: when a load of a key fails in another process, the callers
     /// waiting on it here get `Err(E::from(RemoteLoadError))` (or the
     /// fail-safe value) instead of loading again themselves: one origin call
@@ -332,6 +365,7 @@ where
                 ttl: self.ttl,
                 ttl_for: self.ttl_for,
                 jitter: self.jitter,
+                tags: self.tags,
                 strategy: self.strategy,
                 windows,
                 store: Store::new(self.capacity),
@@ -346,6 +380,11 @@ where
                 _name_claim: name_claim,
             }
         });
+        crate::registry::register(&inner.name, &inner);
+        if inner.tags.is_some() {
+            let target: Weak<dyn crate::tags::TagTarget> = Arc::downgrade(&inner) as _;
+            crate::tags::register(target);
+        }
         Cache { inner }
     }
 }

@@ -22,6 +22,7 @@ use crate::store::{Entry, Store};
 use crate::strategy::{
     Decision, Freshness, RefreshReason, Strategy, Windows, decide, refresh_lead, uniform_draw,
 };
+use crate::tags::{self, TagTarget, Tags};
 
 /// How many times a caller whose flight ended without a value (its loader
 /// panicked, or its task was dropped at runtime shutdown) joins a new flight
@@ -65,6 +66,9 @@ impl<K, V> Clone for Cache<K, V> {
     }
 }
 
+/// A cache's tags function (`tags`).
+pub(crate) type TagsOf<K> = Arc<dyn Fn(&K) -> Tags + Send + Sync>;
+
 /// A cache's per-entry ttl (`ttl_for`).
 pub(crate) type TtlFor<K, V> = Arc<dyn Fn(&K, &V) -> Duration + Send + Sync>;
 
@@ -100,6 +104,8 @@ pub(crate) struct Inner<K, V> {
     pub ttl_for: Option<TtlFor<K, V>>,
     /// Each load's ttl gets a uniform extra in `[0, jitter]`.
     pub jitter: Duration,
+    /// The tags of a key's entry, computed when its load starts.
+    pub tags: Option<TagsOf<K>>,
     pub strategy: Strategy,
     /// How long past freshness a value may be served (stale, fail-safe).
     pub windows: Windows,
@@ -245,7 +251,7 @@ where
         E: Clone + Send + Sync + 'static,
     {
         let inner = &self.inner;
-        if let Some(entry) = inner.store.get(&key) {
+        if let Some(entry) = inner.entry(&key) {
             let now = Instant::now();
             match decide(&inner.strategy, Some(&entry.freshness), now) {
                 Decision::Serve => {
@@ -270,7 +276,7 @@ where
     /// stale within the `swr` window, or a fail-safe value while the key's
     /// retry backoff runs), if any. Never loads.
     pub fn get(&self, key: &K) -> Option<V> {
-        let entry = self.inner.store.get(key)?;
+        let entry = self.inner.entry(key)?;
         let decision = decide(&self.inner.strategy, Some(&entry.freshness), Instant::now());
         (decision != Decision::Load).then_some(entry.value)
     }
@@ -284,6 +290,8 @@ where
         if let Some(tier) = &inner.shared {
             tier.store(&key, &value);
         }
+        let tags = inner.tags_of(&key);
+        let tag_epoch = tags::epoch();
         let mut flights = inner.flights.lock();
         flights.remove(&key);
         let delta = inner
@@ -291,7 +299,15 @@ where
             .get(&key)
             .map_or(Duration::ZERO, |e| e.freshness.delta);
         let freshness = inner.written(&key, &value, Instant::now(), delta);
-        inner.store.insert(key, Entry { value, freshness });
+        inner.store.insert(
+            key,
+            Entry {
+                value,
+                freshness,
+                tags,
+                tag_epoch,
+            },
+        );
     }
 
     /// Drops the entry for `key`, so the next call loads. A load in flight
@@ -490,7 +506,7 @@ where
     /// load's outcome: fresh (an `insert` landed meanwhile), stale within
     /// `swr`'s window, or within the fail-safe window.
     fn servable(&self, key: &K, now: Instant) -> Option<V> {
-        let entry = self.store.get(key)?;
+        let entry = self.entry(key)?;
         entry.freshness.servable_at(now).then_some(entry.value)
     }
 
@@ -498,7 +514,7 @@ where
     /// stands in for its outcome, if any (counted and logged as fail-safe).
     fn stand_in(&self, key: &K) -> Option<V> {
         let now = Instant::now();
-        let entry = self.store.get(key)?;
+        let entry = self.entry(key)?;
         if now < entry.freshness.fresh_until {
             return Some(entry.value);
         }
@@ -576,6 +592,50 @@ where
     K: Hash + Eq + Clone,
     V: Clone,
 {
+    /// The cached entry of `key`, unless a tag it carries was invalidated
+    /// since its load started (then it is dropped: a miss).
+    #[inline]
+    pub(crate) fn entry(&self, key: &K) -> Option<Entry<V>> {
+        let entry = self.store.get(key)?;
+        if entry.tags.is_some() && entry.tag_epoch < tags::epoch() {
+            return self.check_tags(key, entry);
+        }
+        Some(entry)
+    }
+
+    /// The slow path of [`entry`](Self::entry), once per entry per tag
+    /// invalidation: drop the entry if one of its tags was invalidated,
+    /// else re-stamp it so it is not checked again.
+    #[cold]
+    fn check_tags(&self, key: &K, entry: Entry<V>) -> Option<Entry<V>> {
+        let now_epoch = tags::epoch();
+        let tags = entry.tags.as_deref().unwrap_or(&[]);
+        let invalidated = tags::invalidated_since(tags, entry.tag_epoch);
+        // Under the flights lock, against the entry as it is now: a landing
+        // or insert meanwhile wrote a newer entry that must not be undone.
+        let _flights = self.flights.lock();
+        let current = self.store.get(key)?;
+        let same = current.tag_epoch == entry.tag_epoch && current.freshness == entry.freshness;
+        if !same {
+            return None;
+        }
+        if invalidated {
+            self.store.remove(key);
+            return None;
+        }
+        let restamped = Entry {
+            tag_epoch: now_epoch,
+            ..current
+        };
+        self.store.insert(key.clone(), restamped.clone());
+        Some(restamped)
+    }
+
+    /// The tags of `key`'s entry (`None` without a tags function).
+    pub(crate) fn tags_of(&self, key: &K) -> Option<Tags> {
+        self.tags.as_ref().map(|tags| tags(key))
+    }
+
     /// The ttl of `value` (per entry with `ttl_for`), before jitter.
     pub(crate) fn ttl_of(&self, key: &K, value: &V) -> Duration {
         match &self.ttl_for {
@@ -645,6 +705,22 @@ where
         let _flights = self.flights.lock();
         self.gaps.fetch_add(1, Ordering::Relaxed);
         self.store.clear();
+    }
+}
+
+impl<K, V> TagTarget for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn supersede_flights(&self, tag: &str) {
+        self.flights.lock().retain(|_, flight| !flight.has_tag(tag));
+    }
+
+    fn invalidate_shared(&self, tag: &str) {
+        if let Some(tier) = &self.shared {
+            tier.invalidate_tag(tag);
+        }
     }
 }
 

@@ -34,6 +34,7 @@ use crate::backend::{Loaded, OriginLoad};
 use crate::cache::Inner;
 use crate::store::Entry;
 use crate::strategy::{Decision, Freshness, Windows, after, decide};
+use crate::tags::{self, Tags};
 
 /// A loader error, type-erased so one flight map serves every error type.
 pub(crate) type ErasedError = Arc<dyn Any + Send + Sync>;
@@ -121,15 +122,30 @@ pub(crate) struct Flight<V> {
     outcome: OnceLock<Outcome<V>>,
     done: Notify,
     panic: Mutex<Option<PanicPayload>>,
+    /// The tags of the entry being loaded: a tag invalidation supersedes the flight.
+    tags: Option<Tags>,
 }
 
 impl<V> Flight<V> {
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
+        Self::tagged(None)
+    }
+
+    pub(crate) fn tagged(tags: Option<Tags>) -> Self {
         Self {
             outcome: OnceLock::new(),
             done: Notify::new(),
             panic: Mutex::new(None),
+            tags,
         }
+    }
+
+    /// Whether the entry this flight loads carries `tag`.
+    pub(crate) fn has_tag(&self, tag: &str) -> bool {
+        self.tags
+            .as_ref()
+            .is_some_and(|tags| tags.iter().any(|t| &**t == tag))
     }
 
     /// Publishes the outcome and wakes every waiter. Only the first call counts.
@@ -232,7 +248,7 @@ where
         // A flight completes by storing its value and leaving the map under
         // this lock, so the store is re-read here: a flight that ended since
         // our first look must not be repeated.
-        let current = self.store.get(key);
+        let current = self.entry(key);
         match need {
             Need::Value => {
                 if let Some(entry) = current {
@@ -261,7 +277,9 @@ where
                 self.name
             );
         };
-        let flight = Arc::new(Flight::new());
+        let tags = self.tags_of(key);
+        let tag_epoch = tags::epoch();
+        let flight = Arc::new(Flight::tagged(tags.clone()));
         flights.insert(key.clone(), flight.clone());
         drop(flights);
         // From here on the landing owns the registration: however this
@@ -273,6 +291,8 @@ where
             flight: flight.clone(),
             need,
             gaps_at_start: self.gaps.load(Ordering::Relaxed),
+            tags,
+            tag_epoch,
             landed: false,
         };
         let origin = self.origin(key.clone(), make_loader());
@@ -330,6 +350,9 @@ pub(crate) struct Landing<K: Hash + Eq, V> {
     need: Need,
     /// `Inner::gaps` when the flight started: after a notice gap, it caches nothing.
     gaps_at_start: u64,
+    /// The entry's tags, and the tag epoch the load started at.
+    tags: Option<Tags>,
+    tag_epoch: u64,
     /// Set once the outcome is published; `Drop` does nothing then.
     landed: bool,
 }
@@ -384,6 +407,8 @@ where
                     let entry = Entry {
                         value: loaded.value.clone(),
                         freshness,
+                        tags: self.tags.clone(),
+                        tag_epoch: self.tag_epoch,
                     };
                     inner.store.insert(self.key.clone(), entry);
                 }
@@ -452,7 +477,7 @@ where
         }
         flights.remove(&self.key);
         let now = Instant::now();
-        let mut entry = inner.store.get(&self.key)?;
+        let mut entry = inner.entry(&self.key)?;
         if !entry.freshness.servable_at(now) {
             return None;
         }

@@ -169,9 +169,11 @@ mod backend;
 mod builder;
 mod cache;
 mod flight;
+mod registry;
 mod stats;
 mod store;
 mod strategy;
+mod tags;
 
 #[cfg(feature = "redis")]
 pub use backend::redis;
@@ -187,8 +189,10 @@ pub use builder::{
 };
 pub use cache::Cache;
 pub use flight::LoadTimeout;
+pub use registry::lookup;
 pub use stats::CacheStats;
 pub use strategy::Strategy;
+pub use tags::invalidate_tag;
 
 #[doc(hidden)]
 #[path = "private.rs"]

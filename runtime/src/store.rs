@@ -10,12 +10,18 @@
 use std::hash::Hash;
 
 use crate::strategy::Freshness;
+use crate::tags::Tags;
 
 /// A cached value with its timing.
 #[derive(Clone)]
 pub(crate) struct Entry<V> {
     pub value: V,
     pub freshness: Freshness,
+    /// The entry's tags (`None` in a cache without tags: no cost).
+    pub tags: Option<Tags>,
+    /// The tag epoch its load started at (or it was last checked at): a tag
+    /// invalidated after it drops the entry.
+    pub tag_epoch: u64,
 }
 
 pub(crate) struct Store<K, V> {

@@ -284,7 +284,10 @@ async fn load_timeout_drops_a_hung_load_and_frees_the_key() {
         unbounded.try_get_or_load(1, |_| std::future::pending::<Result<u32, RepoError>>()),
     )
     .await;
-    assert!(hung.is_err(), "without load_timeout a hung origin holds the key");
+    assert!(
+        hung.is_err(),
+        "without load_timeout a hung origin holds the key"
+    );
 
     let bounded: Cache<u32, u32> = Cache::builder("timeout.bounded")
         .load_timeout::<RepoError>(Duration::from_secs(5))
@@ -330,7 +333,10 @@ async fn an_infallible_call_that_times_out_says_how_to_report_it() {
     });
     let panic = call.await.expect_err("no way to report the timeout");
     let message = panic.into_panic();
-    let message = message.downcast_ref::<String>().cloned().unwrap_or_default();
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         message.contains("timeout.infallible")
             && message.contains("try_get_or_load")

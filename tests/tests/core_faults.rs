@@ -49,9 +49,8 @@ fn a_call_outside_a_runtime_panics_clearly_and_leaves_the_key_usable() {
     );
     // The same key, now inside a runtime, loads at once (v1: waited forever
     // on the flight registered before the failed spawn).
-    let value = paused_runtime().block_on(async {
-        timeout(BOUND, cache.get_or_load(1, |k| async move { k + 10 })).await
-    });
+    let value = paused_runtime()
+        .block_on(async { timeout(BOUND, cache.get_or_load(1, |k| async move { k + 10 })).await });
     assert_eq!(value, Ok(11));
 }
 
@@ -126,9 +125,7 @@ fn a_static_cache_survives_many_short_lived_runtimes() {
 #[test]
 fn never_expiring_durations_saturate_instead_of_overflowing() {
     paused_runtime().block_on(async {
-        let forever: Cache<u32, u32> = Cache::builder("faults.forever")
-            .ttl(Duration::MAX)
-            .build();
+        let forever: Cache<u32, u32> = Cache::builder("faults.forever").ttl(Duration::MAX).build();
         assert_eq!(forever.get_or_load(1, |_| async { 1 }).await, 1);
         advance(Duration::from_secs(10 * 365 * 24 * 3600)).await;
         assert_eq!(
@@ -189,7 +186,6 @@ fn two_shared_caches_with_one_name_and_other_types_fail_at_build() {
     );
     // Once both holders are gone, the name is free for other types.
     drop((users, same_types));
-    let _products: Cache<String, String> = Cache::builder("faults.same_name")
-        .backend(backend)
-        .build();
+    let _products: Cache<String, String> =
+        Cache::builder("faults.same_name").backend(backend).build();
 }

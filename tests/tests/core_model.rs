@@ -177,7 +177,9 @@ fn behaviour(rng: &mut Rng, hangs: bool) -> Behaviour {
 /// Polls `future` once.
 fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
     let mut future = pin!(future);
-    future.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
 }
 
 const EXPECTED_PANICS: [&str; 2] = ["model loader panic", "panicked or was dropped"];
@@ -202,7 +204,8 @@ async fn run_seed(seed: u64) {
                     behaviour(&mut rng, hangs),
                     Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
                 );
-                let cancel_after = (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)));
+                let cancel_after =
+                    (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)));
                 let (cache, model, done) = (cache.clone(), model.clone(), calls_done.clone());
                 calls.push(tokio::spawn(async move {
                     let started = Instant::now();

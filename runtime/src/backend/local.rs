@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::hub::Hub;
-use super::slot::{CacheKeys, Slot, notice, parse_notice, split_tag};
+use super::slot::{CacheKeys, Slot, notice, parse_notice, split_tag, tag_set};
 use super::{Acquire, Backend, BackendFut, Found, SharedBackend};
 use crate::strategy::after;
 
@@ -98,6 +98,8 @@ struct State {
     locks: Expiring<String>,
     failures: Expiring<Vec<u8>>,
     generations: HashMap<String, u64>,
+    /// Slots by tag (`tag_set` key), each kept until the instant given.
+    tagged: HashMap<String, HashMap<String, Instant>>,
 }
 
 impl State {
@@ -353,6 +355,46 @@ impl Backend for LocalInner {
         self.hub.ready(slot.as_str());
         if let Some(name) = self.name_of(slot) {
             self.publish_invalidation(name, notice);
+        }
+        ready(())
+    }
+
+    fn tag<'a>(
+        &'a self,
+        slot: &'a Slot,
+        tags: &'a [Arc<str>],
+        ttl: Duration,
+    ) -> BackendFut<'a, ()> {
+        let now = Instant::now();
+        let until = after(now, ttl);
+        let mut state = self.lock();
+        for tag in tags {
+            let slots = state.tagged.entry(tag_set(&self.prefix, tag)).or_default();
+            slots.insert(slot.as_str().to_owned(), until);
+            // Amortised sweep: the set follows the live entries.
+            if slots.len() % 64 == 0 {
+                slots.retain(|_, until| *until > now);
+            }
+        }
+        ready(())
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BackendFut<'a, ()> {
+        let mut state = self.lock();
+        let slots = state
+            .tagged
+            .remove(&tag_set(&self.prefix, tag))
+            .unwrap_or_default();
+        for slot in slots.keys() {
+            state.values.remove(slot);
+            state.locks.remove(slot);
+            state.failures.remove(slot);
+        }
+        drop(state);
+        // The processes of a LocalBackend fleet share this one: the tag was
+        // applied to their caches by `invalidate_tag` already. Waiters look again.
+        for slot in slots.keys() {
+            self.hub.ready(slot);
         }
         ready(())
     }

@@ -149,6 +149,9 @@ pub(crate) trait SharedTier<K, V>: Send + Sync {
     /// this process reads the old value back), applied in the background.
     fn invalidate(&self, key: &K);
     fn invalidate_all(&self);
+    /// `invalidate_tag`: delete the tag's values and locks fleet-wide
+    /// (superseding loads anywhere) and tell every process.
+    fn invalidate_tag(&self, tag: &str);
 }
 
 /// Builds the shared tier of a `shared` cache, or `None` to coordinate in
@@ -379,6 +382,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
         cache: &'a CacheKeys,
         notice: &'a str,
     ) -> BackendFut<'a, ()>;
+    /// Records that `slot`'s entry carries `tags` (kept at least `ttl`), so a
+    /// tag invalidation reaches it. Called before the slot's lock is taken.
+    fn tag<'a>(&'a self, slot: &'a Slot, tags: &'a [Arc<str>], ttl: Duration)
+    -> BackendFut<'a, ()>;
+    /// `invalidate_tag`: deletes the value, lock and failure record of every
+    /// slot recorded under `tag` (O(entries with the tag)), and publishes the
+    /// tag to every process.
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BackendFut<'a, ()>;
     /// The cache's current generation (0 until the first `invalidate_all`).
     fn generation<'a>(&'a self, cache: &'a CacheKeys) -> BackendFut<'a, u64>;
     /// `Cache::invalidate_all` in O(1): bump the cache's generation (values

@@ -53,7 +53,7 @@ use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
 use super::hub::Hub;
-use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice};
+use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice, tag_set, tags_channel};
 use super::{Acquire, Backend, BackendError, BackendFut, BackendResult, Found, SharedBackend};
 
 /// Default bound on one Redis command.
@@ -132,6 +132,19 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ";
 
+/// KEYS: the tag's slot set. ARGV: slot ... (each: its value, lock and fail keys are derived).
+/// Deletes every recorded slot's value, lock and failure record, the set, and publishes ARGV... see `invalidate_tag`.
+const INVALIDATE_TAG: &str = r"
+local slots = redis.call('SMEMBERS', KEYS[1])
+for _, slot in ipairs(slots) do
+  redis.call('DEL', slot .. ':value', slot .. ':lock', slot .. ':fail')
+  redis.call('PUBLISH', slot .. ':ready', '')
+end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return #slots
+";
+
 /// KEYS: generation. ARGV: invalidation channel, sender.
 const INVALIDATE_ALL: &str = r"
 local g = redis.call('INCR', KEYS[1])
@@ -165,6 +178,7 @@ struct Scripts {
     insert: Script,
     invalidate: Script,
     invalidate_all: Script,
+    invalidate_tag: Script,
 }
 
 struct RedisInner {
@@ -300,6 +314,7 @@ impl RedisBackendBuilder {
                     insert: Script::new(INSERT),
                     invalidate: Script::new(INVALIDATE),
                     invalidate_all: Script::new(INVALIDATE_ALL),
+                    invalidate_tag: Script::new(INVALIDATE_TAG),
                 },
                 subscriber,
                 commands: AtomicU64::new(0),
@@ -407,6 +422,11 @@ fn dispatch(hub: &Hub, prefix: &str, channel: &str, payload: &[u8]) {
         Some(Channel::Invalidations(name)) => {
             if let Some(notice) = std::str::from_utf8(payload).ok().and_then(parse_notice) {
                 hub.invalidated(name, &notice);
+            }
+        }
+        Some(Channel::Tags) => {
+            if let Ok(tag) = std::str::from_utf8(payload) {
+                crate::tags::apply(tag);
             }
         }
         None => {}
@@ -659,6 +679,50 @@ impl Backend for RedisInner {
                         .arg(slot.ready())
                         .arg(cache.invalidations())
                         .arg(notice),
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn tag<'a>(
+        &'a self,
+        slot: &'a Slot,
+        tags: &'a [Arc<str>],
+        ttl: Duration,
+    ) -> BackendFut<'a, ()> {
+        Box::pin(async move {
+            let mut pipe = ::redis::pipe();
+            for tag in tags {
+                let set = tag_set(&self.prefix, tag);
+                pipe.cmd("SADD").arg(&set).arg(slot.as_str()).ignore();
+                // GT: the set lives as long as its longest-lived member.
+                pipe.cmd("PEXPIRE")
+                    .arg(&set)
+                    .arg(millis(ttl))
+                    .arg("GT")
+                    .ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(&set)
+                    .arg(millis(ttl))
+                    .arg("NX")
+                    .ignore();
+            }
+            self.commands.fetch_add(1, Ordering::Relaxed);
+            let mut conn = self.conn.clone();
+            bounded(self.timeout, pipe.query_async::<()>(&mut conn)).await
+        })
+    }
+
+    fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BackendFut<'a, ()> {
+        Box::pin(async move {
+            let _: i64 = self
+                .invoke(
+                    self.scripts
+                        .invalidate_tag
+                        .key(tag_set(&self.prefix, tag))
+                        .arg(tags_channel(&self.prefix))
+                        .arg(tag),
                 )
                 .await?;
             Ok(())

@@ -86,6 +86,22 @@ impl CacheKeys {
     }
 }
 
+/// The set of slots whose entries carry `tag`: `<prefix>:tag:{<hex of the tag>}`
+/// (hex, so any tag text is a safe key).
+pub(crate) fn tag_set(prefix: &str, tag: &str) -> String {
+    let mut hex = String::with_capacity(tag.len() * 2);
+    for b in tag.bytes() {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    format!("{prefix}:tag:{{{hex}}}")
+}
+
+/// The channel tag invalidations are published on: `<prefix>:tags`.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn tags_channel(prefix: &str) -> String {
+    format!("{prefix}:tags")
+}
+
 /// What a notice channel is about.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 #[derive(Debug, PartialEq, Eq)]
@@ -94,11 +110,16 @@ pub(crate) enum Channel<'a> {
     Ready(&'a str),
     /// `<prefix>:{<name>}:inval`: the cache name.
     Invalidations(&'a str),
+    /// `<prefix>:tags`: tag invalidations.
+    Tags,
 }
 
 /// Parses a channel name of this layout under `prefix`.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn parse_channel<'a>(prefix: &str, channel: &'a str) -> Option<Channel<'a>> {
+    if channel.strip_prefix(prefix) == Some(":tags") {
+        return Some(Channel::Tags);
+    }
     let (base, kind) = channel.rsplit_once(':')?;
     let tag = base
         .strip_prefix(prefix)?
@@ -166,6 +187,11 @@ mod tests {
             Some(Channel::Invalidations("crate::users::by_id"))
         );
         assert_eq!(parse_channel("other", &cache.invalidations()), None);
+        assert_eq!(
+            parse_channel("app", &tags_channel("app")),
+            Some(Channel::Tags)
+        );
+        assert_eq!(tag_set("app", "a:{b}"), "app:tag:{613a7b627d}");
         assert_eq!(parse_channel("app", &slot.lock()), None);
         assert_eq!(
             split_tag("crate::users::by_id:0a1b"),

@@ -269,13 +269,16 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits for this process's own invalidations of `slot` to reach the backend.
-    async fn settle_invalidations(&self, slot: &Slot) {
+    /// Waits for this process's own invalidations of `slot` (of the key, of
+    /// the whole cache, of one of its `tags`) to reach the backend.
+    async fn settle_invalidations(&self, slot: &Slot, tags: &[Arc<str>]) {
         let waits: Vec<watch::Receiver<bool>> = {
             let pending = self.lock_pending();
-            [slot.as_str(), ""]
-                .iter()
-                .filter_map(|s| pending.get(*s).cloned())
+            let tag_keys = tags.iter().map(|tag| tag_pending(tag));
+            [slot.as_str().to_owned(), String::new()]
+                .into_iter()
+                .chain(tag_keys)
+                .filter_map(|s| pending.get(&s).cloned())
                 .collect()
         };
         for mut rx in waits {
@@ -366,7 +369,17 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             Ok(slot) => slot,
             Err(error) => return self.fall_back(&key, &error, origin).await,
         };
-        self.settle_invalidations(&slot).await;
+        let tags = self.l1.upgrade().and_then(|l1| l1.tags_of(&key));
+        let tags: &[Arc<str>] = tags.as_deref().unwrap_or(&[]);
+        self.settle_invalidations(&slot, tags).await;
+        if !tags.is_empty() {
+            // Recorded before the lock is taken: a tag invalidation from now
+            // on deletes this slot's lock, so this load cannot land stale.
+            let keep = self.max_hold + self.ttl + self.stale;
+            if let Err(error) = self.backend.tag(&slot, tags, keep).await {
+                return self.fall_back(&key, &error, origin).await;
+            }
+        }
         let generation = match self.generation().await {
             Ok(generation) => generation,
             Err(error) => return self.fall_back(&key, &error, origin).await,
@@ -835,6 +848,17 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
         });
     }
 
+    fn invalidate_tag(&self, tag: &str) {
+        let core = self.core.clone();
+        let task_core = core.clone();
+        let task_tag = tag.to_owned();
+        core.invalidate_behind(tag_pending(tag), async move {
+            if let Err(error) = task_core.backend.invalidate_tag(&task_tag).await {
+                task_core.backend_failed("invalidate_tag", &error);
+            }
+        });
+    }
+
     fn invalidate_all(&self) {
         let core = self.core.clone();
         let task_core = core.clone();
@@ -849,6 +873,11 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
             }
         });
     }
+}
+
+/// The pending-invalidation key of a tag (slots and `""` never start with `#`).
+fn tag_pending(tag: &str) -> String {
+    format!("#{tag}")
 }
 
 /// Runs a backend write-behind in the current runtime; outside of one, the

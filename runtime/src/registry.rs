@@ -1,0 +1,64 @@
+//! Every live cache by name, for handles the attribute cannot generate (a
+//! trait-impl method's cache lives inside the method) and for tools.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::Cache;
+use crate::cache::Inner;
+
+type Registered = Vec<Weak<dyn Any + Send + Sync>>;
+
+static CACHES: Mutex<Option<HashMap<String, Registered>>> = Mutex::new(None);
+
+pub(crate) fn register<K, V>(name: &str, inner: &Arc<Inner<K, V>>)
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(inner) as _;
+    let mut caches = CACHES.lock().unwrap_or_else(|e| e.into_inner());
+    let list = caches
+        .get_or_insert_with(HashMap::new)
+        .entry(name.to_owned())
+        .or_default();
+    list.retain(|c| c.strong_count() > 0);
+    list.push(weak);
+}
+
+/// The live cache named `name` with key type `K` and value type `V`, if any
+/// (the first built, when several share the name).
+///
+/// This is how the cache of a trait-impl method is reached, since the
+/// attribute cannot add a `<fn>_cache()` handle to a trait impl:
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use stampede_cache::Cache;
+///
+/// let built: Cache<u64, String> = Cache::builder("users.by_id").ttl(Duration::from_secs(30)).build();
+/// built.insert(42, "Ada".to_owned());
+/// let found = stampede_cache::lookup::<u64, String>("users.by_id").expect("registered");
+/// assert_eq!(found.get(&42).as_deref(), Some("Ada"));
+/// found.invalidate(&42);
+/// assert_eq!(built.get(&42), None);
+/// assert!(stampede_cache::lookup::<u64, u64>("users.by_id").is_none(), "other types");
+/// # }
+/// ```
+pub fn lookup<K, V>(name: &str) -> Option<Cache<K, V>>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let caches = CACHES.lock().unwrap_or_else(|e| e.into_inner());
+    caches
+        .as_ref()?
+        .get(name)?
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find_map(|any| any.downcast::<Inner<K, V>>().ok())
+        .map(|inner| Cache { inner })
+}

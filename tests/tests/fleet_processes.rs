@@ -323,9 +323,23 @@ fn xfetch_across_processes_refreshes_once_per_cycle_and_readers_never_wait() {
 
 #[test]
 fn invalidate_in_one_process_makes_the_others_reload() {
+    invalidation_in_one_process_makes_the_others_reload(
+        "fleet.invalidate",
+        "INVALIDATE",
+        "INVALIDATED",
+    );
+}
+
+/// `invalidate_tag` in one process drops the tagged copies of every process
+/// and the shared value: the fleet reloads once.
+#[test]
+fn a_tag_invalidated_in_one_process_makes_the_others_reload() {
+    invalidation_in_one_process_makes_the_others_reload("fleet.tag", "TAG", "TAGGED");
+}
+
+fn invalidation_in_one_process_makes_the_others_reload(name: &str, command: &str, answer: &str) {
     let server = RedisServer::start();
     let url = server.url();
-    let name = "fleet.invalidate";
     // A 30 s TTL: within this test only the invalidation can cause a reload.
     let args = ["steps", &url, name, "30000", "50"].map(str::to_owned);
     let mut pods: Vec<Pod> = (0..3).map(|_| Pod::start(&args)).collect();
@@ -359,7 +373,7 @@ fn invalidate_in_one_process_makes_the_others_reload() {
         );
     }
 
-    pods[0].ask("INVALIDATE", "INVALIDATED");
+    pods[0].ask(command, answer);
     // The notice travels over pub/sub: wait (bounded) until every process
     // dropped its local copy.
     let invalidated = Instant::now();
@@ -387,7 +401,7 @@ fn invalidate_in_one_process_makes_the_others_reload() {
         loads += bye[0].parse::<u64>().unwrap();
     }
     eprintln!(
-        "invalidate across processes: local copies dropped after {dropped_after:?}, \
+        "{command} across processes: local copies dropped after {dropped_after:?}, \
          values after {reloaded:?}, origin calls {origin}, loads {loads}"
     );
     assert_eq!(origin, 2, "one reload for the fleet");

@@ -47,6 +47,7 @@
 //! - `PEEK` → `PEEK <value>`, or `PEEK -` when this process holds no live copy
 //! - `INVALIDATE` → `INVALIDATED` (the shared-tier delete and the notice to
 //!   the other processes run behind, as `Cache::invalidate` does)
+//! - `TAG` → `TAGGED`: `invalidate_tag("hot")` (the key carries tag `hot`)
 //! - `QUIT` (or end of input) → `BYE <loads> <fallbacks>`, then exits.
 
 use std::collections::BTreeSet;
@@ -260,6 +261,7 @@ async fn steps(args: &[String]) {
     let cache: Cache<String, String> = Cache::builder(name.clone())
         .ttl(ttl)
         .lock_ttl(Duration::from_secs(5))
+        .tags(|_: &String| ["hot"])
         .backend(backend)
         .build();
     let key = KEY.to_owned();
@@ -292,6 +294,10 @@ async fn steps(args: &[String]) {
             "INVALIDATE" => {
                 cache.invalidate(&key);
                 say("INVALIDATED");
+            }
+            "TAG" => {
+                stampede_cache::invalidate_tag("hot");
+                say("TAGGED");
             }
             "QUIT" => break,
             other => panic!("unknown command {other:?}"),

@@ -18,7 +18,7 @@ async fn annotated(id: u64) -> u64 {
     id * 2
 }
 
-/// A repository as in the DESIGN example: a `&self` hit also clones the receiver (an `Arc`).
+/// A repository as in the README example: a `&self` hit also clones the receiver (an `Arc`).
 #[derive(Clone)]
 struct Repo {
     _db: Arc<u64>,

@@ -26,7 +26,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("| entries | invalidate_tag (median of {RUNS}) | first read after, per entry | plain hit, per entry |");
+    println!(
+        "| entries | invalidate_tag (median of {RUNS}) | first read after, per entry | plain hit, per entry |"
+    );
     println!("|---:|---:|---:|---:|");
     for entries in [10_000usize, 1_000_000] {
         runtime.block_on(async {

@@ -182,8 +182,12 @@ pub use backend::{
     installed,
 };
 
-#[doc(hidden)]
-pub use backend::conformance as __conformance;
+/// Test support (cargo feature `testing`): the conformance suite every
+/// shared backend passes. Not part of the stable API.
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::backend::conformance::run as backend_conformance;
+}
 pub use builder::{
     CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_MAX_LOCK_HOLD, DEFAULT_TTL,
 };

@@ -1,4 +1,21 @@
-//! Shared helpers of the integration tests.
+//! Shared helpers of the integration tests: bounded waits, fleet scenarios
+//! run against every backend, and (feature `redis`) a real `redis-server`.
+
+use std::future::Future;
+use std::time::Duration;
 
 #[cfg(feature = "redis")]
 pub mod redis_server;
+pub mod scenarios;
+
+/// How long any one awaited step of a test may take before it counts as a
+/// hang (on the paused clock this costs nothing).
+pub const BOUND: Duration = Duration::from_secs(60);
+
+/// Awaits `future`, failing the test if it takes longer than [`BOUND`].
+pub async fn bounded<F: Future>(future: F) -> F::Output {
+    match tokio::time::timeout(BOUND, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("a step of the test did not finish within {BOUND:?}: a hang"),
+    }
+}

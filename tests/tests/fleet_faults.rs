@@ -7,30 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use stampede_cache::{Cache, DEFAULT_MAX_LOCK_HOLD, LoadTimeout, LocalBackend, RemoteLoadError};
+use stampede_cache::{Cache, DEFAULT_MAX_LOCK_HOLD, LocalBackend, SharedBackend};
+use stampede_cache_tests::scenarios::{self, RepoError};
 use tokio::time::{Instant, advance, sleep, timeout};
 
 const BOUND: Duration = Duration::from_secs(600);
-const LOAD: Duration = Duration::from_millis(50);
-
-#[derive(Clone, Debug, PartialEq)]
-enum RepoError {
-    Down,
-    Timeout,
-    Remote(String),
-}
-
-impl From<LoadTimeout> for RepoError {
-    fn from(_: LoadTimeout) -> Self {
-        RepoError::Timeout
-    }
-}
-
-impl From<RemoteLoadError> for RepoError {
-    fn from(e: RemoteLoadError) -> Self {
-        RepoError::Remote(e.message().to_owned())
-    }
-}
+const LOAD: Duration = scenarios::LOAD;
+/// A write's background task has reached the backend this long after the call.
+const SETTLE: Duration = Duration::from_millis(1);
 
 fn pods(n: usize, name: &str, fleet: &LocalBackend) -> Vec<Cache<u32, String>> {
     (0..n)
@@ -47,63 +31,22 @@ fn pods(n: usize, name: &str, fleet: &LocalBackend) -> Vec<Cache<u32, String>> {
 
 /// 10 pods × 10 callers on one key, the origin fails after 50 ms: one
 /// origin call for the whole fleet, and every caller has its answer after
-/// about one load (v1: 10 calls, one pod after another, slowest ≈ 514 ms).
+/// about one load (v1: 10 calls, one pod after another, slowest ≈ 500 ms).
+/// Then the backoff: inside it nobody calls the origin; after it, one retry.
 #[tokio::test(start_paused = true)]
 async fn a_failing_origin_is_called_once_per_flight_fleet_wide() {
     let fleet = LocalBackend::new();
-    let pods = pods(10, "faults.failing_origin", &fleet);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut callers = Vec::new();
-    for pod in &pods {
-        for _ in 0..10 {
-            let (pod, calls) = (pod.clone(), calls.clone());
-            callers.push(tokio::spawn(async move {
-                let result = pod
-                    .try_get_or_load(1, move |_| async move {
-                        calls.fetch_add(1, SeqCst);
-                        sleep(LOAD).await;
-                        Err::<String, _>(RepoError::Down)
-                    })
-                    .await;
-                (result, started.elapsed())
-            }));
-        }
-    }
-    let mut slowest = Duration::ZERO;
-    for caller in callers {
-        let (result, took) = timeout(BOUND, caller).await.unwrap().unwrap();
-        assert!(
-            matches!(result, Err(RepoError::Down) | Err(RepoError::Remote(_))),
-            "{result:?}"
-        );
-        slowest = slowest.max(took);
-    }
-    assert_eq!(calls.load(SeqCst), 1, "one origin call for the fleet");
-    assert!(
-        slowest <= LOAD + Duration::from_millis(20),
-        "slowest caller {slowest:?}"
-    );
-    let remote: u64 = pods.iter().map(|p| p.stats().remote_failures).sum();
-    assert_eq!(remote, 9, "the other nine pods took the leader's failure");
-
-    // A down origin is retried once per backoff fleet-wide, not once per pod.
-    for pod in &pods {
-        let calls = calls.clone();
-        let again = pod
-            .try_get_or_load(1, move |_| async move {
-                calls.fetch_add(1, SeqCst);
-                Err::<String, _>(RepoError::Down)
-            })
-            .await;
-        assert!(again.is_err());
-    }
-    assert_eq!(
-        calls.load(SeqCst),
-        1,
-        "inside the backoff nobody calls the origin"
-    );
+    let backends = vec![SharedBackend::from(fleet); 10];
+    scenarios::a_failing_origin_is_called_once_per_flight(
+        "faults.failing_origin",
+        &backends,
+        10,
+        Duration::ZERO,
+    )
+    .await;
+    let pods = scenarios::pods("faults.failing_origin", &backends);
     advance(Duration::from_secs(1)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
     for pod in &pods {
         let calls = calls.clone();
         let back = pod
@@ -116,7 +59,7 @@ async fn a_failing_origin_is_called_once_per_flight_fleet_wide() {
     }
     assert_eq!(
         calls.load(SeqCst),
-        2,
+        1,
         "after the backoff: one retry, which recovers the key"
     );
 }
@@ -163,32 +106,17 @@ async fn a_remote_failure_serves_the_fail_safe_value() {
 }
 
 /// Pod A leads a 150 ms load that read the old row; pod B inserts the new
-/// row at 30 ms. A's callers get A's answer, but the fleet keeps B's write:
+/// row at 25 ms. A's callers get A's answer, but the fleet keeps B's write:
 /// pod C is served the new row (v1: the old one, for a whole ttl).
 #[tokio::test(start_paused = true)]
 async fn an_insert_wins_over_a_load_already_running_elsewhere() {
-    let fleet = LocalBackend::new();
-    let pods = pods(3, "faults.insert_wins", &fleet);
-    let (a, b, c) = (pods[0].clone(), pods[1].clone(), pods[2].clone());
-    let a_call = tokio::spawn(async move {
-        a.get_or_load(1, |_| async {
-            sleep(Duration::from_millis(150)).await;
-            "old row".to_owned()
-        })
-        .await
-    });
-    sleep(Duration::from_millis(30)).await;
-    b.insert(1, "new row".to_owned());
-    assert_eq!(
-        a_call.await.unwrap(),
-        "old row",
-        "A's callers get A's answer"
-    );
-    sleep(Duration::from_millis(1)).await;
-    let seen = c.get_or_load(1, |_| async { "reloaded".to_owned() }).await;
-    assert_eq!(seen, "new row");
-    assert_eq!(pods[0].get(&1), None, "A did not cache the superseded row");
-    assert_eq!(pods[0].stats().superseded_loads, 1);
+    let backends = vec![SharedBackend::from(LocalBackend::new()); 3];
+    scenarios::an_insert_wins_over_a_load_running_elsewhere(
+        "faults.insert_wins",
+        &backends,
+        SETTLE,
+    )
+    .await;
 }
 
 /// The same with `invalidate` and `invalidate_all`: a load that started
@@ -196,33 +124,12 @@ async fn an_insert_wins_over_a_load_already_running_elsewhere() {
 #[tokio::test(start_paused = true)]
 async fn invalidations_win_over_a_load_already_running_elsewhere() {
     for all in [false, true] {
-        let fleet = LocalBackend::new();
-        let pods = pods(3, &format!("faults.invalidate_wins.{all}"), &fleet);
-        let (a, b, c) = (pods[0].clone(), pods[1].clone(), pods[2].clone());
-        let a_call = tokio::spawn(async move {
-            a.get_or_load(1, |_| async {
-                sleep(Duration::from_millis(150)).await;
-                "old row".to_owned()
-            })
-            .await
-        });
-        sleep(Duration::from_millis(30)).await;
-        if all {
-            b.invalidate_all();
-        } else {
-            b.invalidate(&1);
-        }
-        sleep(Duration::from_millis(1)).await;
-        let seen = c.get_or_load(1, |_| async { "new row".to_owned() }).await;
-        assert_eq!(seen, "new row", "all = {all}");
-        assert_eq!(a_call.await.unwrap(), "old row");
-        sleep(Duration::from_millis(1)).await;
-        for (i, pod) in pods.iter().enumerate() {
-            let seen = pod
-                .get_or_load(1, |_| async { "reloaded".to_owned() })
-                .await;
-            assert_ne!(seen, "old row", "pod {i}, all = {all}");
-        }
+        let backends = vec![SharedBackend::from(LocalBackend::new()); 3];
+        let name = format!("faults.invalidate_wins.{all}");
+        scenarios::an_invalidation_wins_over_a_load_running_elsewhere(
+            &name, &backends, all, SETTLE,
+        )
+        .await;
     }
 }
 
@@ -266,41 +173,20 @@ async fn a_hung_loader_holds_the_key_only_up_to_the_lease_cap() {
 /// its waiters in other pods get the timeout at about the same time.
 #[tokio::test(start_paused = true)]
 async fn a_load_timeout_ends_the_flight_for_the_whole_fleet() {
-    let fleet = LocalBackend::new();
-    let pods: Vec<Cache<u32, String>> = (0..5)
-        .map(|_| {
-            Cache::builder("faults.fleet_timeout")
-                .load_timeout::<RepoError>(Duration::from_secs(3))
-                .backend(fleet.clone())
-                .build()
-        })
-        .collect();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let callers: Vec<_> = pods
-        .iter()
-        .map(|pod| {
-            let (pod, calls) = (pod.clone(), calls.clone());
-            tokio::spawn(async move {
-                let r = pod
-                    .try_get_or_load(1, move |_| async move {
-                        calls.fetch_add(1, SeqCst);
-                        std::future::pending::<Result<String, RepoError>>().await
-                    })
-                    .await;
-                (r, started.elapsed())
-            })
-        })
-        .collect();
-    for caller in callers {
-        let (result, took) = caller.await.unwrap();
-        assert_eq!(result, Err(RepoError::Timeout));
-        assert!(
-            took <= Duration::from_secs(3) + Duration::from_millis(20),
-            "{took:?}"
-        );
-    }
-    assert_eq!(calls.load(SeqCst), 1);
+    let backends = vec![SharedBackend::from(LocalBackend::new()); 5];
+    scenarios::a_load_timeout_ends_the_flight_fleet_wide(
+        "faults.fleet_timeout",
+        &backends,
+        Duration::ZERO,
+    )
+    .await;
+}
+
+/// A tag invalidated in one pod reaches every pod and the shared tier.
+#[tokio::test(start_paused = true)]
+async fn a_tag_reaches_every_pod() {
+    let backends = vec![SharedBackend::from(LocalBackend::new()); 3];
+    scenarios::a_tag_reaches_every_pod("faults.tags", &backends, SETTLE).await;
 }
 
 /// LocalBackend's memory follows the live entries, not every key ever written.

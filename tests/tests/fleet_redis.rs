@@ -114,9 +114,12 @@ async fn until_one_load_per_expiry(
 async fn redis_backend_passes_the_conformance_suite() {
     let server = RedisServer::start();
     let b = backend(&server).await;
-    timeout(BOUND, stampede_cache::__conformance::run(b.into()))
-        .await
-        .expect("bounded");
+    timeout(
+        BOUND,
+        stampede_cache::testing::backend_conformance(b.into()),
+    )
+    .await
+    .expect("bounded");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

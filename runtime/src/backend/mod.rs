@@ -53,8 +53,8 @@ use crate::stats::Counters;
 use crate::strategy::Strategy;
 
 pub(crate) mod codec;
-#[doc(hidden)]
-pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod conformance;
 pub(crate) mod hub;
 mod local;
 #[cfg(feature = "redis")]

@@ -309,6 +309,7 @@ async fn steps(args: &[String]) {
 
 /// The failing origin's error; another process's failure arrives as `Remote`.
 #[derive(Clone, Debug)]
+#[allow(dead_code)] // the message is only printed through Debug
 enum PodError {
     Down,
     Remote(String),

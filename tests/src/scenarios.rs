@@ -1,0 +1,264 @@
+//! Fleet scenarios written once and run against every backend: on pods of
+//! one `LocalBackend` on the paused clock (`tests/tests/fleet_faults.rs`)
+//! and on pods with their own `RedisBackend` connections to a real
+//! `redis-server` (`tests/tests/fleet_redis_scenarios.rs`).
+//!
+//! A scenario takes one `SharedBackend` per pod (for Redis: each its own
+//! connections and subscription, as separate processes have) and a `slack`
+//! for timing bounds (zero on the paused clock, a few round trips on Redis).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use stampede_cache::{Cache, LoadTimeout, RemoteLoadError, SharedBackend};
+use tokio::time::{Instant, sleep};
+
+use crate::bounded;
+
+/// The load time of the scenarios' origin.
+pub const LOAD: Duration = Duration::from_millis(50);
+
+/// A repository error that can carry a timeout and another process's failure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RepoError {
+    Down,
+    Timeout,
+    Remote(String),
+}
+
+impl From<LoadTimeout> for RepoError {
+    fn from(_: LoadTimeout) -> Self {
+        RepoError::Timeout
+    }
+}
+
+impl From<RemoteLoadError> for RepoError {
+    fn from(e: RemoteLoadError) -> Self {
+        RepoError::Remote(e.message().to_owned())
+    }
+}
+
+/// One cache per pod backend, all of one name.
+pub fn pods(name: &str, backends: &[SharedBackend]) -> Vec<Cache<u32, String>> {
+    backends
+        .iter()
+        .map(|backend| {
+            Cache::builder(name.to_owned())
+                .ttl(Duration::from_secs(30))
+                .failed_refresh_backoff(Duration::from_secs(1))
+                .remote_errors::<RepoError>()
+                .backend(backend.clone())
+                .build()
+        })
+        .collect()
+}
+
+/// Every pod × `callers` call key 1 at once; the origin fails after
+/// [`LOAD`]. One origin call for the fleet, every caller answered within
+/// about one load; inside the retry backoff nobody calls the origin again.
+pub async fn a_failing_origin_is_called_once_per_flight(
+    name: &str,
+    backends: &[SharedBackend],
+    callers: usize,
+    slack: Duration,
+) {
+    let pods = pods(name, backends);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for pod in &pods {
+        for _ in 0..callers {
+            let (pod, calls) = (pod.clone(), calls.clone());
+            tasks.push(tokio::spawn(async move {
+                let result = pod
+                    .try_get_or_load(1, move |_| async move {
+                        calls.fetch_add(1, SeqCst);
+                        sleep(LOAD).await;
+                        Err::<String, _>(RepoError::Down)
+                    })
+                    .await;
+                (result, started.elapsed())
+            }));
+        }
+    }
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (result, took) = bounded(task).await.unwrap();
+        assert!(
+            matches!(result, Err(RepoError::Down | RepoError::Remote(_))),
+            "{result:?}"
+        );
+        slowest = slowest.max(took);
+    }
+    assert_eq!(calls.load(SeqCst), 1, "one origin call for the fleet");
+    assert!(slowest <= LOAD + slack, "slowest caller {slowest:?}");
+    let remote: u64 = pods.iter().map(|p| p.stats().remote_failures).sum();
+    assert_eq!(
+        remote as usize,
+        pods.len() - 1,
+        "the others took the leader's failure"
+    );
+    for pod in &pods {
+        let calls = calls.clone();
+        let again = pod
+            .try_get_or_load(1, move |_| async move {
+                calls.fetch_add(1, SeqCst);
+                Err::<String, _>(RepoError::Down)
+            })
+            .await;
+        assert!(again.is_err());
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        1,
+        "inside the backoff nobody calls the origin"
+    );
+}
+
+/// Pod A leads a slow load that read the old row; pod B inserts the new row
+/// meanwhile. A's callers get A's answer; the fleet keeps B's write.
+pub async fn an_insert_wins_over_a_load_running_elsewhere(
+    name: &str,
+    backends: &[SharedBackend],
+    settle: Duration,
+) {
+    let pods = pods(name, backends);
+    let (a, b, c) = (pods[0].clone(), pods[1].clone(), pods[2].clone());
+    let a_call = tokio::spawn(async move {
+        a.get_or_load(1, |_| async {
+            sleep(LOAD * 3).await;
+            "old row".to_owned()
+        })
+        .await
+    });
+    sleep(LOAD / 2).await;
+    b.insert(1, "new row".to_owned());
+    assert_eq!(
+        bounded(a_call).await.unwrap(),
+        "old row",
+        "A's callers get A's answer"
+    );
+    sleep(settle).await;
+    let seen = c.get_or_load(1, |_| async { "reloaded".to_owned() }).await;
+    assert_eq!(seen, "new row");
+    assert_eq!(pods[0].get(&1), None, "A did not cache the superseded row");
+    assert_eq!(pods[0].stats().superseded_loads, 1);
+}
+
+/// `invalidate` (or `invalidate_all`) from pod B while pod A loads: A's load
+/// never becomes the fleet's value.
+pub async fn an_invalidation_wins_over_a_load_running_elsewhere(
+    name: &str,
+    backends: &[SharedBackend],
+    all: bool,
+    settle: Duration,
+) {
+    let pods = pods(name, backends);
+    let (a, b, c) = (pods[0].clone(), pods[1].clone(), pods[2].clone());
+    let a_call = tokio::spawn(async move {
+        a.get_or_load(1, |_| async {
+            sleep(LOAD * 3).await;
+            "old row".to_owned()
+        })
+        .await
+    });
+    sleep(LOAD / 2).await;
+    if all {
+        b.invalidate_all();
+    } else {
+        b.invalidate(&1);
+    }
+    sleep(settle).await;
+    let seen = c.get_or_load(1, |_| async { "new row".to_owned() }).await;
+    assert_eq!(seen, "new row", "all = {all}");
+    assert_eq!(bounded(a_call).await.unwrap(), "old row");
+    sleep(settle).await;
+    for (i, pod) in pods.iter().enumerate() {
+        let seen = pod
+            .get_or_load(1, |_| async { "reloaded".to_owned() })
+            .await;
+        assert_ne!(seen, "old row", "pod {i}, all = {all}");
+    }
+}
+
+/// With `load_timeout`, a hung leader's load ends at the bound for the whole
+/// fleet: every pod's callers get the timeout at about the same time.
+pub async fn a_load_timeout_ends_the_flight_fleet_wide(
+    name: &str,
+    backends: &[SharedBackend],
+    slack: Duration,
+) {
+    const BOUND: Duration = Duration::from_millis(500);
+    let pods: Vec<Cache<u32, String>> = backends
+        .iter()
+        .map(|backend| {
+            Cache::builder(name.to_owned())
+                .load_timeout::<RepoError>(BOUND)
+                .backend(backend.clone())
+                .build()
+        })
+        .collect();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = pods
+        .iter()
+        .map(|pod| {
+            let (pod, calls) = (pod.clone(), calls.clone());
+            tokio::spawn(async move {
+                let result = pod
+                    .try_get_or_load(1, move |_| async move {
+                        calls.fetch_add(1, SeqCst);
+                        std::future::pending::<Result<String, RepoError>>().await
+                    })
+                    .await;
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (result, took) = bounded(task).await.unwrap();
+        assert_eq!(result, Err(RepoError::Timeout));
+        assert!(took <= BOUND + slack, "{took:?}");
+    }
+    assert_eq!(calls.load(SeqCst), 1);
+}
+
+/// A tag invalidated in one pod drops every pod's tagged copy and the
+/// shared value; the fleet reloads once.
+pub async fn a_tag_reaches_every_pod(name: &str, backends: &[SharedBackend], settle: Duration) {
+    let pods: Vec<Cache<(String, u32), String>> = backends
+        .iter()
+        .map(|backend| {
+            Cache::builder(name.to_owned())
+                .tags(|(category, _): &(String, u32)| [format!("{category}")])
+                .backend(backend.clone())
+                .build()
+        })
+        .collect();
+    let tag = format!("{name}.books");
+    let key = (tag.clone(), 1);
+    let loads = Arc::new(AtomicUsize::new(0));
+    for pod in &pods {
+        let loads = loads.clone();
+        pod.get_or_load(key.clone(), move |_| async move {
+            loads.fetch_add(1, SeqCst);
+            "v1".to_owned()
+        })
+        .await;
+    }
+    assert_eq!(loads.load(SeqCst), 1);
+    stampede_cache::invalidate_tag(&tag);
+    sleep(settle).await;
+    for pod in &pods {
+        let loads = loads.clone();
+        let seen = pod
+            .get_or_load(key.clone(), move |_| async move {
+                loads.fetch_add(1, SeqCst);
+                "v2".to_owned()
+            })
+            .await;
+        assert_eq!(seen, "v2");
+    }
+    assert_eq!(loads.load(SeqCst), 2, "one reload for the fleet");
+}

@@ -19,6 +19,45 @@
 //! Install one at start-up with [`install`], or give one cache its own with
 //! [`CacheBuilder::backend`](crate::CacheBuilder::backend).
 //!
+//! # A failing origin is called once per flight, fleet-wide
+//!
+//! A leader whose load fails (errors, panics, or runs past `load_timeout`)
+//! leaves a *failure record* on the key for the retry backoff
+//! ([`failed_refresh_backoff`](crate::CacheBuilder::failed_refresh_backoff))
+//! and wakes the waiters. They, and every process that misses the key until
+//! the record expires, answer with that failure instead of calling the
+//! origin again: the fail-safe value if they have one, else the error. The
+//! error value cannot cross processes (error types are rarely
+//! serialisable), so it crosses as text in a [`RemoteLoadError`], which a
+//! cache turns into its callers' `E` through `E: From<RemoteLoadError>`
+//! ([`remote_errors`](crate::CacheBuilder::remote_errors); the attribute
+//! does it whenever that impl exists). We chose this over shipping the
+//! error verbatim with serde because it asks one small impl of the error
+//! type users already have, instead of making every error type
+//! serialisable. A timeout crosses as a [`LoadTimeout`](crate::LoadTimeout).
+//! A cache that cannot express the failure loads in process (fail open).
+//!
+//! # Writes win
+//!
+//! `insert` and `invalidate` delete the key's lock with the value, so a load
+//! that started before them — anywhere in the fleet — cannot write its older
+//! value: its fenced write finds another token, or none. `invalidate_all`
+//! bumps the cache's generation (O(1), no scan): values loaded under an
+//! older one are never used again. `invalidate_tag` deletes the value and
+//! lock of every key recorded under the tag. A process drops its own L1
+//! copy after registering the invalidation, so none of its flights reads the
+//! old shared value back; other processes drop theirs when the notice
+//! arrives (pub/sub; after a gap in the subscription they drop every copy).
+//!
+//! # Clocks
+//!
+//! No wall-clock instant crosses processes. A value's time left is read
+//! from the backend's own clock (Redis `PTTL` of the value, which expires at
+//! the end of its stale window) and clamped to the reading cache's own ttl
+//! (plus jitter) and stale window. So a pod whose clock runs ahead or behind
+//! neither stretches nor voids the values of others; skew costs nothing but
+//! the few milliseconds a command takes to travel.
+//!
 //! # An efficiency lock, not a correctness lock
 //!
 //! The distributed lock exists to save origin calls, not to guarantee mutual
@@ -36,6 +75,11 @@
 //! loader could answer: the flight runs the loader in process, counts a
 //! `fallbacks` (or `backend_errors` for undecodable bytes), logs a
 //! rate-limited warning, and uses the backend again on the next flight.
+//! A lock command that timed out may still run when the backend resumes; the
+//! lock it would leave is released behind it and starts with a short lease,
+//! so no call waits on a lock nobody holds for longer than that. A leader's
+//! lease is renewed at most [`DEFAULT_MAX_LOCK_HOLD`](crate::DEFAULT_MAX_LOCK_HOLD)
+//! (or its `load_timeout`): one hung process cannot hold a key for the fleet.
 
 use std::fmt;
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! The Redis backend of `shared` caches (cargo feature `redis`).
 //!
 //! One Redis (or Valkey) primary holds, per key of a `shared` cache, the
-//! value (L2) and the key's lock; a pub/sub channel carries the ready and
+//! value (L2) and the key's lock; pub/sub channels carry the ready and
 //! invalidation notices. Keys are `<prefix>:{<cache name>:<hex of the key's
 //! MessagePack bytes>}:<kind>`, so the lock, value and channels of one key
 //! share a Redis Cluster hash slot.
@@ -15,10 +15,60 @@
 //!   holder whose lease lapsed can neither release another's lock nor
 //!   overwrite a newer value (fencing). The write script also publishes the
 //!   ready notice and releases the lock.
-//! - Each process keeps ONE extra connection subscribed (`PSUBSCRIBE
-//!   <prefix>:*`) and fans the notices out to its waiters; after a gap in
-//!   that subscription it drops its L1 copies, since invalidations may have
-//!   been missed.
+//!
+//! # Circuit breaker
+//!
+//! A hung Redis (stopped, overloaded, or a connection nobody answers on)
+//! would cost every flight one command timeout. After
+//! [`BREAKER_THRESHOLD`] consecutive command timeouts the backend's breaker
+//! *opens*: every command fails at once, so calls fail open to their loader
+//! with no wait. After a cool-down
+//! ([`RedisBackendBuilder::breaker_cooldown`], default
+//! [`DEFAULT_BREAKER_COOLDOWN`]) it is *half-open*: the next command is let
+//! through as a probe (the others still fail at once); an answer closes the
+//! breaker, another timeout opens it for one more cool-down. A hung Redis so
+//! costs a process at most one command timeout per cool-down (plus the
+//! commands already in flight when it hung). Opening is logged as a warning,
+//! closing as info; see [`RedisBackend::breaker_trips`]. Only timeouts count:
+//! an error reply or a refused connection is fast already.
+//!
+//! # Notices: what a process subscribes to
+//!
+//! Each process keeps ONE extra connection for notices, subscribed (plain
+//! `SUBSCRIBE`, no pattern) to
+//! - the invalidation channel of each `shared` cache built on this backend
+//!   (`<prefix>:{<name>}:inval`), from the cache's construction on — a
+//!   backend command waits (at most one command timeout) until those of the
+//!   caches built so far are confirmed, so no value enters an L1 before its
+//!   invalidations can reach it;
+//! - the ready channel of a key (`<slot>:ready`) only while a flight of this
+//!   process waits on another process's load of it; the waiter reads only
+//!   once that subscription is confirmed (waiting at most one command
+//!   timeout; its periodic re-read covers the rest).
+//!
+//! So a notice reaches the processes that use it, not the whole fleet: a
+//! cold fill nobody waits for reaches no other process, an invalidation
+//! reaches the processes holding that cache, once each. The ready channels
+//! subscribed at any time are bounded by the keys being waited on.
+//!
+//! # Liveness of the subscription
+//!
+//! A subscription connection can die silently (a half-open TCP connection:
+//! a NAT or firewall dropped it, the peer vanished), and notices sent
+//! meanwhile are lost. So the notice connection is PINGed every
+//! [`RedisBackendBuilder::ping_interval`] (default
+//! [`DEFAULT_PING_INTERVAL`]); no PONG within the command timeout (or the
+//! connection closing) counts as lost: **a dead subscription is noticed
+//! within `ping_interval + command_timeout`.** Then the connection is
+//! dropped and every L1 copy of this backend's caches is dropped at once
+//! (invalidations may be being missed), and the connection is re-made —
+//! each attempt (connect and re-subscribe everything current) bounded by
+//! four command timeouts, retried with jittered exponential backoff from
+//! 20 ms to 1 s. Once re-subscribed, L1 copies are dropped again (notices
+//! of the outage are lost) and every waiter re-reads; loads in flight are
+//! not orphaned — they finish and answer their callers. Loss and
+//! re-establishment are logged (warn, info) and counted
+//! ([`RedisBackend::subscription_losses`]).
 //!
 //! **An efficiency lock, not a correctness lock**: one primary, no Redlock.
 //! A failover or a long pause can let two processes load the same key; the
@@ -33,6 +83,8 @@
 //! let backend = RedisBackend::builder("redis://127.0.0.1:6379/")
 //!     .prefix("myapp")
 //!     .command_timeout(Duration::from_millis(200))
+//!     .breaker_cooldown(Duration::from_secs(2))
+//!     .ping_interval(Duration::from_secs(1))
 //!     .connect()
 //!     .await?;
 //! stampede_cache::install(backend);
@@ -41,18 +93,21 @@
 //!
 //! [`ConnectionManager`]: ::redis::aio::ConnectionManager
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub, PubSubSink, PubSubStream};
 use ::redis::{Client, Script, Value};
 use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::hub::Hub;
+use super::hub::{Hub, Subscriber};
 use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice, tag_set, tags_channel};
 use super::{Acquire, Backend, BackendError, BackendFut, BackendResult, Found, SharedBackend};
 
@@ -60,6 +115,18 @@ use super::{Acquire, Backend, BackendError, BackendFut, BackendResult, Found, Sh
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// Default key prefix.
 pub const DEFAULT_PREFIX: &str = "stampede";
+/// Consecutive command timeouts that open the circuit breaker.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// Default time the circuit breaker stays open before it lets a probe through.
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(2);
+/// Default interval of the liveness PING on the notice connection.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Reconnect backoff of the notice connection.
+const MIN_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Channels per (UN)SUBSCRIBE command.
+const CHUNK: usize = 256;
 
 /// KEYS: value, lock, fail. Returns {value or false, its PTTL, failure record or false, lock exists}.
 const READ: &str = r"
@@ -166,6 +233,8 @@ pub struct RedisBackendBuilder {
     url: String,
     prefix: String,
     command_timeout: Duration,
+    breaker_cooldown: Duration,
+    ping_interval: Duration,
 }
 
 struct Scripts {
@@ -187,6 +256,8 @@ struct RedisInner {
     conn: ConnectionManager,
     hub: Arc<Hub>,
     scripts: Scripts,
+    breaker: Breaker,
+    subs: Arc<Subs>,
     subscriber: JoinHandle<()>,
     commands: AtomicU64,
 }
@@ -214,13 +285,61 @@ impl RedisBackend {
             url: url.to_owned(),
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
+            ping_interval: DEFAULT_PING_INTERVAL,
         }
     }
 
     /// Redis commands (script invocations included) this backend has sent:
-    /// the round trips, for benchmarks and diagnostics.
+    /// the round trips, for benchmarks and diagnostics. Commands the open
+    /// circuit breaker failed at once are not sent, so not counted here.
     pub fn commands_sent(&self) -> u64 {
         self.inner.commands.load(Ordering::Relaxed)
+    }
+
+    /// How many times the circuit breaker opened after
+    /// [`BREAKER_THRESHOLD`] consecutive command timeouts (a failed probe
+    /// keeps it open; that is not counted again). See the
+    /// [module docs](self#circuit-breaker).
+    pub fn breaker_trips(&self) -> u64 {
+        self.inner.breaker.trips.load(Ordering::Relaxed)
+    }
+
+    /// Commands the open circuit breaker failed at once (each one a call
+    /// that ran its loader in process without waiting for Redis).
+    pub fn breaker_rejections(&self) -> u64 {
+        self.inner.breaker.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the circuit breaker is open or half-open now (commands fail
+    /// at once, but for one probe per cool-down).
+    pub fn breaker_is_open(&self) -> bool {
+        !matches!(*self.inner.breaker.lock(), BreakerState::Closed { .. })
+    }
+
+    /// Notices (ready and invalidation messages) received on this backend's
+    /// notice connection: what the fleet's pub/sub costs this process.
+    pub fn notices_received(&self) -> u64 {
+        self.inner.subs.notices.load(Ordering::Relaxed)
+    }
+
+    /// How many times the notice subscription was lost (the connection
+    /// closed, or a liveness PING went unanswered) after being established.
+    pub fn subscription_losses(&self) -> u64 {
+        self.inner.subs.losses.load(Ordering::Relaxed)
+    }
+
+    /// Channels the notice connection is subscribed to now: the tag
+    /// channel, one per `shared` cache built on this backend, and one per
+    /// key a local flight is waiting on. 0 while the connection is down or
+    /// being re-established (non-zero again once the L1 copies of the outage
+    /// are dropped).
+    pub fn subscribed_channels(&self) -> usize {
+        if self.inner.subs.up.load(Ordering::Relaxed) {
+            self.inner.subs.channels.load(Ordering::Relaxed)
+        } else {
+            0
+        }
     }
 }
 
@@ -229,6 +348,7 @@ impl fmt::Debug for RedisBackend {
         f.debug_struct("RedisBackend")
             .field("prefix", &self.inner.prefix)
             .field("command_timeout", &self.inner.timeout)
+            .field("breaker_cooldown", &self.inner.breaker.cooldown)
             .finish_non_exhaustive()
     }
 }
@@ -250,7 +370,8 @@ impl RedisBackendBuilder {
     }
 
     /// Bound on one Redis command (and on a connection attempt); past it the
-    /// call runs its loader in process. Default [`DEFAULT_COMMAND_TIMEOUT`].
+    /// call runs its loader in process. Also the bound on a liveness PING
+    /// of the notice connection. Default [`DEFAULT_COMMAND_TIMEOUT`].
     ///
     /// # Panics
     /// If `timeout` is zero.
@@ -263,6 +384,40 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// How long the circuit breaker stays open after
+    /// [`BREAKER_THRESHOLD`] consecutive command timeouts before one probe
+    /// command may try Redis again: a hung Redis costs this process at most
+    /// one command timeout per cool-down. Shorter notices a recovered Redis
+    /// sooner; longer wastes fewer timeouts on a hung one. Default
+    /// [`DEFAULT_BREAKER_COOLDOWN`].
+    ///
+    /// # Panics
+    /// If `cooldown` is zero.
+    pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
+        assert!(
+            !cooldown.is_zero(),
+            "stampede-cache: the circuit-breaker cool-down must be > 0"
+        );
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Interval of the liveness PING on the notice connection: a dead
+    /// subscription (invalidations silently lost) is noticed within
+    /// `ping_interval + command_timeout`, and the process's L1 copies are
+    /// dropped then. Default [`DEFAULT_PING_INTERVAL`].
+    ///
+    /// # Panics
+    /// If `interval` is zero.
+    pub fn ping_interval(mut self, interval: Duration) -> Self {
+        assert!(
+            !interval.is_zero(),
+            "stampede-cache: the ping interval must be > 0"
+        );
+        self.ping_interval = interval;
+        self
+    }
+
     /// Connects the command connection and the notice subscription.
     pub async fn connect(self) -> Result<RedisBackend, BackendError> {
         let client = Client::open(self.url.as_str()).map_err(redis_error)?;
@@ -272,22 +427,27 @@ impl RedisBackendBuilder {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(500));
+        let connect_bound = self.command_timeout * 4;
         let conn = bounded(
-            self.command_timeout * 4,
+            connect_bound,
             ConnectionManager::new_with_config(client.clone(), config),
         )
         .await?;
-        let hub = Arc::new(Hub::default());
-        let pattern = format!("{}:*", glob_escape(&self.prefix));
-        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-        let subscriber = tokio::spawn(subscribe(
+        let (subs, doorbell) = Subs::new(self.prefix.clone());
+        let hub = Arc::new(Hub::with_subscriber(subs.clone(), self.command_timeout));
+        let (subscribed_tx, subscribed_rx) = oneshot::channel();
+        let subscriber = tokio::spawn(subscription(
             client,
-            pattern,
-            self.prefix.clone(),
+            subs.clone(),
             hub.clone(),
+            SubConfig {
+                timeout: self.command_timeout,
+                ping_interval: self.ping_interval,
+            },
             subscribed_tx,
+            doorbell,
         ));
-        match tokio::time::timeout(self.command_timeout * 4, subscribed_rx).await {
+        match tokio::time::timeout(connect_bound * 2, subscribed_rx).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(error))) => {
                 subscriber.abort();
@@ -295,7 +455,7 @@ impl RedisBackendBuilder {
             }
             _ => {
                 subscriber.abort();
-                return Err(BackendError::timeout(self.command_timeout * 4));
+                return Err(BackendError::timeout(connect_bound * 2));
             }
         }
         Ok(RedisBackend {
@@ -316,6 +476,8 @@ impl RedisBackendBuilder {
                     invalidate_all: Script::new(INVALIDATE_ALL),
                     invalidate_tag: Script::new(INVALIDATE_TAG),
                 },
+                breaker: Breaker::new(self.breaker_cooldown),
+                subs,
                 subscriber,
                 commands: AtomicU64::new(0),
             }),
@@ -333,85 +495,509 @@ fn redis_error(error: ::redis::RedisError) -> BackendError {
     BackendError::new(format!("redis: {error}"))
 }
 
+/// Runs `op` for at most `timeout`; a timeout (ours, or one redis-rs
+/// reports) is a [`BackendError::is_timeout`].
 async fn bounded<T>(
     timeout: Duration,
     op: impl Future<Output = ::redis::RedisResult<T>>,
 ) -> BackendResult<T> {
     match tokio::time::timeout(timeout, op).await {
-        Ok(result) => result.map_err(redis_error),
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) if error.is_timeout() => Err(BackendError::timeout(timeout)),
+        Ok(Err(error)) => Err(redis_error(error)),
         Err(_) => Err(BackendError::timeout(timeout)),
     }
-}
-
-/// Escapes Redis glob metacharacters.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// The notice subscription: one connection, `PSUBSCRIBE <prefix>:*`,
-/// re-established with backoff whenever it drops.
-async fn subscribe(
-    client: Client,
-    pattern: String,
-    prefix: String,
-    hub: Arc<Hub>,
-    subscribed: tokio::sync::oneshot::Sender<BackendResult<()>>,
-) {
-    let mut subscribed = Some(subscribed);
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        let connected = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.psubscribe(&pattern).await?;
-            Ok::<_, ::redis::RedisError>(pubsub)
+/// The ready channel of a slot (as [`Slot::ready`] names it).
+fn ready_channel(slot: &str) -> String {
+    format!("{slot}:ready")
+}
+
+// ---------------------------------------------------------------------------
+// Circuit breaker
+// ---------------------------------------------------------------------------
+
+enum BreakerState {
+    /// Commands go through; `timeouts` consecutive ones timed out.
+    Closed { timeouts: u32 },
+    /// Commands fail at once until `until`.
+    Open { until: Instant },
+    /// One probe went through at `since`; the others fail at once.
+    Probing { since: Instant },
+}
+
+/// How a command was let through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Normal,
+    Probe,
+}
+
+struct Breaker {
+    state: Mutex<BreakerState>,
+    cooldown: Duration,
+    trips: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Breaker {
+    fn new(cooldown: Duration) -> Self {
+        Self {
+            state: Mutex::new(BreakerState::Closed { timeouts: 0 }),
+            cooldown,
+            trips: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         }
-        .await;
-        match connected {
-            Ok(pubsub) => {
-                backoff = Duration::from_millis(20);
-                match subscribed.take() {
-                    Some(tx) => {
-                        let _ = tx.send(Ok(()));
-                    }
-                    None => {
-                        // Notices and invalidations may have been published
-                        // while we were away: forget L1, re-check waiters.
-                        tracing::info!("redis notice subscription re-established");
-                        hub.gap();
-                    }
-                }
-                let mut messages = pubsub.into_on_message();
-                while let Some(msg) = messages.next().await {
-                    dispatch(
-                        &hub,
-                        &prefix,
-                        msg.get_channel_name(),
-                        msg.get_payload_bytes(),
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets a command through, or fails it at once while open.
+    fn admit(&self) -> BackendResult<Pass> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        match *state {
+            BreakerState::Closed { .. } => return Ok(Pass::Normal),
+            BreakerState::Open { until } if now >= until => {
+                *state = BreakerState::Probing { since: now };
+                return Ok(Pass::Probe);
+            }
+            // A probe whose outcome never came (its caller was dropped):
+            // let another through.
+            BreakerState::Probing { since } if now >= since + self.cooldown => {
+                *state = BreakerState::Probing { since: now };
+                return Ok(Pass::Probe);
+            }
+            BreakerState::Open { .. } | BreakerState::Probing { .. } => {}
+        }
+        drop(state);
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        Err(BackendError::new(format!(
+            "redis: circuit breaker open after {BREAKER_THRESHOLD} consecutive command timeouts (a probe goes through every {:?})",
+            self.cooldown
+        )))
+    }
+
+    /// Records the outcome of a command let through as `pass`.
+    fn settle<T>(&self, pass: Pass, result: &BackendResult<T>) {
+        let timed_out = matches!(result, Err(error) if error.is_timeout());
+        let mut state = self.lock();
+        match (pass, &mut *state) {
+            (Pass::Probe, BreakerState::Probing { .. }) if timed_out => {
+                *state = BreakerState::Open {
+                    until: Instant::now() + self.cooldown,
+                };
+                tracing::debug!(cooldown = ?self.cooldown, "redis circuit breaker probe timed out; open for another cool-down");
+            }
+            (Pass::Probe, BreakerState::Probing { .. }) => {
+                *state = BreakerState::Closed { timeouts: 0 };
+                tracing::info!("redis answers again: circuit breaker closed");
+            }
+            (Pass::Normal, BreakerState::Closed { timeouts }) if timed_out => {
+                *timeouts += 1;
+                if *timeouts >= BREAKER_THRESHOLD {
+                    *state = BreakerState::Open {
+                        until: Instant::now() + self.cooldown,
+                    };
+                    self.trips.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        cooldown = ?self.cooldown,
+                        "redis: {BREAKER_THRESHOLD} consecutive command timeouts: circuit breaker open; calls run their loaders in process without waiting, one probe per cool-down"
                     );
                 }
-                tracing::warn!("redis notice subscription lost; reconnecting");
             }
+            (Pass::Normal, BreakerState::Closed { timeouts }) => *timeouts = 0,
+            // Outcomes of commands let through before the state changed.
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Notice subscription
+// ---------------------------------------------------------------------------
+
+/// The channels this process needs, shared by the hub (which changes them)
+/// and the subscription task (which subscribes them).
+struct Subs {
+    prefix: String,
+    desired: Mutex<Desired>,
+    /// Rung when `desired` changed (capacity 1: a ring is never lost).
+    doorbell: mpsc::Sender<()>,
+    /// Whether a subscription connection is established.
+    up: AtomicBool,
+    /// Caches registered so far (`Desired::caches.len()`).
+    caches_wanted: AtomicU64,
+    /// Caches whose invalidation channel a live connection confirmed.
+    caches_confirmed: watch::Sender<u64>,
+    /// A command stopped waiting for the caches up to this one (timed out).
+    caches_given_up: AtomicU64,
+    notices: AtomicU64,
+    losses: AtomicU64,
+    channels: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Desired {
+    /// The tags channel, then the caches' invalidation channels in
+    /// registration order (never removed: one per cache name).
+    caches: Vec<String>,
+    /// Watched slots, each with the flag to set once its subscription is
+    /// confirmed (taken when the subscription is sent).
+    ready: HashMap<String, Option<watch::Sender<bool>>>,
+    /// Slots watched or unwatched since the task last looked.
+    dirty: HashSet<String>,
+}
+
+/// What one live connection is subscribed to.
+#[derive(Default)]
+struct Live {
+    caches: usize,
+    ready: HashSet<String>,
+}
+
+/// One round of changes to a live connection's subscriptions.
+#[derive(Default)]
+struct Plan {
+    subscribe: Vec<String>,
+    /// Slots among `subscribe`.
+    ready_added: Vec<String>,
+    /// Slots to unsubscribe.
+    unsubscribe: Vec<String>,
+    /// `Desired::caches.len()` when planned.
+    caches: usize,
+    /// Watches of slots already subscribed: confirmed at once.
+    confirm_now: Vec<(String, watch::Sender<bool>)>,
+    /// Confirmed once `subscribe` is.
+    confirm_after: Vec<(String, watch::Sender<bool>)>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.subscribe.is_empty() && self.unsubscribe.is_empty() && self.confirm_now.is_empty()
+    }
+}
+
+impl Subs {
+    fn new(prefix: String) -> (Arc<Self>, mpsc::Receiver<()>) {
+        let (doorbell, rx) = mpsc::channel(1);
+        // The tag-invalidation channel is the process's from the start.
+        let desired = Desired {
+            caches: vec![tags_channel(&prefix)],
+            ..Desired::default()
+        };
+        let subs = Arc::new(Self {
+            caches_wanted: AtomicU64::new(desired.caches.len() as u64),
+            desired: Mutex::new(desired),
+            prefix,
+            doorbell,
+            up: AtomicBool::new(false),
+            caches_confirmed: watch::channel(0).0,
+            caches_given_up: AtomicU64::new(0),
+            notices: AtomicU64::new(0),
+            losses: AtomicU64::new(0),
+            channels: AtomicUsize::new(0),
+        });
+        (subs, rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Desired> {
+        self.desired.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ring(&self) {
+        let _ = self.doorbell.try_send(());
+    }
+
+    /// A new connection: everything desired is to be subscribed on it.
+    fn connection_started(&self) {
+        let mut desired = self.lock();
+        let Desired { ready, dirty, .. } = &mut *desired;
+        dirty.extend(ready.keys().cloned());
+    }
+
+    /// The connection is lost: no waiter waits for a confirmation any more.
+    fn connection_lost(&self) {
+        self.up.store(false, Ordering::Relaxed);
+        self.channels.store(0, Ordering::Relaxed);
+        self.losses.fetch_add(1, Ordering::Relaxed);
+        for pending in self.lock().ready.values_mut() {
+            *pending = None;
+        }
+    }
+
+    fn plan(&self, live: &Live) -> Plan {
+        let mut desired = self.lock();
+        let mut plan = Plan {
+            subscribe: desired.caches[live.caches..].to_vec(),
+            caches: desired.caches.len(),
+            ..Plan::default()
+        };
+        for slot in std::mem::take(&mut desired.dirty) {
+            let on = live.ready.contains(&slot);
+            match desired.ready.get_mut(&slot) {
+                Some(pending) => {
+                    let confirm = pending.take();
+                    if on {
+                        plan.confirm_now.extend(confirm.map(|tx| (slot, tx)));
+                    } else {
+                        plan.subscribe.push(ready_channel(&slot));
+                        plan.ready_added.push(slot.clone());
+                        plan.confirm_after.extend(confirm.map(|tx| (slot, tx)));
+                    }
+                }
+                None if on => plan.unsubscribe.push(slot),
+                None => {}
+            }
+        }
+        plan
+    }
+
+    /// Before a command: waits (at most `bound`) until the invalidation
+    /// channels of the caches registered so far are subscribed, so no value
+    /// reaches an L1 that its invalidations cannot reach. Skipped while the
+    /// connection is down (the re-subscription drops L1 copies anyway).
+    async fn caches_subscribed(&self, bound: Duration) {
+        let wanted = self.caches_wanted.load(Ordering::Acquire);
+        if wanted <= *self.caches_confirmed.borrow()
+            || wanted <= self.caches_given_up.load(Ordering::Relaxed)
+            || !self.up.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let mut confirmed = self.caches_confirmed.subscribe();
+        if tokio::time::timeout(bound, confirmed.wait_for(|c| *c >= wanted))
+            .await
+            .is_err()
+        {
+            self.caches_given_up.fetch_max(wanted, Ordering::Relaxed);
+            tracing::debug!("redis: invalidation channels not confirmed in time; going on");
+        }
+    }
+}
+
+impl Subscriber for Subs {
+    fn cache(&self, name: &str) {
+        let mut desired = self.lock();
+        desired
+            .caches
+            .push(CacheKeys::new(&self.prefix, name).invalidations());
+        self.caches_wanted
+            .store(desired.caches.len() as u64, Ordering::Release);
+        drop(desired);
+        self.ring();
+    }
+
+    fn watch(&self, slot: &str) -> Option<watch::Receiver<bool>> {
+        let (tx, rx) = if self.up.load(Ordering::Relaxed) {
+            let (tx, rx) = watch::channel(false);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let mut desired = self.lock();
+        desired.ready.insert(slot.to_owned(), tx);
+        desired.dirty.insert(slot.to_owned());
+        drop(desired);
+        self.ring();
+        rx
+    }
+
+    fn unwatch(&self, slot: &str) {
+        let mut desired = self.lock();
+        desired.ready.remove(slot);
+        desired.dirty.insert(slot.to_owned());
+        drop(desired);
+        self.ring();
+    }
+}
+
+struct SubConfig {
+    timeout: Duration,
+    ping_interval: Duration,
+}
+
+impl SubConfig {
+    /// Bound on one connection attempt, and on subscribing everything on it.
+    fn attempt_bound(&self) -> Duration {
+        self.timeout * 4
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The notice subscription task: (re)connects with backoff, keeps the
+/// connection's subscriptions in line with what the hub needs, checks its
+/// liveness. The first connection's outcome goes to `first`.
+async fn subscription(
+    client: Client,
+    subs: Arc<Subs>,
+    hub: Arc<Hub>,
+    config: SubConfig,
+    first: oneshot::Sender<BackendResult<()>>,
+    mut doorbell: mpsc::Receiver<()>,
+) {
+    let mut first = Some(first);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let outcome = match bounded(config.attempt_bound(), client.get_async_pubsub()).await {
+            Ok(pubsub) => serve(pubsub, &subs, &hub, &config, &mut first, &mut doorbell).await,
+            Err(error) => Err(error),
+        };
+        match outcome {
+            Ok(()) => backoff = MIN_BACKOFF,
             Err(error) => {
-                if let Some(tx) = subscribed.take() {
-                    let _ = tx.send(Err(redis_error(error)));
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Err(error));
                     return;
                 }
-                tracing::debug!(%error, "redis notice subscription: reconnect failed");
+                tracing::debug!(%error, "redis notice subscription: reconnect attempt failed");
             }
         }
         tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Runs one connection: subscribes everything current, then dispatches
+/// notices, follows the hub's needs and PINGs, until the connection is lost
+/// (`Ok`) — or fails before it was established (`Err`).
+async fn serve(
+    pubsub: PubSub,
+    subs: &Arc<Subs>,
+    hub: &Arc<Hub>,
+    config: &SubConfig,
+    first: &mut Option<oneshot::Sender<BackendResult<()>>>,
+    doorbell: &mut mpsc::Receiver<()>,
+) -> BackendResult<()> {
+    let (mut sink, stream) = pubsub.split();
+    let mut live = Live::default();
+    subs.connection_started();
+    match tokio::time::timeout(
+        config.attempt_bound(),
+        reconcile(&mut sink, subs, hub, &mut live, config.timeout),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(error),
+        Err(_) => return Err(BackendError::timeout(config.attempt_bound())),
+    }
+    match first.take() {
+        Some(tx) => {
+            subs.up.store(true, Ordering::Relaxed);
+            let _ = tx.send(Ok(()));
+        }
+        None => {
+            // Notices may have been published while we were away: forget
+            // L1, re-check waiters.
+            hub.gap();
+            subs.up.store(true, Ordering::Relaxed);
+            tracing::info!("redis notice subscription re-established; L1 copies dropped");
+        }
+    }
+    let mut reader = AbortOnDrop(tokio::spawn(read(stream, hub.clone(), subs.clone())));
+    let mut next_ping = Instant::now() + config.ping_interval;
+    let reason = loop {
+        tokio::select! {
+            _ = &mut reader.0 => break "the connection closed".to_owned(),
+            () = tokio::time::sleep_until(next_ping) => {
+                match tokio::time::timeout(config.timeout, sink.ping::<Value>()).await {
+                    Ok(Ok(_)) => next_ping = Instant::now() + config.ping_interval,
+                    Ok(Err(error)) => break format!("PING failed: {error}"),
+                    Err(_) => break format!("no PONG within {:?}", config.timeout),
+                }
+            }
+            Some(()) = doorbell.recv() => {
+                if let Err(error) = reconcile(&mut sink, subs, hub, &mut live, config.timeout).await {
+                    break error.to_string();
+                }
+            }
+        }
+    };
+    drop(reader);
+    subs.connection_lost();
+    tracing::warn!(
+        %reason,
+        "redis notice subscription lost: L1 copies dropped (invalidations may be missed until it is back); reconnecting"
+    );
+    hub.gap();
+    Ok(())
+}
+
+/// Brings the live connection's subscriptions in line with `subs`, each
+/// (UN)SUBSCRIBE bounded by `timeout`; then confirms the watches.
+async fn reconcile(
+    sink: &mut PubSubSink,
+    subs: &Subs,
+    hub: &Hub,
+    live: &mut Live,
+    timeout: Duration,
+) -> BackendResult<()> {
+    loop {
+        let plan = subs.plan(live);
+        if plan.is_empty() {
+            return Ok(());
+        }
+        for (slot, tx) in plan.confirm_now {
+            hub.ready(&slot);
+            let _ = tx.send(true);
+        }
+        if !plan.unsubscribe.is_empty() {
+            let channels: Vec<String> = plan.unsubscribe.iter().map(|s| ready_channel(s)).collect();
+            for chunk in channels.chunks(CHUNK) {
+                bounded(timeout, sink.unsubscribe(chunk)).await?;
+            }
+            for slot in &plan.unsubscribe {
+                live.ready.remove(slot);
+            }
+        }
+        for chunk in plan.subscribe.chunks(CHUNK) {
+            bounded(timeout, sink.subscribe(chunk)).await?;
+        }
+        live.caches = plan.caches;
+        live.ready.extend(plan.ready_added);
+        subs.channels
+            .store(live.caches + live.ready.len(), Ordering::Relaxed);
+        subs.caches_confirmed.send_if_modified(|confirmed| {
+            let raise = plan.caches as u64 > *confirmed;
+            if raise {
+                *confirmed = plan.caches as u64;
+            }
+            raise
+        });
+        for (slot, tx) in plan.confirm_after {
+            // Wake first, then confirm: a waiter that waited for the
+            // confirmation marks this wake seen.
+            hub.ready(&slot);
+            let _ = tx.send(true);
+        }
+    }
+}
+
+/// Dispatches the notices of one connection until it closes.
+async fn read(mut stream: PubSubStream, hub: Arc<Hub>, subs: Arc<Subs>) {
+    while let Some(msg) = stream.next().await {
+        subs.notices.fetch_add(1, Ordering::Relaxed);
+        dispatch(
+            &hub,
+            &subs.prefix,
+            msg.get_channel_name(),
+            msg.get_payload_bytes(),
+        );
     }
 }
 
@@ -434,19 +1020,66 @@ fn dispatch(hub: &Hub, prefix: &str, channel: &str, payload: &[u8]) {
 }
 
 impl RedisInner {
+    /// Lets a command through the breaker (or fails it at once), once the
+    /// caches' invalidation channels are subscribed.
+    async fn admit(&self) -> BackendResult<Pass> {
+        let pass = self.breaker.admit()?;
+        self.subscribed(pass).await
+    }
+
+    async fn subscribed(&self, pass: Pass) -> BackendResult<Pass> {
+        self.subs.caches_subscribed(self.timeout).await;
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        Ok(pass)
+    }
+
     async fn invoke<T: ::redis::FromRedisValue>(
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> BackendResult<T> {
-        self.commands.fetch_add(1, Ordering::Relaxed);
+        let pass = self.admit().await?;
+        self.send(pass, invocation).await
+    }
+
+    async fn send<T: ::redis::FromRedisValue>(
+        &self,
+        pass: Pass,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> BackendResult<T> {
         let mut conn = self.conn.clone();
-        bounded(self.timeout, invocation.invoke_async(&mut conn)).await
+        let result = bounded(self.timeout, invocation.invoke_async(&mut conn)).await;
+        self.breaker.settle(pass, &result);
+        result
+    }
+
+    /// A release the open breaker refused: sent anyway, without waiting for
+    /// it. It is queued on the connection behind the lock command that
+    /// timed out (the reason for most releases while open), so it still
+    /// deletes that lock if Redis runs both later; nobody waits for it.
+    fn release_in_background(&self, slot: &Slot, token: &str) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.commands.fetch_add(1, Ordering::Relaxed);
+        let (script, mut conn, timeout) = (
+            self.scripts.release.clone(),
+            self.conn.clone(),
+            self.timeout,
+        );
+        let (lock, ready, token) = (slot.lock(), slot.ready(), token.to_owned());
+        handle.spawn(async move {
+            let mut invocation = script.key(lock);
+            invocation.arg(token).arg(ready);
+            let _ = tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut conn)).await;
+        });
     }
 
     async fn command<T: ::redis::FromRedisValue>(&self, cmd: &::redis::Cmd) -> BackendResult<T> {
-        self.commands.fetch_add(1, Ordering::Relaxed);
+        let pass = self.admit().await?;
         let mut conn = self.conn.clone();
-        bounded(self.timeout, cmd.query_async(&mut conn)).await
+        let result = bounded(self.timeout, cmd.query_async(&mut conn)).await;
+        self.breaker.settle(pass, &result);
+        result
     }
 }
 
@@ -573,8 +1206,16 @@ impl Backend for RedisInner {
 
     fn release<'a>(&'a self, slot: &'a Slot, token: &'a str) -> BackendFut<'a, bool> {
         Box::pin(async move {
+            let pass = match self.breaker.admit() {
+                Ok(pass) => self.subscribed(pass).await?,
+                Err(open) => {
+                    self.release_in_background(slot, token);
+                    return Err(open);
+                }
+            };
             let released: i64 = self
-                .invoke(
+                .send(
+                    pass,
                     self.scripts
                         .release
                         .key(slot.lock())
@@ -757,7 +1398,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn glob_metacharacters_are_escaped() {
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    fn the_ready_channel_is_the_slots() {
+        let slot = Slot::new("app", "users", "0a");
+        assert_eq!(ready_channel(slot.as_str()), slot.ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_after_consecutive_timeouts_and_probes_once_per_cooldown() {
+        let cooldown = Duration::from_secs(2);
+        let breaker = Breaker::new(cooldown);
+        let timeout: BackendResult<()> = Err(BackendError::timeout(Duration::from_millis(1)));
+        let answered: BackendResult<()> = Ok(());
+        let failed: BackendResult<()> = Err(BackendError::new("refused"));
+
+        // Timeouts must be consecutive; an answer or a fast error resets.
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            breaker.settle(breaker.admit().unwrap(), &timeout);
+        }
+        breaker.settle(breaker.admit().unwrap(), &answered);
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            breaker.settle(breaker.admit().unwrap(), &timeout);
+        }
+        breaker.settle(breaker.admit().unwrap(), &failed);
+        assert_eq!(breaker.trips.load(Ordering::Relaxed), 0);
+
+        for _ in 0..BREAKER_THRESHOLD {
+            breaker.settle(breaker.admit().unwrap(), &timeout);
+        }
+        assert_eq!(breaker.trips.load(Ordering::Relaxed), 1, "open");
+        let error = breaker.admit().err().expect("fails at once while open");
+        assert!(!error.is_timeout());
+
+        tokio::time::sleep(cooldown).await;
+        let probe = breaker.admit().unwrap();
+        assert!(probe == Pass::Probe, "one probe after the cool-down");
+        assert!(breaker.admit().is_err(), "only one");
+        breaker.settle(probe, &timeout);
+        assert!(breaker.admit().is_err(), "a failed probe re-opens it");
+        assert_eq!(breaker.trips.load(Ordering::Relaxed), 1, "not a new trip");
+
+        tokio::time::sleep(cooldown).await;
+        let probe = breaker.admit().unwrap();
+        breaker.settle(probe, &answered);
+        assert!(
+            breaker.admit().unwrap() == Pass::Normal,
+            "an answer closes it"
+        );
+        assert_eq!(breaker.rejected.load(Ordering::Relaxed), 3);
+
+        // A probe whose outcome never comes does not keep it open forever.
+        for _ in 0..BREAKER_THRESHOLD {
+            breaker.settle(breaker.admit().unwrap(), &timeout);
+        }
+        tokio::time::sleep(cooldown).await;
+        let _lost = breaker.admit().unwrap();
+        assert!(breaker.admit().is_err());
+        tokio::time::sleep(cooldown).await;
+        assert!(breaker.admit().unwrap() == Pass::Probe);
     }
 }

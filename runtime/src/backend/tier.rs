@@ -622,6 +622,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         generation: u64,
     ) -> Result<Waited<V>, BackendError> {
         let mut watch = self.backend.hub().watch(slot.as_str());
+        watch.subscribed().await;
         let base = (self.lock_ttl / 8).clamp(Duration::from_millis(10), Duration::from_secs(1));
         loop {
             // Read after the watch is registered: a notice in between is kept.

@@ -231,7 +231,7 @@ pub async fn a_tag_reaches_every_pod(name: &str, backends: &[SharedBackend], set
         .iter()
         .map(|backend| {
             Cache::builder(name.to_owned())
-                .tags(|(category, _): &(String, u32)| [format!("{category}")])
+                .tags(|(category, _): &(String, u32)| [category.clone()])
                 .backend(backend.clone())
                 .build()
         })

@@ -210,7 +210,7 @@ pub(crate) fn encode_key<K: Serialize + ?Sized>(
 /// The key an [`encode_key`] text stands for; `None` for text that is not one.
 pub(crate) fn decode_key<K: DeserializeOwned>(encoded: &str) -> Option<K> {
     let hex = encoded.as_bytes();
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     let nibble = |c: u8| match c {

@@ -372,7 +372,7 @@ impl Backend for LocalInner {
             let slots = state.tagged.entry(tag_set(&self.prefix, tag)).or_default();
             slots.insert(slot.as_str().to_owned(), until);
             // Amortised sweep: the set follows the live entries.
-            if slots.len() % 64 == 0 {
+            if slots.len().is_multiple_of(64) {
                 slots.retain(|_, until| *until > now);
             }
         }

@@ -586,7 +586,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     ) -> Result<Loaded<V>, ErasedError> {
         let Some(failure) = codec::decode_failure(record) else {
             let error = BackendError::new("undecodable failure record");
-            return self.fall_back(&key, &error, origin).await;
+            return self.fall_back(key, &error, origin).await;
         };
         match failure.kind {
             FailureKind::Timeout => {

@@ -467,7 +467,7 @@ fn a_failing_origin_is_called_once_across_eight_processes() {
 /// (v1: every process waited a full 10 s lease, with no origin call).
 #[test]
 fn a_hung_then_resumed_redis_stalls_no_call_after_the_resume() {
-    let mut server = RedisServer::start();
+    let server = RedisServer::start();
     let url = server.url();
     let name = "fleet.freeze";
     let mut pods: Vec<Pod> = (0..4)

@@ -170,11 +170,11 @@ fn two_shared_caches_with_one_name_and_other_types_fail_at_build() {
     let same_types: Cache<u32, String> = Cache::builder("faults.same_name")
         .backend(backend.clone())
         .build();
-    let other_types = std::panic::catch_unwind(|| {
+    let other_types = std::panic::catch_unwind(AssertUnwindSafe(|| {
         Cache::<String, String>::builder("faults.same_name")
             .backend(backend.clone())
             .build()
-    });
+    }));
     let message = other_types.expect_err("same name, other key type: loud");
     let message = message
         .downcast_ref::<String>()

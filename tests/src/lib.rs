@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod model;
 #[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod scenarios;

@@ -18,108 +18,24 @@
 //! `MODEL_SEEDS=N` runs N seeds (default 2000); `MODEL_SEED=S` runs one. A
 //! failure prints its seed.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use fastrand::Rng;
-use stampede_cache::{Cache, LoadTimeout, Strategy};
+use stampede_cache::{Cache, Strategy};
+use stampede_cache_tests::model::{
+    Behaviour, ModelError, Row, Shared, expect_finished, loader, run_seeds,
+};
 use tokio::time::{Instant, sleep, timeout};
 
 const KEYS: u32 = 3;
 const OPS: usize = 40;
 const MAX_LOAD_MS: u64 = 80;
-
-#[derive(Clone, Debug, PartialEq)]
-struct Row {
-    key: u32,
-    version: u64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum ModelError {
-    Down,
-    Timeout,
-}
-
-impl From<LoadTimeout> for ModelError {
-    fn from(_: LoadTimeout) -> Self {
-        ModelError::Timeout
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Behaviour {
-    Ok,
-    Error,
-    Panic,
-    Hang,
-}
-
-/// The reference model: the database and the loads running against it.
-#[derive(Default)]
-struct Model {
-    /// Version of each key's row; bumped by every write.
-    db: HashMap<u32, u64>,
-    /// Loads running, by (key, database version they read).
-    running: HashMap<(u32, u64), usize>,
-    violations: Vec<String>,
-}
-
-type Shared = Arc<Mutex<Model>>;
-
-/// Decrements the running count when the load ends, however it ends
-/// (returned, panicked, dropped at the load timeout or runtime shutdown).
-struct Running(Shared, (u32, u64));
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut model = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = model.running.get_mut(&self.1) {
-            *n -= 1;
-        }
-    }
-}
-
-/// The loader of one call: reads the row version when the load starts
-/// (`make_loader` runs right where the flight is registered), then behaves.
-fn loader(
-    model: Shared,
-    behaviour: Behaviour,
-    delay: Duration,
-) -> impl FnOnce(u32) -> std::pin::Pin<Box<dyn Future<Output = Result<Row, ModelError>> + Send>>
-+ Send
-+ 'static {
-    move |key| {
-        let version = {
-            let mut m = model.lock().unwrap();
-            let version = m.db.get(&key).copied().unwrap_or(0);
-            let n = m.running.entry((key, version)).or_insert(0);
-            *n += 1;
-            if *n > 1 {
-                let msg = format!("{n} loads of key {key} at version {version} at once");
-                m.violations.push(msg);
-            }
-            version
-        };
-        let guard = Running(model, (key, version));
-        Box::pin(async move {
-            let _guard = guard;
-            sleep(delay).await;
-            match behaviour {
-                Behaviour::Ok => Ok(Row { key, version }),
-                Behaviour::Error => Err(ModelError::Down),
-                Behaviour::Panic => panic!("model loader panic"),
-                Behaviour::Hang => std::future::pending().await,
-            }
-        })
-    }
-}
 
 struct Config {
     cache: Cache<u32, Row>,
@@ -164,16 +80,6 @@ fn config(rng: &mut Rng, seed: u64) -> Config {
     }
 }
 
-fn behaviour(rng: &mut Rng, hangs: bool) -> Behaviour {
-    match rng.u8(0..20) {
-        0..=12 => Behaviour::Ok,
-        13..=15 => Behaviour::Error,
-        16..=17 => Behaviour::Panic,
-        _ if hangs => Behaviour::Hang,
-        _ => Behaviour::Ok,
-    }
-}
-
 /// Polls `future` once.
 fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
     let mut future = pin!(future);
@@ -181,8 +87,6 @@ fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
         .as_mut()
         .poll(&mut Context::from_waker(Waker::noop()))
 }
-
-const EXPECTED_PANICS: [&str; 2] = ["model loader panic", "panicked or was dropped"];
 
 async fn run_seed(seed: u64) {
     let mut rng = Rng::with_seed(seed);
@@ -198,10 +102,10 @@ async fn run_seed(seed: u64) {
         let key = rng.u32(0..KEYS);
         match rng.u8(0..20) {
             0..=12 => {
-                let started_at_version = model.lock().unwrap().db.get(&key).copied().unwrap_or(0);
+                let started_at_version = model.lock().unwrap().version(key);
                 let load = loader(
                     model.clone(),
-                    behaviour(&mut rng, hangs),
+                    Behaviour::random(&mut rng, hangs),
                     Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
                 );
                 let cancel_after =
@@ -283,19 +187,7 @@ async fn run_seed(seed: u64) {
     for call in calls {
         match timeout(Duration::from_secs(600), call).await {
             Err(_) => panic!("a call never finished"),
-            Ok(Ok(())) => {}
-            Ok(Err(join)) => {
-                let payload = join.into_panic();
-                let message = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                assert!(
-                    EXPECTED_PANICS.iter().any(|p| message.contains(p)),
-                    "unexpected panic: {message}"
-                );
-            }
+            Ok(joined) => expect_finished(joined),
         }
     }
     // Nothing is wedged: once the background refreshes still running have
@@ -319,42 +211,5 @@ async fn run_seed(seed: u64) {
 
 #[test]
 fn random_interleavings_keep_the_flight_invariants() {
-    let seeds: Vec<u64> = match std::env::var("MODEL_SEED") {
-        Ok(seed) => vec![seed.parse().expect("MODEL_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("MODEL_SEEDS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(2000u64);
-            (0..n).collect()
-        }
-    };
-    // The loader panics on purpose; keep their messages out of the output.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let mut failed = None;
-    for &seed in &seeds {
-        let outcome = std::panic::catch_unwind(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap()
-                .block_on(run_seed(seed))
-        });
-        if let Err(payload) = outcome {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failed = Some((seed, message));
-            break;
-        }
-    }
-    std::panic::set_hook(default_hook);
-    if let Some((seed, message)) = failed {
-        panic!("seed {seed} failed (rerun with MODEL_SEED={seed}): {message}");
-    }
-    println!("{} seeds passed", seeds.len());
+    run_seeds("MODEL_SEED", "MODEL_SEEDS", 2000, run_seed);
 }

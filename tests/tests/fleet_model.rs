@@ -18,14 +18,14 @@
 //! `FLEET_SEEDS=N` runs N seeds (default 1000); `FLEET_SEED=S` runs one. A
 //! failure prints its seed.
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fastrand::Rng;
-use stampede_cache::{Cache, LoadTimeout, LocalBackend, RemoteLoadError, Strategy};
+use stampede_cache::{Cache, LocalBackend, Strategy};
+use stampede_cache_tests::model::{
+    Behaviour, ModelError, Row, Shared, expect_finished, loader, run_seeds,
+};
 use tokio::time::{Instant, sleep, timeout};
 
 const KEYS: u32 = 3;
@@ -34,92 +34,6 @@ const MAX_LOAD_MS: u64 = 80;
 /// A write (`insert`, `invalidate`) is applied by a spawned task: this long
 /// after the call it has reached the backend and every pod.
 const SETTLE: Duration = Duration::from_millis(1);
-
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-struct Row {
-    key: u32,
-    version: u64,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-enum ModelError {
-    Down,
-    Timeout,
-    Remote,
-}
-
-impl From<LoadTimeout> for ModelError {
-    fn from(_: LoadTimeout) -> Self {
-        ModelError::Timeout
-    }
-}
-
-impl From<RemoteLoadError> for ModelError {
-    fn from(_: RemoteLoadError) -> Self {
-        ModelError::Remote
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Behaviour {
-    Ok,
-    Error,
-    Panic,
-    Hang,
-}
-
-#[derive(Default)]
-struct Model {
-    db: HashMap<u32, u64>,
-    running: HashMap<(u32, u64), usize>,
-    violations: Vec<String>,
-}
-
-type Shared = Arc<Mutex<Model>>;
-
-struct Running(Shared, (u32, u64));
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let mut model = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = model.running.get_mut(&self.1) {
-            *n -= 1;
-        }
-    }
-}
-
-type Load = Pin<Box<dyn Future<Output = Result<Row, ModelError>> + Send>>;
-
-fn loader(
-    model: Shared,
-    behaviour: Behaviour,
-    delay: Duration,
-) -> impl FnOnce(u32) -> Load + Send + 'static {
-    move |key| {
-        let version = {
-            let mut m = model.lock().unwrap();
-            let version = m.db.get(&key).copied().unwrap_or(0);
-            let n = m.running.entry((key, version)).or_insert(0);
-            *n += 1;
-            if *n > 1 {
-                let msg = format!("{n} origin calls of key {key} at version {version} at once");
-                m.violations.push(msg);
-            }
-            version
-        };
-        let guard = Running(model, (key, version));
-        Box::pin(async move {
-            let _guard = guard;
-            sleep(delay).await;
-            match behaviour {
-                Behaviour::Ok => Ok(Row { key, version }),
-                Behaviour::Error => Err(ModelError::Down),
-                Behaviour::Panic => panic!("model loader panic"),
-                Behaviour::Hang => std::future::pending().await,
-            }
-        })
-    }
-}
 
 struct Fleet {
     backend: LocalBackend,
@@ -184,18 +98,6 @@ impl Fleet {
     }
 }
 
-fn behaviour(rng: &mut Rng, hangs: bool) -> Behaviour {
-    match rng.u8(0..20) {
-        0..=12 => Behaviour::Ok,
-        13..=15 => Behaviour::Error,
-        16..=17 => Behaviour::Panic,
-        _ if hangs => Behaviour::Hang,
-        _ => Behaviour::Ok,
-    }
-}
-
-const EXPECTED_PANICS: [&str; 2] = ["model loader panic", "panicked or was dropped"];
-
 async fn run_seed(seed: u64) {
     let mut rng = Rng::with_seed(seed);
     let fleet = Fleet::random(&mut rng, seed);
@@ -208,10 +110,10 @@ async fn run_seed(seed: u64) {
         let pod = rng.usize(0..pods.len());
         match rng.u8(0..24) {
             0..=14 => {
-                let started_at_version = model.lock().unwrap().db.get(&key).copied().unwrap_or(0);
+                let started_at_version = model.lock().unwrap().version(key);
                 let load = loader(
                     model.clone(),
-                    behaviour(&mut rng, fleet.load_timeout.is_some()),
+                    Behaviour::random(&mut rng, fleet.load_timeout.is_some()),
                     Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
                 );
                 let (cache, model) = (pods[pod].clone(), model.clone());
@@ -277,19 +179,7 @@ async fn run_seed(seed: u64) {
     for call in calls {
         match timeout(Duration::from_secs(600), call).await {
             Err(_) => panic!("a call never finished"),
-            Ok(Ok(())) => {}
-            Ok(Err(join)) => {
-                let payload = join.into_panic();
-                let message = payload
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                assert!(
-                    EXPECTED_PANICS.iter().any(|p| message.contains(p)),
-                    "unexpected panic: {message}"
-                );
-            }
+            Ok(joined) => expect_finished(joined),
         }
     }
     // Nothing is wedged, on any pod: once the loads still running have
@@ -315,41 +205,5 @@ async fn run_seed(seed: u64) {
 
 #[test]
 fn random_fleet_interleavings_keep_the_protocol_invariants() {
-    let seeds: Vec<u64> = match std::env::var("FLEET_SEED") {
-        Ok(seed) => vec![seed.parse().expect("FLEET_SEED is a number")],
-        Err(_) => {
-            let n = std::env::var("FLEET_SEEDS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1000u64);
-            (0..n).collect()
-        }
-    };
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let mut failed = None;
-    for &seed in &seeds {
-        let outcome = std::panic::catch_unwind(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap()
-                .block_on(run_seed(seed))
-        });
-        if let Err(payload) = outcome {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failed = Some((seed, message));
-            break;
-        }
-    }
-    std::panic::set_hook(default_hook);
-    if let Some((seed, message)) = failed {
-        panic!("seed {seed} failed (rerun with FLEET_SEED={seed}): {message}");
-    }
-    println!("{} seeds passed", seeds.len());
+    run_seeds("FLEET_SEED", "FLEET_SEEDS", 1000, run_seed);
 }

@@ -163,6 +163,30 @@ impl LocalInner {
         }
     }
 
+    /// A fenced step: only if `token` holds `slot`'s lock, apply `step`,
+    /// release the lock and wake the waiters (the leader's last write).
+    fn fenced(
+        &self,
+        slot: &Slot,
+        token: &str,
+        step: impl FnOnce(&mut State, Instant),
+    ) -> BackendFut<'static, bool> {
+        let now = Instant::now();
+        let held = {
+            let mut state = self.lock();
+            let held = state.holder(slot, now).as_deref() == Some(token);
+            if held {
+                step(&mut state, now);
+                state.locks.remove(slot.as_str());
+            }
+            held
+        };
+        if held {
+            self.hub.ready(slot.as_str());
+        }
+        ready(held)
+    }
+
     fn name_of<'a>(&self, slot: &'a Slot) -> Option<&'a str> {
         let tag = slot
             .as_str()
@@ -269,24 +293,13 @@ impl Backend for LocalInner {
         bytes: &'a [u8],
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
-        let now = Instant::now();
-        let written = {
-            let mut state = self.lock();
-            let held = state.holder(slot, now).as_deref() == Some(token);
-            if held {
-                let until = after(now, ttl);
-                state
-                    .values
-                    .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
-                state.locks.remove(slot.as_str());
-                state.failures.remove(slot.as_str());
-            }
-            held
-        };
-        if written {
-            self.hub.ready(slot.as_str());
-        }
-        ready(written)
+        self.fenced(slot, token, |state, now| {
+            let until = after(now, ttl);
+            state
+                .values
+                .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
+            state.failures.remove(slot.as_str());
+        })
     }
 
     fn fail<'a>(
@@ -296,23 +309,12 @@ impl Backend for LocalInner {
         record: &'a [u8],
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
-        let now = Instant::now();
-        let failed = {
-            let mut state = self.lock();
-            let held = state.holder(slot, now).as_deref() == Some(token);
-            if held {
-                let until = after(now, ttl);
-                state
-                    .failures
-                    .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
-                state.locks.remove(slot.as_str());
-            }
-            held
-        };
-        if failed {
-            self.hub.ready(slot.as_str());
-        }
-        ready(failed)
+        self.fenced(slot, token, |state, now| {
+            let until = after(now, ttl);
+            state
+                .failures
+                .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
+        })
     }
 
     fn insert<'a>(

@@ -376,11 +376,7 @@ impl RedisBackendBuilder {
     /// # Panics
     /// If `timeout` is zero.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
-        assert!(
-            !timeout.is_zero(),
-            "stampede-cache: the command timeout must be > 0"
-        );
-        self.command_timeout = timeout;
+        self.command_timeout = positive("command timeout", timeout);
         self
     }
 
@@ -394,11 +390,7 @@ impl RedisBackendBuilder {
     /// # Panics
     /// If `cooldown` is zero.
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
-        assert!(
-            !cooldown.is_zero(),
-            "stampede-cache: the circuit-breaker cool-down must be > 0"
-        );
-        self.breaker_cooldown = cooldown;
+        self.breaker_cooldown = positive("circuit-breaker cool-down", cooldown);
         self
     }
 
@@ -410,11 +402,7 @@ impl RedisBackendBuilder {
     /// # Panics
     /// If `interval` is zero.
     pub fn ping_interval(mut self, interval: Duration) -> Self {
-        assert!(
-            !interval.is_zero(),
-            "stampede-cache: the ping interval must be > 0"
-        );
-        self.ping_interval = interval;
+        self.ping_interval = positive("ping interval", interval);
         self
     }
 
@@ -489,6 +477,15 @@ impl From<RedisBackend> for SharedBackend {
     fn from(backend: RedisBackend) -> Self {
         SharedBackend::new(backend.inner, "redis")
     }
+}
+
+/// `duration`, after checking it is not zero (a builder setting's contract).
+fn positive(what: &str, duration: Duration) -> Duration {
+    assert!(
+        !duration.is_zero(),
+        "stampede-cache: the {what} must be > 0"
+    );
+    duration
 }
 
 fn redis_error(error: ::redis::RedisError) -> BackendError {

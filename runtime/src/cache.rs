@@ -269,7 +269,10 @@ where
                 Decision::Load => {}
             }
         }
-        self.load(key, make_loader).await
+        // Boxed: the miss path's state (flight, soft timeout, retries) would
+        // otherwise make every call's future — hits included — several
+        // hundred bytes to build and move. A miss already costs a spawn.
+        Box::pin(self.load(key, make_loader)).await
     }
 
     /// The value a call would be served right now without loading (fresh,

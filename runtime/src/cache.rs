@@ -300,7 +300,7 @@ where
         let delta = inner
             .store
             .get(&key)
-            .map_or(Duration::ZERO, |e| e.freshness.delta);
+            .map_or(Duration::ZERO, |e| e.freshness.delta());
         let freshness = inner.written(&key, &value, Instant::now(), delta);
         inner.store.insert(
             key,
@@ -518,7 +518,7 @@ where
     fn stand_in(&self, key: &K) -> Option<V> {
         let now = Instant::now();
         let entry = self.entry(key)?;
-        if now < entry.freshness.fresh_until {
+        if entry.freshness.fresh_at(now) {
             return Some(entry.value);
         }
         if !entry.freshness.servable_at(now) {
@@ -531,7 +531,7 @@ where
 
     /// Counts a value served during a retry backoff.
     fn count_throttled(&self, freshness: &Freshness, now: Instant) {
-        if now < freshness.stale_until {
+        if freshness.stale_at(now) {
             self.counters.stale_hits.incr();
         } else {
             self.counters.fail_safe_hits.incr();

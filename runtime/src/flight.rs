@@ -483,7 +483,7 @@ where
         }
         let backoff = inner.retry_backoff;
         if !backoff.is_zero() {
-            entry.freshness.retry_after = after(now, backoff);
+            entry.freshness.retry_after(after(now, backoff));
             inner.store.insert(self.key.clone(), entry);
         }
         Some(backoff)

@@ -75,32 +75,44 @@ pub(crate) fn after(now: Instant, span: Duration) -> Instant {
     now + span.min(FOREVER)
 }
 
-/// Timing of a cached entry. Invariants: `refresh_at <= fresh_until <=
-/// stale_until <= servable_until`; `retry_after` is only ever compared,
-/// never ordered against the others.
+/// Timing of a cached entry.
+///
+/// Compact on purpose — every hit clones the entry out of L1 — so it keeps
+/// one `Instant` (when the value was written) and every other instant as a
+/// nanosecond offset from it (saturated at [`FOREVER`]), read through the
+/// accessors below. Invariants: `refresh_at <= fresh_until <= stale_until
+/// <= servable_until`; `retry_after` is only ever compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Freshness {
-    /// The entry is fresh strictly before this instant.
-    pub fresh_until: Instant,
+    /// When the value was written; the offsets below count from it.
+    written: Instant,
+    /// Fresh strictly before `written + fresh`.
+    fresh: u64,
     /// `swr` serves it stale (with a background refresh) strictly before
-    /// this instant; `= fresh_until` for the other strategies.
-    pub stale_until: Instant,
+    /// `written + stale`; `= fresh` for the other strategies.
+    stale: u64,
     /// The end of the fail-safe window: until then the value may stand in
-    /// for a load that fails, panics or times out. `= stale_until` without
+    /// for a load that fails, panics or times out. `= stale` without
     /// `fail_safe`.
-    pub servable_until: Instant,
-    /// No load or refresh of this key starts before this instant: set after
-    /// a failed load or refresh (FusionCache's fail-safe throttle), so a down
-    /// origin is retried once per backoff, not once per call. Meanwhile the
-    /// value is served (while it is servable). At write time, = the write
-    /// instant (no throttle).
-    pub retry_after: Instant,
-    /// XFetch: from this instant on, a hit on the fresh entry starts one
-    /// background refresh. Drawn once per load (see [`refresh_lead`]); `=
-    /// fresh_until` for the other strategies (never while fresh).
-    pub refresh_at: Instant,
-    /// How long the load that produced the entry took (XFetch's `delta`).
-    pub delta: Duration,
+    servable: u64,
+    /// No load or refresh of this key starts before `written + retry`: set
+    /// after a failed load or refresh (FusionCache's fail-safe throttle), so
+    /// a down origin is retried once per backoff, not once per call.
+    /// Meanwhile the value is served (while it is servable). 0 at write time.
+    retry: u64,
+    /// XFetch: from `written + refresh` on, a hit on the fresh entry starts
+    /// one background refresh. Drawn once per load (see [`refresh_lead`]);
+    /// `= fresh` for the other strategies (never while fresh).
+    refresh: u64,
+    /// How long the load that produced the entry took (XFetch's `delta`), in ns.
+    delta: u64,
+}
+
+/// `span` in nanoseconds, saturated at [`FOREVER`].
+#[inline]
+fn nanos(span: Duration) -> u64 {
+    // FOREVER (≈ 3.2e18 ns) fits a u64.
+    span.min(FOREVER).as_nanos() as u64
 }
 
 impl Freshness {
@@ -113,26 +125,79 @@ impl Freshness {
         delta: Duration,
         refresh_lead: Duration,
     ) -> Self {
-        let fresh_until = after(now, fresh_for);
-        let stale_until = after(fresh_until, windows.stale);
-        let servable_until = after(fresh_until, windows.fail_safe).max(stale_until);
+        let fresh = nanos(fresh_for);
+        let stale = fresh.saturating_add(nanos(windows.stale));
+        let servable = fresh.saturating_add(nanos(windows.fail_safe)).max(stale);
         Freshness {
-            fresh_until,
-            stale_until,
-            servable_until,
+            written: now,
+            fresh,
+            stale,
+            servable,
+            retry: 0,
             // Clamped to the entry's life: a lead longer than it refreshes at once.
-            refresh_at: fresh_until
-                .checked_sub(refresh_lead)
-                .map_or(now, |at| at.max(now)),
-            retry_after: now,
-            delta,
+            refresh: fresh.saturating_sub(nanos(refresh_lead)),
+            delta: nanos(delta),
         }
+    }
+
+    /// Nanoseconds since the value was written (0 for an instant before it,
+    /// as another runtime's clock may give).
+    #[inline]
+    fn age(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.written).as_nanos() as u64
+    }
+
+    #[inline]
+    fn at(&self, offset: u64) -> Instant {
+        self.written + Duration::from_nanos(offset)
+    }
+
+    /// The entry is fresh strictly before this instant.
+    pub(crate) fn fresh_until(&self) -> Instant {
+        self.at(self.fresh)
+    }
+
+    /// `swr` may serve it stale strictly before this instant.
+    pub(crate) fn stale_until(&self) -> Instant {
+        self.at(self.stale)
+    }
+
+    /// The end of the fail-safe window.
+    pub(crate) fn servable_until(&self) -> Instant {
+        self.at(self.servable)
+    }
+
+    /// XFetch's early-refresh instant.
+    pub(crate) fn refresh_at(&self) -> Instant {
+        self.at(self.refresh)
+    }
+
+    /// How long the load that produced the entry took.
+    pub(crate) fn delta(&self) -> Duration {
+        Duration::from_nanos(self.delta)
+    }
+
+    /// Whether `now` is before the end of freshness.
+    #[inline]
+    pub(crate) fn fresh_at(&self, now: Instant) -> bool {
+        self.age(now) < self.fresh
+    }
+
+    /// Whether `now` is within `swr`'s stale window (or fresh).
+    #[inline]
+    pub(crate) fn stale_at(&self, now: Instant) -> bool {
+        self.age(now) < self.stale
     }
 
     /// Whether the value may stand in for a failed or slow load at `now`.
     #[inline]
     pub(crate) fn servable_at(&self, now: Instant) -> bool {
-        now < self.servable_until
+        self.age(now) < self.servable
+    }
+
+    /// No load of this key starts before `until` (the retry backoff).
+    pub(crate) fn retry_after(&mut self, until: Instant) {
+        self.retry = nanos(until.saturating_duration_since(self.written));
     }
 }
 
@@ -169,22 +234,23 @@ pub(crate) enum Decision {
 }
 
 /// Decides what to do with `entry` at `now`. No clock, no random number:
-/// a hit is a few comparisons.
+/// a hit is a subtraction and a few comparisons.
 #[inline]
 pub(crate) fn decide(strategy: &Strategy, entry: Option<&Freshness>, now: Instant) -> Decision {
     let Some(entry) = entry else {
         return Decision::Load;
     };
-    if now < entry.fresh_until {
+    let age = entry.age(now);
+    if age < entry.fresh {
         return match strategy {
-            Strategy::XFetch { .. } if now >= entry.refresh_at && now >= entry.retry_after => {
+            Strategy::XFetch { .. } if age >= entry.refresh && age >= entry.retry => {
                 Decision::ServeAndRefresh(RefreshReason::Early)
             }
             _ => Decision::Serve,
         };
     }
-    let throttled = now < entry.retry_after;
-    if now < entry.stale_until {
+    let throttled = age < entry.retry;
+    if age < entry.stale {
         // Only `swr` has a stale window.
         return if throttled {
             Decision::ServeThrottled
@@ -192,7 +258,7 @@ pub(crate) fn decide(strategy: &Strategy, entry: Option<&Freshness>, now: Instan
             Decision::ServeAndRefresh(RefreshReason::Stale)
         };
     }
-    if throttled && entry.servable_at(now) {
+    if throttled && age < entry.servable {
         return Decision::ServeThrottled;
     }
     Decision::Load
@@ -288,18 +354,22 @@ mod tests {
             fail_safe: Duration::from_secs(600),
         };
         let mut e = Freshness::written(t0, TTL, windows, DELTA, Duration::ZERO);
-        assert_eq!(e.servable_until, t0 + TTL + Duration::from_secs(600));
+        assert_eq!(e.servable_until(), t0 + TTL + Duration::from_secs(600));
         let failed_at = t0 + TTL + Duration::from_secs(1);
-        e.retry_after = failed_at + Duration::from_secs(1);
+        e.retry_after(failed_at + Duration::from_secs(1));
         for strategy in [
             Strategy::Lock,
             Strategy::XFetch { beta: 1.0 },
             Strategy::Swr { stale: STALE },
         ] {
-            let swr_stale = Freshness {
-                stale_until: e.fresh_until + STALE,
-                servable_until: e.servable_until.max(e.fresh_until + STALE),
-                ..e
+            let swr_stale = {
+                let windows = Windows {
+                    stale: STALE,
+                    fail_safe: Duration::from_secs(600),
+                };
+                let mut e = Freshness::written(t0, TTL, windows, DELTA, Duration::ZERO);
+                e.retry_after(failed_at + Duration::from_secs(1));
+                e
             };
             let e = if matches!(strategy, Strategy::Swr { .. }) {
                 swr_stale
@@ -311,7 +381,7 @@ mod tests {
                 Decision::ServeThrottled,
                 "{strategy:?} inside the backoff"
             );
-            let after_backoff = e.retry_after;
+            let after_backoff = failed_at + Duration::from_secs(1);
             let expected = if matches!(strategy, Strategy::Swr { .. }) {
                 Decision::ServeAndRefresh(RefreshReason::Stale)
             } else {
@@ -319,7 +389,7 @@ mod tests {
             };
             assert_eq!(decide(&strategy, Some(&e), after_backoff), expected);
             assert_eq!(
-                decide(&strategy, Some(&e), e.servable_until),
+                decide(&strategy, Some(&e), e.servable_until()),
                 Decision::Load,
                 "{strategy:?}: past the fail-safe window nothing is served"
             );
@@ -328,7 +398,7 @@ mod tests {
         // new roll until the backoff passes.
         let xfetch = Strategy::XFetch { beta: 1.0 };
         let mut fresh = Freshness::written(t0, TTL, Windows::default(), DELTA, DELTA);
-        fresh.retry_after = t0 + TTL;
+        fresh.retry_after(t0 + TTL);
         assert_eq!(
             decide(&xfetch, Some(&fresh), t0 + TTL - Duration::from_nanos(1)),
             Decision::Serve
@@ -343,8 +413,8 @@ mod tests {
             fail_safe: Duration::MAX,
         };
         let e = Freshness::written(t0, Duration::MAX, windows, Duration::MAX, Duration::MAX);
-        assert_eq!(e.fresh_until, t0 + FOREVER);
-        assert!(e.fresh_until <= e.stale_until && e.stale_until <= e.servable_until);
+        assert_eq!(e.fresh_until(), t0 + FOREVER);
+        assert!(e.fresh_until() <= e.stale_until() && e.stale_until() <= e.servable_until());
         assert_eq!(
             decide(&Strategy::Lock, Some(&e), t0 + FOREVER / 2),
             Decision::Serve
@@ -357,17 +427,17 @@ mod tests {
         let swr = Strategy::Swr { stale: STALE };
         let e = entry(t0, &swr);
         assert_eq!(
-            decide(&swr, Some(&e), e.fresh_until),
+            decide(&swr, Some(&e), e.fresh_until()),
             Decision::ServeAndRefresh(RefreshReason::Stale)
         );
-        assert_eq!(decide(&swr, Some(&e), e.stale_until), Decision::Load);
+        assert_eq!(decide(&swr, Some(&e), e.stale_until()), Decision::Load);
         let lock = Strategy::Lock;
         let e = entry(t0, &lock);
         assert_eq!(
-            decide(&lock, Some(&e), e.fresh_until - Duration::from_nanos(1)),
+            decide(&lock, Some(&e), e.fresh_until() - Duration::from_nanos(1)),
             Decision::Serve
         );
-        assert_eq!(decide(&lock, Some(&e), e.fresh_until), Decision::Load);
+        assert_eq!(decide(&lock, Some(&e), e.fresh_until()), Decision::Load);
     }
 
     #[test]
@@ -377,14 +447,14 @@ mod tests {
         let lead = refresh_lead(&xfetch, DELTA, (-1.0f64).exp()); // δ + δ·β·1
         assert_eq!(lead, DELTA * 2);
         let e = Freshness::written(t0, TTL, Windows::default(), DELTA, lead);
-        assert_eq!(e.refresh_at, t0 + TTL - DELTA * 2);
-        let just_before = e.refresh_at - Duration::from_nanos(1);
+        assert_eq!(e.refresh_at(), t0 + TTL - DELTA * 2);
+        let just_before = e.refresh_at() - Duration::from_nanos(1);
         assert_eq!(decide(&xfetch, Some(&e), just_before), Decision::Serve);
         assert_eq!(
-            decide(&xfetch, Some(&e), e.refresh_at),
+            decide(&xfetch, Some(&e), e.refresh_at()),
             Decision::ServeAndRefresh(RefreshReason::Early)
         );
-        assert_eq!(decide(&xfetch, Some(&e), e.fresh_until), Decision::Load);
+        assert_eq!(decide(&xfetch, Some(&e), e.fresh_until()), Decision::Load);
         // The other strategies never refresh a fresh entry early.
         for other in [Strategy::Lock, Strategy::Swr { stale: STALE }] {
             assert_eq!(refresh_lead(&other, DELTA, 0.001), Duration::ZERO);
@@ -415,7 +485,8 @@ mod tests {
         let t0 = Instant::now();
         let e = Freshness::written(t0, TTL, Windows::default(), DELTA, huge);
         assert_eq!(
-            e.refresh_at, t0,
+            e.refresh_at(),
+            t0,
             "a lead longer than the life refreshes at once"
         );
     }

@@ -199,7 +199,7 @@ pub(crate) fn usable<V>(
         return None;
     }
     if let Need::Refresh(seen) = need
-        && now + fresh_for < seen.fresh_until + NEWER_BY
+        && now + fresh_for < seen.fresh_until() + NEWER_BY
     {
         // The very copy we are refreshing: a refresh must load.
         return None;

@@ -77,33 +77,34 @@ pub(crate) fn after(now: Instant, span: Duration) -> Instant {
 
 /// Timing of a cached entry.
 ///
-/// Compact on purpose — every hit clones the entry out of L1 — so it keeps
-/// one `Instant` (when the value was written) and every other instant as a
-/// nanosecond offset from it (saturated at [`FOREVER`]), read through the
-/// accessors below. Invariants: `refresh_at <= fresh_until <= stale_until
-/// <= servable_until`; `retry_after` is only ever compared.
+/// Compact and cheap to test, since every hit clones the entry out of L1
+/// and checks it: the two instants a hit compares against are kept as
+/// `Instant`s; the others, only looked at once the entry is no longer
+/// fresh, as nanosecond offsets from `fresh_until` (saturated at
+/// [`FOREVER`]), read through the accessors below. Invariants:
+/// `refresh_at <= fresh_until <= stale_until <= servable_until`;
+/// `retry_after` is only ever compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Freshness {
-    /// When the value was written; the offsets below count from it.
-    written: Instant,
-    /// Fresh strictly before `written + fresh`.
-    fresh: u64,
+    /// The entry is fresh strictly before this instant.
+    fresh_until: Instant,
+    /// XFetch: from this instant on, a hit on the fresh entry starts one
+    /// background refresh. Drawn once per load (see [`refresh_lead`]);
+    /// `= fresh_until` for the other strategies (never while fresh).
+    refresh_at: Instant,
     /// `swr` serves it stale (with a background refresh) strictly before
-    /// `written + stale`; `= fresh` for the other strategies.
+    /// `fresh_until + stale`; 0 for the other strategies.
     stale: u64,
-    /// The end of the fail-safe window: until then the value may stand in
-    /// for a load that fails, panics or times out. `= stale` without
-    /// `fail_safe`.
+    /// The end of the fail-safe window, after `fresh_until`: until then the
+    /// value may stand in for a load that fails, panics or times out.
+    /// `= stale` without `fail_safe`.
     servable: u64,
-    /// No load or refresh of this key starts before `written + retry`: set
-    /// after a failed load or refresh (FusionCache's fail-safe throttle), so
-    /// a down origin is retried once per backoff, not once per call.
-    /// Meanwhile the value is served (while it is servable). 0 at write time.
-    retry: u64,
-    /// XFetch: from `written + refresh` on, a hit on the fresh entry starts
-    /// one background refresh. Drawn once per load (see [`refresh_lead`]);
-    /// `= fresh` for the other strategies (never while fresh).
-    refresh: u64,
+    /// No load or refresh of this key starts before `fresh_until + retry`
+    /// (ns, negative: before it): set after a failed load or refresh
+    /// (FusionCache's fail-safe throttle), so a down origin is retried once
+    /// per backoff, not once per call. Meanwhile the value is served (while
+    /// it is servable). `i64::MIN` at write time: no throttle.
+    retry: i64,
     /// How long the load that produced the entry took (XFetch's `delta`), in ns.
     delta: u64,
 }
@@ -111,7 +112,7 @@ pub(crate) struct Freshness {
 /// `span` in nanoseconds, saturated at [`FOREVER`].
 #[inline]
 fn nanos(span: Duration) -> u64 {
-    // FOREVER (≈ 3.2e18 ns) fits a u64.
+    // FOREVER (≈ 3.2e18 ns) fits a u64 and an i64.
     span.min(FOREVER).as_nanos() as u64
 }
 
@@ -125,51 +126,61 @@ impl Freshness {
         delta: Duration,
         refresh_lead: Duration,
     ) -> Self {
-        let fresh = nanos(fresh_for);
-        let stale = fresh.saturating_add(nanos(windows.stale));
-        let servable = fresh.saturating_add(nanos(windows.fail_safe)).max(stale);
+        let fresh_until = after(now, fresh_for);
+        let stale = nanos(windows.stale);
         Freshness {
-            written: now,
-            fresh,
-            stale,
-            servable,
-            retry: 0,
+            fresh_until,
             // Clamped to the entry's life: a lead longer than it refreshes at once.
-            refresh: fresh.saturating_sub(nanos(refresh_lead)),
+            refresh_at: fresh_until
+                .checked_sub(refresh_lead)
+                .map_or(now, |at| at.max(now)),
+            stale,
+            servable: nanos(windows.fail_safe).max(stale),
+            retry: i64::MIN,
             delta: nanos(delta),
         }
     }
 
-    /// Nanoseconds since the value was written (0 for an instant before it,
-    /// as another runtime's clock may give).
+    /// How far past freshness `now` is, in ns (0 while fresh).
     #[inline]
-    fn age(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.written).as_nanos() as u64
+    fn past(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.fresh_until).as_nanos() as u64
     }
 
+    /// Whether no load may start at `now` (the retry backoff runs).
     #[inline]
-    fn at(&self, offset: u64) -> Instant {
-        self.written + Duration::from_nanos(offset)
+    fn throttled(&self, now: Instant) -> bool {
+        if self.retry == i64::MIN {
+            return false;
+        }
+        let at = if self.retry >= 0 {
+            self.fresh_until + Duration::from_nanos(self.retry as u64)
+        } else {
+            self.fresh_until
+                .checked_sub(Duration::from_nanos(self.retry.unsigned_abs()))
+                .unwrap_or(self.fresh_until)
+        };
+        now < at
     }
 
     /// The entry is fresh strictly before this instant.
     pub(crate) fn fresh_until(&self) -> Instant {
-        self.at(self.fresh)
+        self.fresh_until
     }
 
     /// `swr` may serve it stale strictly before this instant.
     pub(crate) fn stale_until(&self) -> Instant {
-        self.at(self.stale)
+        self.fresh_until + Duration::from_nanos(self.stale)
     }
 
     /// The end of the fail-safe window.
     pub(crate) fn servable_until(&self) -> Instant {
-        self.at(self.servable)
+        self.fresh_until + Duration::from_nanos(self.servable)
     }
 
     /// XFetch's early-refresh instant.
     pub(crate) fn refresh_at(&self) -> Instant {
-        self.at(self.refresh)
+        self.refresh_at
     }
 
     /// How long the load that produced the entry took.
@@ -180,24 +191,28 @@ impl Freshness {
     /// Whether `now` is before the end of freshness.
     #[inline]
     pub(crate) fn fresh_at(&self, now: Instant) -> bool {
-        self.age(now) < self.fresh
+        now < self.fresh_until
     }
 
     /// Whether `now` is within `swr`'s stale window (or fresh).
     #[inline]
     pub(crate) fn stale_at(&self, now: Instant) -> bool {
-        self.age(now) < self.stale
+        now < self.fresh_until || self.past(now) < self.stale
     }
 
     /// Whether the value may stand in for a failed or slow load at `now`.
     #[inline]
     pub(crate) fn servable_at(&self, now: Instant) -> bool {
-        self.age(now) < self.servable
+        now < self.fresh_until || self.past(now) < self.servable
     }
 
     /// No load of this key starts before `until` (the retry backoff).
     pub(crate) fn retry_after(&mut self, until: Instant) {
-        self.retry = nanos(until.saturating_duration_since(self.written));
+        self.retry = if until >= self.fresh_until {
+            nanos(until - self.fresh_until) as i64
+        } else {
+            -(nanos(self.fresh_until - until) as i64)
+        };
     }
 }
 
@@ -234,23 +249,29 @@ pub(crate) enum Decision {
 }
 
 /// Decides what to do with `entry` at `now`. No clock, no random number:
-/// a hit is a subtraction and a few comparisons.
+/// a hit is one comparison of instants (two for XFetch).
 #[inline]
 pub(crate) fn decide(strategy: &Strategy, entry: Option<&Freshness>, now: Instant) -> Decision {
     let Some(entry) = entry else {
         return Decision::Load;
     };
-    let age = entry.age(now);
-    if age < entry.fresh {
+    if now < entry.fresh_until {
         return match strategy {
-            Strategy::XFetch { .. } if age >= entry.refresh && age >= entry.retry => {
+            Strategy::XFetch { .. } if now >= entry.refresh_at && !entry.throttled(now) => {
                 Decision::ServeAndRefresh(RefreshReason::Early)
             }
             _ => Decision::Serve,
         };
     }
-    let throttled = age < entry.retry;
-    if age < entry.stale {
+    not_fresh(entry, now)
+}
+
+/// [`decide`] for an entry past its freshness (the slow path).
+#[cold]
+fn not_fresh(entry: &Freshness, now: Instant) -> Decision {
+    let past = entry.past(now);
+    let throttled = entry.throttled(now);
+    if past < entry.stale {
         // Only `swr` has a stale window.
         return if throttled {
             Decision::ServeThrottled
@@ -258,7 +279,7 @@ pub(crate) fn decide(strategy: &Strategy, entry: Option<&Freshness>, now: Instan
             Decision::ServeAndRefresh(RefreshReason::Stale)
         };
     }
-    if throttled && age < entry.servable {
+    if throttled && past < entry.servable {
         return Decision::ServeThrottled;
     }
     Decision::Load

@@ -340,6 +340,7 @@ where
             stale: self.strategy.stale_window(),
             fail_safe: self.fail_safe,
         };
+        let tagged = self.tags.is_some();
         let retry_backoff = self.failed_refresh_backoff.unwrap_or_else(|| {
             (self.ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(5))
         });
@@ -368,7 +369,7 @@ where
                 tags: self.tags,
                 strategy: self.strategy,
                 windows,
-                store: Store::new(self.capacity),
+                store: Store::new(self.capacity, tagged),
                 flights: Flights::default(),
                 retry_backoff,
                 soft_timeout: self.soft_timeout,

@@ -251,7 +251,14 @@ where
         E: Clone + Send + Sync + 'static,
     {
         let inner = &self.inner;
-        if let Some(entry) = inner.entry(&key) {
+        let mut found = inner.store.get(&key);
+        if inner.store.tagged()
+            && let Some(entry) = &found
+            && entry.tag_epoch < tags::epoch()
+        {
+            found = found.and_then(|entry| inner.check_tags(&key, entry));
+        }
+        if let Some(entry) = found {
             let now = Instant::now();
             match decide(&inner.strategy, Some(&entry.freshness), now) {
                 Decision::Serve => {
@@ -302,14 +309,14 @@ where
             .get(&key)
             .map_or(Duration::ZERO, |e| e.freshness.delta());
         let freshness = inner.written(&key, &value, Instant::now(), delta);
-        inner.store.insert(
+        inner.store.insert_tagged(
             key,
             Entry {
                 value,
                 freshness,
-                tags,
                 tag_epoch,
             },
+            tags,
         );
     }
 
@@ -600,7 +607,7 @@ where
     #[inline]
     pub(crate) fn entry(&self, key: &K) -> Option<Entry<V>> {
         let entry = self.store.get(key)?;
-        if entry.tags.is_some() && entry.tag_epoch < tags::epoch() {
+        if self.store.tagged() && entry.tag_epoch < tags::epoch() {
             return self.check_tags(key, entry);
         }
         Some(entry)
@@ -612,8 +619,11 @@ where
     #[cold]
     fn check_tags(&self, key: &K, entry: Entry<V>) -> Option<Entry<V>> {
         let now_epoch = tags::epoch();
-        let tags = entry.tags.as_deref().unwrap_or(&[]);
-        let invalidated = tags::invalidated_since(tags, entry.tag_epoch);
+        // Tags evicted from the side store: count the entry as invalidated.
+        let invalidated = self
+            .store
+            .tags(key)
+            .is_none_or(|tags| tags::invalidated_since(&tags, entry.tag_epoch));
         // Under the flights lock, against the entry as it is now: a landing
         // or insert meanwhile wrote a newer entry that must not be undone.
         let _flights = self.flights.lock();
@@ -630,6 +640,7 @@ where
             tag_epoch: now_epoch,
             ..current
         };
+        // Same key, same tags: only the stamp changes.
         self.store.insert(key.clone(), restamped.clone());
         Some(restamped)
     }

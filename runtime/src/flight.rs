@@ -407,10 +407,11 @@ where
                     let entry = Entry {
                         value: loaded.value.clone(),
                         freshness,
-                        tags: self.tags.clone(),
                         tag_epoch: self.tag_epoch,
                     };
-                    inner.store.insert(self.key.clone(), entry);
+                    inner
+                        .store
+                        .insert_tagged(self.key.clone(), entry, self.tags.clone());
                 }
             }
         }

@@ -169,16 +169,19 @@ impl Freshness {
     }
 
     /// `swr` may serve it stale strictly before this instant.
+    #[cfg(test)]
     pub(crate) fn stale_until(&self) -> Instant {
         self.fresh_until + Duration::from_nanos(self.stale)
     }
 
     /// The end of the fail-safe window.
+    #[cfg(test)]
     pub(crate) fn servable_until(&self) -> Instant {
         self.fresh_until + Duration::from_nanos(self.servable)
     }
 
     /// XFetch's early-refresh instant.
+    #[cfg(test)]
     pub(crate) fn refresh_at(&self) -> Instant {
         self.refresh_at
     }

@@ -29,6 +29,10 @@ pub const VALID: &[&str] = &[
     "fail_safe",
     "soft_timeout",
     "load_timeout",
+    "jitter",
+    "none_ttl",
+    "tags",
+    "trait_impl",
     "returns",
     "crate",
 ];
@@ -52,7 +56,6 @@ pub enum Returns {
 
 /// `key = <expr>` or `key: Type = <expr>`.
 pub struct KeyArg {
-    pub span: Span,
     pub ty: Option<Type>,
     pub expr: Expr,
 }
@@ -73,21 +76,46 @@ pub struct Args {
     pub soft_timeout: Option<Duration>,
     /// With the span of the `load_timeout` token, for the errors that need the fn's shape.
     pub load_timeout: Option<(Duration, Span)>,
+    pub jitter: Option<Duration>,
+    /// With the span of the `none_ttl` token: the bound on the return type is reported there.
+    pub none_ttl: Option<(Duration, Span)>,
+    /// The expressions of `tags(..)`.
+    pub tags: Vec<Expr>,
+    /// The span of `trait_impl`: the fn is a method of a trait impl.
+    pub trait_impl: Option<Span>,
     pub returns: Option<(Returns, Span)>,
     pub krate: Option<Path>,
 }
 
 impl Args {
     /// Parses and validates the attribute's arguments, reporting every error at once.
+    #[cfg(test)]
     pub fn parse(tokens: TokenStream) -> syn::Result<Args> {
-        let raw: Punctuated<RawArg, Token![,]> =
-            syn::parse::Parser::parse2(Punctuated::parse_terminated, tokens)?;
-        let mut config = Configuration::default();
+        let (args, errors) = Args::parse_lenient(tokens);
+        errors.finish()?;
+        Ok(args.expect("no errors"))
+    }
+
+    /// Like [`Args::parse`], but also gives the arguments when some are wrong (an invalid
+    /// value left at its default), so that the expansion can still declare the fn's
+    /// `<fn>_cache()` handle: callers then see the argument errors, not a missing handle.
+    /// `None` when the arguments do not even parse as a list.
+    pub fn parse_lenient(tokens: TokenStream) -> (Option<Args>, Errors) {
         let mut errors = Errors::default();
+        let raw: Punctuated<RawArg, Token![,]> =
+            match syn::parse::Parser::parse2(Punctuated::parse_terminated, tokens) {
+                Ok(raw) => raw,
+                Err(e) => {
+                    errors.push(e);
+                    return (None, errors);
+                }
+            };
+        let mut config = Configuration::default();
         for arg in &raw {
             errors.check(config.set(arg));
         }
-        config.build(errors)
+        let args = config.build(&mut errors);
+        (Some(args), errors)
     }
 }
 
@@ -169,6 +197,10 @@ struct Configuration {
     fail_safe: Option<Duration>,
     soft_timeout: Option<(Duration, Span)>,
     load_timeout: Option<(Duration, Span)>,
+    jitter: Option<Duration>,
+    none_ttl: Option<(Duration, Span)>,
+    tags: Option<Vec<Expr>>,
+    trait_impl: Option<Span>,
     returns: Option<(Returns, Span)>,
     krate: Option<Path>,
 }
@@ -226,6 +258,10 @@ impl Configuration {
             "fail_safe" => self.set_fail_safe(value, span),
             "soft_timeout" => self.set_soft_timeout(value, span),
             "load_timeout" => self.set_load_timeout(value, span),
+            "jitter" => self.set_jitter(value, span),
+            "none_ttl" => self.set_none_ttl(value, span),
+            "tags" => self.set_tags(value, span),
+            "trait_impl" => self.set_trait_impl(value, span),
             "returns" => self.set_returns(value, span),
             "crate" => self.set_crate(value, span),
             other => unreachable!("`{other}` is in VALID but has no setter"),
@@ -327,7 +363,6 @@ impl Configuration {
             ));
         };
         self.key = Some(KeyArg {
-            span,
             ty,
             expr: e.clone(),
         });
@@ -437,6 +472,50 @@ impl Configuration {
         Ok(())
     }
 
+    fn set_jitter(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
+        // Zero is no jitter, as when it is left out.
+        self.jitter = Some(duration("jitter", value, span, "\"5s\"")?.0);
+        Ok(())
+    }
+
+    fn set_none_ttl(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
+        let (d, lit) = duration("none_ttl", value, span, "\"5s\"")?;
+        if d.is_zero() {
+            return Err(err(
+                lit,
+                "`none_ttl` must be greater than zero\nhelp: it is how long a cached `None` stays fresh, e.g. `none_ttl = \"5s\"`; omit it to cache `None` for the `ttl`",
+            ));
+        }
+        self.none_ttl = Some((d, span));
+        Ok(())
+    }
+
+    fn set_tags(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
+        const USAGE: &str = "`tags` takes a list of expressions over the arguments that form the key\nhelp: write e.g. `tags(format!(\"category:{category}\"))`";
+        let RawValue::List(list_span, list) = value else {
+            return Err(err(span, USAGE));
+        };
+        let exprs = syn::parse::Parser::parse2(
+            Punctuated::<Expr, Token![,]>::parse_terminated,
+            list.clone(),
+        )
+        .map_err(|e| err(e.span(), USAGE))?;
+        if exprs.is_empty() {
+            return Err(err(
+                *list_span,
+                "`tags()` names no tag\nhelp: give at least one expression, e.g. `tags(format!(\"user:{id}\"))`, or remove it",
+            ));
+        }
+        self.tags = Some(exprs.into_iter().collect());
+        Ok(())
+    }
+
+    fn set_trait_impl(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
+        flag("trait_impl", value)?;
+        self.trait_impl = Some(span);
+        Ok(())
+    }
+
     fn set_returns(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
         let lit = expect_str("returns", value, span, "\"result\"")?;
         let r = match lit.value().as_str() {
@@ -479,7 +558,7 @@ impl Configuration {
     /// The rules between arguments. `errors` holds what the setters reported; a rule that
     /// depends on an argument given with an invalid value is not checked (its error is
     /// already there).
-    fn build(self, mut errors: Errors) -> syn::Result<Args> {
+    fn build(self, errors: &mut Errors) -> Args {
         if self.ttl.is_none() && !self.given("ttl") {
             errors.push(err(
                 Span::call_site(),
@@ -553,9 +632,10 @@ impl Configuration {
             }
         }
 
-        errors.finish()?;
-        Ok(Args {
-            ttl: self.ttl.expect("a missing ttl is an error above"),
+        Args {
+            // A missing or invalid ttl is an error above; the default only lets the
+            // expansion declare the handle.
+            ttl: self.ttl.unwrap_or(Duration::from_secs(60)),
             strategy,
             stale: self.stale.map(|(d, _)| d),
             beta: self.beta.map(|(b, _)| b),
@@ -568,9 +648,13 @@ impl Configuration {
             fail_safe: self.fail_safe,
             soft_timeout: self.soft_timeout.map(|(d, _)| d),
             load_timeout: self.load_timeout,
+            jitter: self.jitter,
+            none_ttl: self.none_ttl,
+            tags: self.tags.unwrap_or_default(),
+            trait_impl: self.trait_impl,
             returns: self.returns,
             krate: self.krate,
-        })
+        }
     }
 }
 
@@ -652,11 +736,56 @@ fn number(e: &Expr) -> Option<(f64, bool)> {
 
 /// Does `tokens` mention the identifier `name` (also inside macro calls)?
 pub fn mentions(tokens: TokenStream, name: &Ident) -> bool {
-    tokens.into_iter().any(|tt| match tt {
-        TokenTree::Ident(i) => i == *name,
-        TokenTree::Group(g) => mentions(g.stream(), name),
-        _ => false,
-    })
+    mention(tokens, name).is_some()
+}
+
+/// Where `tokens` first mention the identifier `name`: the identifier itself, also inside
+/// macro calls, or the string literal of a macro call that names it as an inline format
+/// argument (`format!("{name}")`, `format!("{name:?}")`).
+pub fn mention(tokens: TokenStream, name: &Ident) -> Option<Span> {
+    mention_in(tokens, name, false)
+}
+
+fn mention_in(tokens: TokenStream, name: &Ident, in_macro: bool) -> Option<Span> {
+    let mut prev_bang = false;
+    for tt in tokens {
+        let bang = matches!(&tt, TokenTree::Punct(p) if p.as_char() == '!');
+        match tt {
+            TokenTree::Ident(i) if i == *name => return Some(i.span()),
+            TokenTree::Group(g) => {
+                if let Some(span) = mention_in(g.stream(), name, in_macro || prev_bang) {
+                    return Some(span);
+                }
+            }
+            TokenTree::Literal(l) if in_macro => {
+                if let Ok(Lit::Str(s)) = syn::parse2::<Lit>(TokenTree::Literal(l.clone()).into())
+                    && names_inline_argument(&s.value(), &name.to_string())
+                {
+                    return Some(l.span());
+                }
+            }
+            _ => {}
+        }
+        prev_bang = bang;
+    }
+    None
+}
+
+/// Whether the format string `text` has an inline argument `{name}` / `{name:..}`.
+fn names_inline_argument(text: &str, name: &str) -> bool {
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        rest = &rest[open + 1..];
+        if rest.starts_with('{') {
+            rest = &rest[1..];
+            continue;
+        }
+        let end = rest.find(['}', ':']).unwrap_or(rest.len());
+        if rest[..end].trim() == name {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -717,8 +846,13 @@ mod tests {
         assert!(mentions(quote!((a, [b, { id }])), &id));
         assert!(mentions(quote!(format!("{}", id)), &id));
         assert!(!mentions(quote!(ids + idx), &id));
-        // inside a string literal it is not an identifier
-        assert!(!mentions(quote!(format!("{id}")), &id));
+        // an inline format argument of a macro call names it too
+        assert!(mentions(quote!(format!("{id}")), &id));
+        assert!(mentions(quote!(format!("a {id:?} b")), &id));
+        assert!(!mentions(quote!(format!("{{id}}")), &id));
+        assert!(!mentions(quote!(format!("{ids}")), &id));
+        // a string that is not a macro argument does not
+        assert!(!mentions(quote!(f("{id}")), &id));
         assert!(!mentions(quote!(), &id));
     }
 

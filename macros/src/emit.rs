@@ -1,22 +1,23 @@
-//! Emission: the wrapper that calls into the runtime, the original body under a hidden name,
-//! and the `<fn>_cache()` handle that builds the cache from the arguments. No decisions here:
-//! the arguments, the shape and the key plan are already checked.
+//! Emission: the wrapper that calls into the runtime with the user's body as its load, and
+//! the `<fn>_cache()` handle. No decisions here: the arguments, the shape and the key plan
+//! are already checked.
 
 use std::time::Duration;
 
 use proc_macro2::{Literal, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
-use syn::{Attribute, FnArg, Ident, ItemFn, Pat};
+use syn::{Attribute, FnArg, Ident, Pat};
 
 use crate::args::{Args, Returns, StrategyKind};
+use crate::body;
 use crate::key_plan::KeyPlan;
-use crate::shape::Output;
+use crate::shape::{Func, Output};
 
 /// Everything the emitter needs, checked.
 pub struct Expansion {
     pub args: Args,
-    pub func: ItemFn,
+    pub func: Func,
     /// Path of the runtime crate.
     pub krate: TokenStream,
     /// Span of the `self` of a method's receiver.
@@ -26,218 +27,353 @@ pub struct Expansion {
 }
 
 impl Expansion {
+    /// Whether the fn is a method of a trait impl (`trait_impl`, or rewritten by
+    /// `#[async_trait]`): no `<fn>_cache()` handle can be added there.
+    pub fn in_trait_impl(&self) -> bool {
+        in_trait_impl(&self.args, &self.func)
+    }
+
     pub fn emit(self) -> TokenStream {
+        let handle = (!self.in_trait_impl()).then(|| self.handle());
+        let wrapper = self.wrapper();
+        quote!(#wrapper #handle)
+    }
+
+    /// Where the tokens of the expansion's own calls are: the fn's name. A key, value or
+    /// error type that cannot be cached is reported there, once (see `__private`).
+    fn at(&self) -> Span {
+        self.func.sig.ident.span()
+    }
+
+    /// The fn itself: the user's signature, and a body that looks the key up, with the
+    /// user's body as the load.
+    fn wrapper(&self) -> TokenStream {
         let Expansion {
-            args,
             func,
             krate,
             receiver,
-            output,
             plan,
+            ..
         } = self;
-        let ItemFn {
-            attrs,
-            vis,
-            sig,
-            block,
-        } = func;
+        let at = self.at();
+        let p = respan(quote!(#krate::__private), at);
+
+        // ---- the load: the user's body on the load's own copies
+        let mut block = func.block.clone();
+        let this_stmts = receiver
+            .filter(|_| body::replace_self(&mut block))
+            .map(|span| {
+                let this = body::this(span);
+                let self_tok = Ident::new("self", span);
+                let self_ty = Ident::new("Self", span);
+                (
+                    quote_spanned!(span=> let #this = #p::receiver::<#self_ty>(#self_tok);),
+                    quote!(let #this = &#this;),
+                )
+            });
+        let (clone_receiver, borrow_receiver) = this_stmts.unzip();
         let KeyPlan {
             key_ty,
             key_value,
             key_pat,
             prelude,
-            call_args,
+            rebinds,
+            computed,
+            ..
         } = plan;
-        let p = quote!(#krate::__private);
-        let fn_name = sig.ident.clone();
-        let plain_name = fn_name.unraw().to_string();
-        let origin = format_ident!("__stampede_cached_{}", plain_name, span = Span::call_site());
-        let handle = format_ident!("{}_cache", plain_name, span = fn_name.span());
-        let is_method = receiver.is_some();
-        let value_ty = &output.value_ty;
-        let span_ret = output.span;
-
-        // ---- receiver
-        let this = Ident::new("__sc_this", Span::call_site());
-        let receiver_stmt = receiver.map(|span| {
-            let self_tok = Ident::new("self", span);
-            let self_ty = Ident::new("Self", span);
-            quote_spanned!(span=> let #this = #p::receiver::<#self_ty>(#self_tok);)
-        });
-        let origin_call = if is_method {
-            quote!(Self::#origin(&#this, #(#call_args),*))
+        let key = Ident::new("key", Span::mixed_site().located_at(at));
+        let key_stmt = if *computed {
+            quote!(let #key: #key_ty = #key_value;)
         } else {
-            quote!(#origin(#(#call_args),*))
+            quote!(let #key = #key_value;)
         };
-        let handle_call = if is_method {
-            quote!(Self::#handle())
-        } else {
-            quote!(#handle())
+        let make_loader = quote_spanned! {at=>
+            || {
+                #clone_receiver
+                #(#prelude)*
+                move |#key_pat| async move {
+                    #borrow_receiver
+                    #(#rebinds)*
+                    #block
+                }
+            }
         };
-        let load_fn = match output.returns {
-            Returns::Value => quote!(load),
-            Returns::Result => quote!(try_load),
+        let lookup = self.cached(
+            quote_spanned!(at=> ::core::option::Option::Some(#key)),
+            make_loader,
+        );
+        let body = quote_spanned! {at=>
+            {
+                #key_stmt
+                #lookup.await
+            }
         };
-        let key_local = Ident::new("__sc_key", Span::call_site());
 
-        // ---- attributes
-        let cfgs: Vec<&Attribute> = attrs.iter().filter(|a| is_cfg_attr(a)).collect();
-        let lints: Vec<Attribute> = attrs
+        let attrs = &func.attrs;
+        let vis = &func.vis;
+        match &func.async_trait {
+            None => {
+                // The wrapper keeps the user's signature; `mut` bindings are the load's.
+                let mut sig = func.sig.clone();
+                for input in &mut sig.inputs {
+                    if let FnArg::Typed(pt) = input
+                        && let Pat::Ident(pi) = &mut *pt.pat
+                    {
+                        pi.mutability = None;
+                    }
+                }
+                quote!(#(#attrs)* #vis #sig #body)
+            }
+            Some(sig) => {
+                let pin = respan(quote!(::std::boxed::Box::pin), at);
+                quote!(#(#attrs)* #vis #sig { #pin(async move #body) })
+            }
+        }
+    }
+
+    /// `<fn>_cache()`: the fn's cache, for `invalidate`, `insert`, `get`, `stats`.
+    pub fn handle(&self) -> TokenStream {
+        let Expansion {
+            func,
+            krate,
+            receiver,
+            output,
+            plan,
+            ..
+        } = self;
+        let at = self.at();
+        let p = respan(quote!(#krate::__private), at);
+        let plain = func.sig.ident.unraw().to_string();
+        let handle = handle_ident(func);
+        // On the fn's name, as in `cached`: a type that fails a bound is reported once.
+        let key_ty = respan(plan.key_ty.clone(), at);
+        let value_ty = respan(output.value_ty.to_token_stream(), at);
+        let vis = &func.vis;
+        let cfgs: Vec<&Attribute> = func.attrs.iter().filter(|a| is_cfg_attr(a)).collect();
+        let lints: Vec<Attribute> = func
+            .attrs
             .iter()
             .filter(|a| is_lint_attr(a))
             .map(lint_as_allow)
             .collect();
-        let wrapper_attrs: Vec<Attribute> = attrs
-            .iter()
-            .map(|a| {
-                if is_lint_attr(a) {
-                    lint_as_allow(a)
-                } else {
-                    a.clone()
-                }
-            })
-            .collect();
-
-        // ---- the wrapper keeps the user's signature; `mut` bindings are the origin's business
-        let mut wrapper_sig = sig.clone();
-        for input in &mut wrapper_sig.inputs {
-            if let FnArg::Typed(pt) = input
-                && let Pat::Ident(pi) = &mut *pt.pat
-            {
-                pi.mutability = None;
-            }
-        }
-        let mut origin_sig = sig.clone();
-        origin_sig.ident = origin.clone();
-
-        // ---- the cache
-        let build = build_cache(&args, &p, &krate, &plain_name, is_method, &output, &key_ty);
-        let handle_doc = if is_method {
+        let doc = if receiver.is_some() {
             format!(
-                "The cache behind [`Self::{plain_name}`] (generated by `#[stampede_cached]`): `invalidate(&key)`, `insert`, `get`, `stats`."
+                "The cache behind [`Self::{plain}`] (generated by `#[stampede_cached]`): `invalidate(&key)`, `insert`, `get`, `stats`."
             )
         } else {
             format!(
-                "The cache behind [`{plain_name}`] (generated by `#[stampede_cached]`): `invalidate(&key)`, `insert`, `get`, `stats`."
+                "The cache behind `{plain}` (generated by `#[stampede_cached]`): `invalidate(&key)`, `insert`, `get`, `stats`."
             )
         };
-
-        // Every token of the call is spanned on the return type: a value or error type that
-        // cannot be cached is reported there (and once, not once per token span).
-        // The receiver and skipped arguments are cloned inside `make_loader`,
-        // which the runtime calls only when a load starts: a hit clones nothing.
-        let loader = respan(
-            quote!(move |#key_pat| async move { #origin_call.await }),
-            span_ret,
+        let cache = self.cached(
+            quote_spanned!(at=> ::core::option::Option::None),
+            quote_spanned!(at=> #p::no_loader),
         );
-        let load_fn = respan(quote!(#p::#load_fn), span_ret);
-        let handle_call = respan(handle_call, span_ret);
-        let key_arg = respan(quote!(#key_local), span_ret);
-        let load_call = quote_spanned! {span_ret=>
-            #load_fn(#handle_call, #key_arg, || {
-                #receiver_stmt
-                #(#prelude)*
-                #loader
-            }).await
-        };
-        let wrapper_body = quote! {
-            {
-                let #key_local = #key_value;
-                #load_call
-            }
-        };
-
-        // The cache lives in a `OnceLock` initialised in the handle's body rather than in a
-        // `LazyLock` initialiser: a static cannot mention `Self`, the body can (the name of a
-        // method's cache is built from `type_name::<Self>()`). A hit costs one atomic load.
+        let cache = quote_spanned!(at=> #cache.cache());
+        let cache_ty = respan(quote!(&'static #krate::Cache<#key_ty, #value_ty>), at);
         quote! {
-            #(#wrapper_attrs)*
-            #vis #wrapper_sig #wrapper_body
-
             #(#cfgs)*
             #(#lints)*
-            #[doc(hidden)]
-            #[allow(clippy::too_many_arguments, clippy::used_underscore_binding)]
-            #origin_sig #block
-
-            #(#cfgs)*
-            #[doc = #handle_doc]
+            #[doc = #doc]
             #[allow(dead_code, clippy::type_complexity)]
-            #vis fn #handle() -> &'static #krate::Cache<#key_ty, #value_ty> {
-                static CACHE: #p::OnceLock<#krate::Cache<#key_ty, #value_ty>> =
-                    #p::OnceLock::new();
-                CACHE.get_or_init(|| #build)
+            #vis fn #handle() -> #cache_ty {
+                #cache
             }
         }
+    }
+
+    /// `__private::cached::<K, V, _, _>(tier, cell, name, configure, key, make_loader)`: the one call
+    /// whose bounds check the key and value types. The fn and its handle make it with the
+    /// same tokens, and share one cache: a receiver-less fn cannot call its handle (`f_cache()`
+    /// or `Self::f_cache()`? it cannot tell), so both declare a cell of the fn's site.
+    fn cached(&self, key: TokenStream, make_loader: TokenStream) -> TokenStream {
+        let Expansion {
+            args,
+            func,
+            krate,
+            output,
+            plan,
+            ..
+        } = self;
+        let at = self.at();
+        let p = respan(quote!(#krate::__private), at);
+        let key_ty = respan(plan.key_ty.clone(), at);
+        let value_ty = respan(output.value_ty.to_token_stream(), at);
+        let (cached, types) = match output.returns {
+            Returns::Value => (quote_spanned!(at=> cached), quote!(#key_ty, #value_ty)),
+            Returns::Result => {
+                let ret = respan(output.ty.to_token_stream(), at);
+                let err_ty = output.err_ty.as_ref().expect("a result has an error type");
+                let err_ty = respan(err_ty.to_token_stream(), at);
+                (
+                    quote_spanned!(at=> try_cached),
+                    quote!(#key_ty, #value_ty, #err_ty, #ret),
+                )
+            }
+        };
+        let tier = if args.shared {
+            quote_spanned!(at=> #p::Shared)
+        } else {
+            quote_spanned!(at=> #p::Local)
+        };
+        // In a trait impl the cell is the fn's own: there is no handle.
+        let new = if self.in_trait_impl() {
+            quote_spanned!(at=> new())
+        } else {
+            let site = site(&func.sig.ident);
+            quote_spanned!(at=> shared(#site))
+        };
+        let (cell_key, cell_value) = (&key_ty, &value_ty);
+        let name = self.name();
+        let configure = self.configure();
+        quote_spanned! {at=>
+            #p::#cached::<#types, _, _>(
+                #tier,
+                {
+                    static CACHE: #p::CacheCell<#cell_key, #cell_value> = #p::CacheCell::#new;
+                    &CACHE
+                },
+                || #name,
+                #configure,
+                #key,
+                #make_loader,
+            )
+        }
+    }
+
+    /// The cache's name: `name = ".."`, else `<Self type>::fn` for a method, else
+    /// `<module>::fn`.
+    fn name(&self) -> TokenStream {
+        let Expansion {
+            args,
+            func,
+            krate,
+            receiver,
+            ..
+        } = self;
+        let at = self.at();
+        let p = respan(quote!(#krate::__private), at);
+        let plain = func.sig.ident.unraw().to_string();
+        match &args.name {
+            Some(n) => quote_spanned!(at=> #p::Name::from(#n)),
+            // `type_name` already starts with the module path.
+            None if receiver.is_some() || self.in_trait_impl() => {
+                quote_spanned!(at=> #p::method_name::<Self>(#plain))
+            }
+            None => {
+                let suffix = format!("::{plain}");
+                quote_spanned!(at=> #p::Name::from(::core::concat!(::core::module_path!(), #suffix)))
+            }
+        }
+    }
+
+    /// `|options| options.ttl(..)...`: one setter per argument given.
+    fn configure(&self) -> TokenStream {
+        let Expansion {
+            args,
+            krate,
+            output,
+            plan,
+            ..
+        } = self;
+        let at = self.at();
+        let p = respan(quote!(#krate::__private), at);
+        let krate = respan(krate.clone(), at);
+        let options = Ident::new("options", Span::mixed_site().located_at(at));
+        let ttl = duration(args.ttl, &p);
+        let mut setters = vec![quote_spanned!(at=> .ttl(#ttl))];
+        match args.strategy {
+            StrategyKind::Lock => {}
+            StrategyKind::Swr => {
+                let stale = duration(args.stale.unwrap_or(args.ttl), &p);
+                setters
+                    .push(quote_spanned!(at=> .strategy(#krate::Strategy::Swr { stale: #stale })));
+            }
+            StrategyKind::XFetch => {
+                let beta = Literal::f64_suffixed(args.beta.unwrap_or(1.0));
+                setters
+                    .push(quote_spanned!(at=> .strategy(#krate::Strategy::XFetch { beta: #beta })));
+            }
+        }
+        if let Some(c) = args.capacity {
+            let c = Literal::u64_unsuffixed(c);
+            setters.push(quote_spanned!(at=> .capacity(#c)));
+        }
+        if let Some(d) = args.jitter {
+            let d = duration(d, &p);
+            setters.push(quote_spanned!(at=> .jitter(#d)));
+        }
+        if let Some((d, span)) = args.none_ttl {
+            let d = duration(d, &p);
+            // Spanned on `none_ttl`: a fn that returns no `Option` is reported there.
+            setters.push(respan(quote!(.none_ttl(#d)), span));
+        }
+        if !args.tags.is_empty() {
+            let pat = &plan.tags_pat;
+            let tags = args.tags.iter().map(|e| {
+                let span = syn::spanned::Spanned::span(e);
+                let tag = respan(quote!(#p::tag), span);
+                quote_spanned!(span=> #tag(#e))
+            });
+            setters.push(quote_spanned!(at=> .tags(|#pat| [#(#tags),*])));
+        }
+        if let Some(d) = args.fail_safe {
+            let d = duration(d, &p);
+            setters.push(quote_spanned!(at=> .fail_safe(#d)));
+        }
+        if let Some(d) = args.soft_timeout {
+            let d = duration(d, &p);
+            setters.push(quote_spanned!(at=> .soft_timeout(#d)));
+        }
+        if let Some((d, _)) = args.load_timeout {
+            let d = duration(d, &p);
+            let err_ty = output
+                .err_ty
+                .as_ref()
+                .expect("load_timeout needs a result (shape check)");
+            // The error type keeps its spans: one without `From<LoadTimeout>` is reported
+            // on its own tokens.
+            setters.push(quote_spanned!(at=> .load_timeout::<#err_ty>(#d)));
+        }
+        if args.shared {
+            if let Some(d) = args.lock_ttl {
+                let d = duration(d, &p);
+                setters.push(quote_spanned!(at=> .lock_ttl(#d)));
+            }
+            if let Some(err_ty) = &output.err_ty {
+                // `E: From<RemoteLoadError> + Debug`: waiters get a failure of another
+                // process; else they load again in process (see `ErrorProbe`).
+                setters.push(quote_spanned! {at=>
+                    .remote_errors({
+                        use #p::{NoRemoteErrors as _, RemoteErrorsFrom as _};
+                        (&#p::ErrorProbe::<#err_ty>::new()).remote_errors()
+                    })
+                });
+            }
+        }
+        quote_spanned!(at=> |#options| #options #(#setters)*)
     }
 }
 
-/// `__private::cache::<K, V>(__private::Options::new(name).ttl(..)...)`: one setter per
-/// argument given, inside the one call whose bounds check the key and value types (errors
-/// are spanned on them).
-fn build_cache(
-    args: &Args,
-    p: &TokenStream,
-    krate: &TokenStream,
-    plain_name: &str,
-    is_method: bool,
-    output: &Output,
-    key_ty: &TokenStream,
-) -> TokenStream {
-    let span_ret = output.span;
-    let value_ty = &output.value_ty;
-    let name = match &args.name {
-        Some(n) => n.to_token_stream(),
-        // `type_name` already starts with the module path.
-        None if is_method => quote!(#p::method_name::<Self>(#plain_name)),
-        None => quote!(::core::concat!(::core::module_path!(), "::", #plain_name)),
-    };
-    let ttl = duration(args.ttl, p);
-    let strategy = match args.strategy {
-        StrategyKind::Lock => quote!(#krate::Strategy::Lock),
-        StrategyKind::Swr => {
-            let stale = duration(args.stale.unwrap_or(args.ttl), p);
-            quote!(#krate::Strategy::Swr { stale: #stale })
-        }
-        StrategyKind::XFetch => {
-            let beta = Literal::f64_suffixed(args.beta.unwrap_or(1.0));
-            quote!(#krate::Strategy::XFetch { beta: #beta })
-        }
-    };
-    let mut setters = vec![quote!(.ttl(#ttl)), quote!(.strategy(#strategy))];
-    if let Some(c) = args.capacity {
-        let c = Literal::u64_unsuffixed(c);
-        setters.push(quote!(.capacity(#c)));
-    }
-    if let Some(d) = args.lock_ttl {
-        let d = duration(d, p);
-        setters.push(quote!(.lock_ttl(#d)));
-    }
-    if let Some(d) = args.fail_safe {
-        let d = duration(d, p);
-        setters.push(quote!(.fail_safe(#d)));
-    }
-    if let Some(d) = args.soft_timeout {
-        let d = duration(d, p);
-        setters.push(quote!(.soft_timeout(#d)));
-    }
-    if let Some((d, _)) = args.load_timeout {
-        let d = duration(d, p);
-        let err = output
-            .err_ty
-            .as_ref()
-            .expect("load_timeout needs a result (shape check)");
-        setters.push(respan(quote!(.load_timeout::<#err>(#d)), span_ret));
-    }
-    let build = if args.shared {
-        quote!(shared_cache)
-    } else {
-        quote!(cache)
-    };
-    let build = respan(quote!(#p::#build), span_ret);
-    let options = respan(quote!(#p::Options::new), span_ret);
-    quote_spanned! {span_ret=>
-        #build::<#key_ty, #value_ty>(#options(#name) #(#setters)*)
+/// See [`Expansion::in_trait_impl`].
+pub fn in_trait_impl(args: &Args, func: &Func) -> bool {
+    args.trait_impl.is_some() || func.async_trait.is_some()
+}
+
+fn handle_ident(func: &Func) -> Ident {
+    let plain = func.sig.ident.unraw().to_string();
+    format_ident!("{}_cache", plain, span = func.sig.ident.span())
+}
+
+/// The site of a fn: where it is in the source. A receiver-less fn and its handle share the
+/// cache of the site.
+fn site(fn_name: &Ident) -> TokenStream {
+    let name = format!("::{}@", fn_name.unraw());
+    quote! {
+        ::core::concat!(
+            ::core::module_path!(), #name, ::core::file!(), ":",
+            ::core::line!(), ":", ::core::column!()
+        )
     }
 }
 

@@ -2,56 +2,71 @@
 
 use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
-use syn::ItemFn;
 
 use crate::args::Args;
-use crate::diag::Errors;
-use crate::emit::Expansion;
+use crate::emit::{Expansion, in_trait_impl};
 use crate::key_plan::{KeyPlan, inputs};
 use crate::shape::{Output, check_signature, parse_fn};
 
-pub fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
-    let args = Args::parse(attr);
-    let func = parse_fn(item)?;
-    let checked = match args {
-        Ok(args) => check(args, &func),
-        Err(mut e) => {
-            // Also report what is wrong with the function itself.
-            if let Err(more) = check_signature(&func) {
-                e.combine(more);
-            }
-            Err(e)
+/// The expansion of `#[stampede_cached(<attr>)] <item>`. Every error is reported at once;
+/// with errors, the item is kept as written, and when only the arguments are wrong (the
+/// signature is one the macro accepts, and the key and value types can be named) its
+/// `<fn>_cache()` handle is still declared, so that its callers add no errors of their own.
+pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let (args, mut errors) = Args::parse_lenient(attr);
+    let func = match parse_fn(item) {
+        Ok(func) => func,
+        Err(e) => {
+            errors.push(e);
+            return errors.finish().expect_err("an error").to_compile_error();
         }
     };
-    Ok(match checked {
-        Ok(expansion) => expansion.emit(),
-        Err(e) => {
-            // Keep the original fn, so that its callers do not add errors of their own.
-            let mut out = e.to_compile_error();
-            out.extend(func.to_token_stream());
-            out
-        }
-    })
-}
-
-/// Every check that needs both the arguments and the function, all errors reported.
-fn check(args: Args, func: &ItemFn) -> syn::Result<Expansion> {
-    let mut errors = Errors::default();
-    errors.check(check_signature(func));
+    let shape_ok = errors.check(check_signature(&func)).is_some();
+    let Some(args) = args else {
+        let mut out = errors.finish().expect_err("an error").to_compile_error();
+        out.extend(func.original());
+        return out;
+    };
     let krate = args
         .krate
         .as_ref()
         .map_or_else(|| quote!(::stampede_cache), |p| p.to_token_stream());
     let (receiver, inputs) = inputs(&func.sig);
-    let plan = errors.check(KeyPlan::new(&args, &func.sig.ident, &inputs, &krate));
+    let args_span = func.sig.paren_token.span.join();
+    let plan = errors.check(KeyPlan::new(
+        &args,
+        &func.sig.ident,
+        receiver,
+        &inputs,
+        args_span,
+        &krate,
+    ));
     let output = errors.check(Output::new(&args, &func.sig, &krate));
-    errors.finish()?;
-    Ok(Expansion {
+    let failed = errors.finish().err();
+    let (Some(plan), Some(output)) = (plan, output) else {
+        let mut out = failed.expect("an error").to_compile_error();
+        out.extend(func.original());
+        return out;
+    };
+    let in_trait = in_trait_impl(&args, &func);
+    let expansion = Expansion {
         args,
-        func: func.clone(),
+        func,
         krate,
         receiver,
-        output: output.expect("no error"),
-        plan: plan.expect("no error"),
-    })
+        output,
+        plan,
+    };
+    match failed {
+        None => expansion.emit(),
+        Some(e) => {
+            // The fn as written, and its handle: the errors are the arguments' alone.
+            let mut out = e.to_compile_error();
+            out.extend(expansion.func.original());
+            if shape_ok && !in_trait {
+                out.extend(expansion.handle());
+            }
+            out
+        }
+    }
 }

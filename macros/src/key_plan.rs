@@ -1,12 +1,13 @@
-//! The key plan: which arguments form the key, their owned types, and how every argument
-//! reaches the detached load.
+//! The key plan: which arguments form the key, their owned types, how every argument
+//! reaches the detached load, and what `tags(..)` see. Every local the plan introduces is
+//! named after the argument it holds.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{FnArg, Ident, Pat, Type};
+use syn::{Expr, ExprLit, FnArg, Ident, Lit, Pat, Type};
 
-use crate::args::Args;
+use crate::args::{Args, mention};
 use crate::diag::{Errors, err, suggest};
 use crate::emit::respan;
 use crate::shape::scan_ty;
@@ -24,6 +25,8 @@ pub struct Input {
     pub ident: Ident,
     pub ty: Type,
     pub kind: Kind,
+    /// `mut x: T`: the body may change its copy.
+    pub mutable: bool,
 }
 
 impl Input {
@@ -90,6 +93,7 @@ pub fn inputs(sig: &syn::Signature) -> (Option<Span>, Vec<Input>) {
                     ident: pi.ident.clone(),
                     ty: (*pt.ty).clone(),
                     kind,
+                    mutable: pi.mutability.is_some(),
                 });
             }
         }
@@ -97,34 +101,53 @@ pub fn inputs(sig: &syn::Signature) -> (Option<Span>, Vec<Input>) {
     (receiver, inputs)
 }
 
-/// The key and the loader's arguments, as tokens of the expansion.
+/// The key, the loader's arguments and the tags' bindings, as tokens of the expansion.
 pub struct KeyPlan {
-    /// `K` of the `Cache<K, V>`.
+    /// `K` of the `Cache<K, V>`, with the user's spans (bounds on `K` are reported there).
     pub key_ty: TokenStream,
     /// The wrapper's expression for the key.
     pub key_value: TokenStream,
+    /// Whether the key is computed by an expression of the user's, which the wrapper then
+    /// checks against `key_ty` (`let key: K = <expr>;`).
+    pub computed: bool,
     /// The pattern the loader binds the key to.
     pub key_pat: TokenStream,
-    /// Statements of `make_loader` that take owned copies of the arguments not in the key.
+    /// The pattern `tags(..)` closures bind `&K` to.
+    pub tags_pat: TokenStream,
+    /// Statements of `make_loader` that take the load's own copies of the arguments that are
+    /// not in the key.
     pub prelude: Vec<TokenStream>,
-    /// The arguments of the call of the original body, in order.
-    pub call_args: Vec<TokenStream>,
+    /// Statements at the start of the load that give the body its arguments as declared
+    /// (`let category: &str = &category;`, `let mut n = n;`).
+    pub rebinds: Vec<TokenStream>,
 }
 
 impl KeyPlan {
-    /// Checks `skip` and `key` against the arguments of `fn_name` and plans the key.
+    /// Checks `skip`, `key` and `tags` against the arguments of `fn_name` and plans the key.
+    /// `args_span` is the span of the fn's argument list.
     pub fn new(
         args: &Args,
         fn_name: &Ident,
+        receiver: Option<Span>,
         inputs: &[Input],
+        args_span: Span,
         krate: &TokenStream,
     ) -> syn::Result<KeyPlan> {
-        check(args, fn_name, inputs)?;
-        Ok(plan(args, inputs, krate))
+        let key = check(args, fn_name, inputs)?;
+        check_tags(args, receiver, inputs, &key)?;
+        Ok(plan(args, inputs, &key, args_span, krate))
     }
 }
 
-fn check(args: &Args, fn_name: &Ident, inputs: &[Input]) -> syn::Result<()> {
+/// What forms the key.
+enum KeySource {
+    /// The listed arguments (every one not skipped, or the one `key = arg` names).
+    Arguments,
+    /// `key: T = <expr>`, or `key = <expr>` of a type inferred from the expression.
+    Computed { ty: TokenStream },
+}
+
+fn check(args: &Args, fn_name: &Ident, inputs: &[Input]) -> syn::Result<KeySource> {
     let mut errors = Errors::default();
     let arg_names = || {
         if inputs.is_empty() {
@@ -158,6 +181,7 @@ fn check(args: &Args, fn_name: &Ident, inputs: &[Input]) -> syn::Result<()> {
             ));
         }
     }
+    let mut source = KeySource::Arguments;
     let mut key_self = None;
     if let Some(k) = &args.key {
         match &k.ty {
@@ -170,19 +194,26 @@ fn check(args: &Args, fn_name: &Ident, inputs: &[Input]) -> syn::Result<()> {
                     ));
                 }
                 key_self = s.self_ty;
+                source = KeySource::Computed {
+                    ty: ty.to_token_stream(),
+                };
             }
-            None => {
-                if key_argument(args, inputs).is_none() {
-                    errors.push(syn::Error::new_spanned(
-                        &k.expr,
-                        "#[stampede_cached] cannot infer the type of this `key` expression: the cache's static must name it\nhelp: annotate it: `key: Type = <expr>`, e.g. `key: String = format!(\"{id}:{region}\")`",
-                    ));
+            None if key_argument(args, inputs).is_some() => {}
+            None => match infer_key_type(&k.expr, inputs) {
+                Some(ty) => {
+                    source = KeySource::Computed {
+                        ty: respan(ty, k.expr.span()),
+                    }
                 }
-            }
+                None => errors.push(syn::Error::new_spanned(
+                    &k.expr,
+                    "#[stampede_cached] cannot tell the type of this `key` expression, and the cache's static must name it\nhelp: annotate it: `key: Type = <expr>`, e.g. `key: (u64, String) = (id, region.to_owned())`; `format!(..)`, `x.to_string()`, literals, casts and arguments need no annotation",
+                )),
+            },
         }
     }
     // Types that end up in the static `Cache<K, V>` cannot name `Self`.
-    if key_self.is_none() && args.key.as_ref().is_none_or(|k| k.ty.is_none()) {
+    if key_self.is_none() && matches!(source, KeySource::Arguments) {
         key_self = inputs
             .iter()
             .filter(|a| in_key(args, a))
@@ -194,10 +225,76 @@ fn check(args: &Args, fn_name: &Ident, inputs: &[Input]) -> syn::Result<()> {
             "#[stampede_cached] cannot name `Self` in the key type of the cache's static\nhelp: write the type's name instead of `Self`, or `skip` this argument",
         ));
     }
-    errors.finish()
+    errors.finish()?;
+    Ok(source)
 }
 
-/// The argument `key = arg` names (an untyped key must name one).
+/// The type of an untyped `key = <expr>` when it is certain from the expression alone:
+/// `format!(..)`, `.to_string()` → `String`; a string literal → `&'static str`; a suffixed
+/// or `bool`/`char` literal; `x as T` → `T`; `x.clone()` / `x.to_owned()` / `*x` of an
+/// argument → its owned type; a tuple of those.
+pub fn infer_key_type(expr: &Expr, inputs: &[Input]) -> Option<TokenStream> {
+    let arg = |e: &Expr| -> Option<&Input> {
+        let Expr::Path(p) = e else { return None };
+        let id = p.path.get_ident().filter(|_| p.qself.is_none())?;
+        inputs.iter().find(|a| a.ident == *id)
+    };
+    let string = || quote!(::std::string::String);
+    match expr {
+        Expr::Macro(m) if m.mac.path.is_ident("format") => Some(string()),
+        Expr::MethodCall(m) if m.method == "to_string" && m.args.is_empty() => Some(string()),
+        Expr::MethodCall(m)
+            if (m.method == "to_owned" || m.method == "clone") && m.args.is_empty() =>
+        {
+            if let Some(a) = arg(&m.receiver) {
+                return Some(a.owned_ty().to_token_stream());
+            }
+            match &*m.receiver {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(_), ..
+                }) if m.method == "to_owned" => Some(string()),
+                _ => None,
+            }
+        }
+        Expr::Call(c)
+            if matches!(&*c.func, Expr::Path(p) if p.path.segments.len() >= 2
+                && p.path.segments.iter().rev().nth(1).is_some_and(|s| s.ident == "String")
+                && (p.path.segments.last().is_some_and(|s| s.ident == "from" || s.ident == "new"))) =>
+        {
+            Some(string())
+        }
+        Expr::Lit(ExprLit { lit, .. }) => match lit {
+            Lit::Str(_) => Some(quote!(&'static str)),
+            Lit::Bool(_) => Some(quote!(bool)),
+            Lit::Char(_) => Some(quote!(char)),
+            Lit::Int(i) if !i.suffix().is_empty() => {
+                let t = Ident::new(i.suffix(), Span::call_site());
+                Some(quote!(#t))
+            }
+            _ => None,
+        },
+        Expr::Cast(c) => Some(c.ty.to_token_stream()),
+        Expr::Unary(u) if matches!(u.op, syn::UnOp::Deref(_)) => match arg(&u.expr)?.kind {
+            Kind::Borrowed(ref elem, _) => Some(elem.to_token_stream()),
+            Kind::Owned => None,
+        },
+        Expr::Path(_) => arg(expr).map(|a| a.owned_ty().to_token_stream()),
+        Expr::Tuple(t) => {
+            let parts = t
+                .elems
+                .iter()
+                .map(|e| infer_key_type(e, inputs))
+                .collect::<Option<Vec<_>>>()?;
+            Some(quote!((#(#parts,)*)))
+        }
+        Expr::Paren(p) => infer_key_type(&p.expr, inputs),
+        Expr::Group(g) => infer_key_type(&g.expr, inputs),
+        _ => None,
+    }
+}
+
+/// The argument `key = arg` names (`key = arg` is the default key with every other argument
+/// skipped).
 fn key_argument<'a>(args: &Args, inputs: &'a [Input]) -> Option<&'a Input> {
     let k = args.key.as_ref().filter(|k| k.ty.is_none())?;
     let syn::Expr::Path(p) = &k.expr else {
@@ -207,99 +304,153 @@ fn key_argument<'a>(args: &Args, inputs: &'a [Input]) -> Option<&'a Input> {
     inputs.iter().find(|a| a.ident == *id)
 }
 
-/// Whether argument `a` is part of a key formed from the arguments (`key = arg` is the
-/// default key with every other argument skipped). False for every argument of a typed
-/// `key: T = <expr>`.
+/// Whether argument `a` is part of a key formed from the arguments. False for every
+/// argument of a computed key.
 fn in_key(args: &Args, a: &Input) -> bool {
     match &args.key {
-        Some(k) if k.ty.is_some() => false,
         Some(_) => key_argument(args, std::slice::from_ref(a)).is_some(),
         None => !args.skip.contains(&a.ident),
     }
 }
 
-fn plan(args: &Args, inputs: &[Input], krate: &TokenStream) -> KeyPlan {
+/// Tags are computed from the key when a load starts, so they may only use what the key
+/// holds: the key's arguments, or `key` itself for a computed key.
+fn check_tags(
+    args: &Args,
+    receiver: Option<Span>,
+    inputs: &[Input],
+    key: &KeySource,
+) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    let self_ident = Ident::new("self", Span::call_site());
+    for expr in &args.tags {
+        let tokens = expr.to_token_stream();
+        if receiver.is_some()
+            && let Some(span) = mention(tokens.clone(), &self_ident)
+        {
+            errors.push(err(
+                span,
+                "a `tags(..)` expression cannot use `self`: tags are computed from the key when a load starts, and the receiver is not part of the key\nhelp: use the arguments that form the key",
+            ));
+            continue;
+        }
+        for a in inputs {
+            if matches!(key, KeySource::Computed { .. }) && a.ident == "key" {
+                continue; // the tags' `key` is the key
+            }
+            let Some(span) = mention(tokens.clone(), &a.ident) else {
+                continue;
+            };
+            let id = &a.ident;
+            let msg = match key {
+                KeySource::Computed { .. } => format!(
+                    "a `tags(..)` expression cannot use the argument `{id}`: with a computed `key`, tags are computed from the key alone when a load starts\nhelp: use `key`, e.g. `tags(format!(\"user:{{key}}\"))`"
+                ),
+                KeySource::Arguments if in_key(args, a) => continue,
+                KeySource::Arguments => format!(
+                    "a `tags(..)` expression cannot use `{id}`: it is not part of the key, and tags are computed from the key when a load starts\nhelp: use the arguments that form the key, or make `{id}` part of it"
+                ),
+            };
+            errors.push(err(span, msg));
+        }
+    }
+    errors.finish()
+}
+
+fn plan(
+    args: &Args,
+    inputs: &[Input],
+    key: &KeySource,
+    args_span: Span,
+    krate: &TokenStream,
+) -> KeyPlan {
     let p = quote!(#krate::__private);
 
-    // An argument turned owned through `__private::<by_value>(arg)` or
-    // `__private::<by_ref>::<T>(arg)`, spanned on its type so a bound error lands there.
-    let own_through = |a: &Input, by_value: &str, by_ref: &str| -> TokenStream {
+    // The call that gives the load (or the key) its own copy of a borrowed argument,
+    // spanned on the argument's type so that a bound error lands there.
+    let own_through = |a: &Input, f: &str| -> Option<TokenStream> {
+        let Kind::Borrowed(elem, _) = &a.kind else {
+            return None;
+        };
         let id = &a.ident;
-        match &a.kind {
-            Kind::Owned => {
-                let p = respan(p.clone(), a.ty.span());
-                let f = Ident::new(by_value, a.ty.span());
-                quote_spanned!(a.ty.span()=> #p::#f(#id))
-            }
-            Kind::Borrowed(elem, _) => {
-                let p = respan(p.clone(), elem.span());
-                let f = Ident::new(by_ref, elem.span());
-                quote_spanned!(elem.span()=> #p::#f::<#elem>(#id))
-            }
-        }
+        let p = respan(p.clone(), elem.span());
+        let f = Ident::new(f, elem.span());
+        Some(quote_spanned!(elem.span()=> #p::#f::<#elem, _>(#id)))
     };
-    let own_moved = |a: &Input| own_through(a, "moved", "owned");
-    let own_key = |a: &Input| own_through(a, "key", "key_owned");
-    let pass = |a: &Input, local: &Ident| -> TokenStream {
-        match a.kind {
-            Kind::Owned => quote!(#local),
-            Kind::Borrowed(..) => quote!(&#local),
-        }
+    // Skipped: moved into the load (by value) or copied (by reference).
+    let to_load = |a: &Input| -> TokenStream {
+        let id = &a.ident;
+        let v = own_through(a, "owned").unwrap_or_else(|| {
+            let p = respan(p.clone(), a.ty.span());
+            quote_spanned!(a.ty.span()=> #p::moved(#id))
+        });
+        quote!(let #id = #v;)
     };
-    let local = |i: usize| format_ident!("__sc_arg{}", i, span = Span::call_site());
+    // What the body sees: the argument as declared.
+    let rebinds = inputs
+        .iter()
+        .filter_map(|a| {
+            let id = &a.ident;
+            let m = a.mutable.then(|| quote!(mut));
+            match &a.kind {
+                Kind::Borrowed(elem, _) => Some(quote!(let #m #id: &#elem = &#id;)),
+                Kind::Owned if a.mutable => Some(quote!(let mut #id = #id;)),
+                Kind::Owned => None,
+            }
+        })
+        .collect();
 
-    let mut prelude = Vec::new();
-    let mut call_args = Vec::new();
-    if let Some(k) = args.key.as_ref().filter(|k| k.ty.is_some()) {
-        // `key: T = <expr>`: every argument is moved into the load.
-        let ty = k.ty.as_ref().expect("filtered on a type");
+    if let KeySource::Computed { ty } = key {
+        let k = args.key.as_ref().expect("a computed key");
         let expr = &k.expr;
-        for (i, a) in inputs.iter().enumerate() {
-            let local = local(i);
-            let v = own_moved(a);
-            prelude.push(quote!(let #local = #v;));
-            call_args.push(pass(a, &local));
-        }
+        let key_ident = Ident::new("key", Span::call_site());
         return KeyPlan {
-            key_ty: ty.to_token_stream(),
-            key_value: quote_spanned!(k.span=> #p::key::<#ty>(#expr)),
+            key_ty: ty.clone(),
+            key_value: expr.to_token_stream(),
+            computed: true,
             key_pat: quote!(_),
-            prelude,
-            call_args,
+            tags_pat: quote!(#key_ident),
+            prelude: inputs.iter().map(to_load).collect(),
+            rebinds,
         };
     }
 
     let mut key_tys = Vec::new();
     let mut key_vals = Vec::new();
-    let mut key_locals = Vec::new();
-    for (i, a) in inputs.iter().enumerate() {
-        let local = local(i);
+    let mut key_names = Vec::new();
+    let mut prelude = Vec::new();
+    for a in inputs {
         if in_key(args, a) {
+            let id = &a.ident;
             key_tys.push(a.owned_ty().to_token_stream());
-            key_vals.push(own_key(a));
-            key_locals.push(local.clone());
+            key_vals.push(own_through(a, "owned_key").unwrap_or_else(|| quote!(#id)));
+            key_names.push(id.clone());
         } else {
-            let v = own_moved(a);
-            prelude.push(quote!(let #local = #v;));
+            prelude.push(to_load(a));
         }
-        call_args.push(pass(a, &local));
     }
     let (key_ty, key_value, key_pat) = if key_tys.len() == 1 {
-        let l = &key_locals[0];
-        (key_tys.remove(0), key_vals.remove(0), quote!(#l))
+        let id = &key_names[0];
+        (key_tys.remove(0), key_vals.remove(0), quote!(#id))
     } else {
+        // The tuple type is spanned on the argument list: a bound it fails is reported
+        // there, once.
+        let mut ty = Group::new(Delimiter::Parenthesis, quote!(#(#key_tys,)*));
+        ty.set_span(args_span);
         (
-            quote!((#(#key_tys,)*)),
+            TokenTree::Group(ty).into(),
             quote!((#(#key_vals,)*)),
-            quote!((#(#key_locals,)*)),
+            quote!((#(#key_names,)*)),
         )
     };
     KeyPlan {
         key_ty,
         key_value,
+        computed: false,
+        tags_pat: key_pat.clone(),
         key_pat,
         prelude,
-        call_args,
+        rebinds,
     }
 }
 
@@ -343,12 +494,23 @@ mod tests {
     fn plan_of(attr: TokenStream, f: TokenStream) -> syn::Result<KeyPlan> {
         let args = Args::parse(attr).unwrap_or_else(|e| panic!("{e}"));
         let f: syn::ItemFn = syn::parse2(f).unwrap();
-        let (_, inputs) = inputs(&f.sig);
-        KeyPlan::new(&args, &f.sig.ident, &inputs, &quote!(::sc))
+        let (receiver, inputs) = inputs(&f.sig);
+        KeyPlan::new(
+            &args,
+            &f.sig.ident,
+            receiver,
+            &inputs,
+            Span::call_site(),
+            &quote!(::sc),
+        )
+    }
+
+    fn strings(t: &[TokenStream]) -> Vec<String> {
+        t.iter().map(|t| t.to_string()).collect()
     }
 
     #[test]
-    fn default_key_is_the_owned_tuple_of_non_skipped_arguments() {
+    fn default_key_is_the_owned_tuple_of_non_skipped_arguments_named_after_them() {
         let p = plan_of(
             quote!(ttl = "1s", skip(trace)),
             quote!(
@@ -361,13 +523,16 @@ mod tests {
             quote!((::std::string::String, u32,)).to_string()
         );
         assert_eq!(
-            p.key_pat.to_string(),
-            quote!((__sc_arg0, __sc_arg1,)).to_string()
+            p.key_value.to_string(),
+            quote!((::sc::__private::owned_key::<str, _>(c), limit,)).to_string()
         );
-        assert_eq!(p.prelude.len(), 1);
-        assert!(p.prelude[0].to_string().contains("moved (trace)"));
-        let call: Vec<String> = p.call_args.iter().map(|t| t.to_string()).collect();
-        assert_eq!(call, ["& __sc_arg0", "__sc_arg1", "__sc_arg2"]);
+        assert_eq!(p.key_pat.to_string(), quote!((c, limit,)).to_string());
+        assert_eq!(p.tags_pat.to_string(), p.key_pat.to_string());
+        assert_eq!(
+            strings(&p.prelude),
+            [quote!(let trace = ::sc::__private::moved(trace);).to_string()]
+        );
+        assert_eq!(strings(&p.rebinds), [quote!(let c: &str = &c;).to_string()]);
     }
 
     #[test]
@@ -375,12 +540,13 @@ mod tests {
         let p = plan_of(
             quote!(ttl = "1s"),
             quote!(
-                async fn f(id: u64) {}
+                async fn f(mut id: u64) {}
             ),
         )
         .unwrap();
         assert_eq!(p.key_ty.to_string(), "u64");
-        assert_eq!(p.key_pat.to_string(), "__sc_arg0");
+        assert_eq!(p.key_pat.to_string(), "id");
+        assert_eq!(strings(&p.rebinds), ["let mut id = id ;"]);
         let p = plan_of(
             quote!(ttl = "1s"),
             quote!(
@@ -389,6 +555,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.key_ty.to_string(), "()");
+        assert_eq!(p.key_pat.to_string(), "()");
         let p = plan_of(
             quote!(ttl = "1s", key = b),
             quote!(
@@ -401,7 +568,26 @@ mod tests {
     }
 
     #[test]
-    fn typed_key_moves_every_argument() {
+    fn skipped_borrowed_arguments_are_copied_for_the_load() {
+        let p = plan_of(
+            quote!(ttl = "1s", skip(db)),
+            quote!(
+                async fn f(db: &Pool, id: u64) {}
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            strings(&p.prelude),
+            [quote!(let db = ::sc::__private::owned::<Pool, _>(db);).to_string()]
+        );
+        assert_eq!(
+            strings(&p.rebinds),
+            [quote!(let db: &Pool = &db;).to_string()]
+        );
+    }
+
+    #[test]
+    fn computed_key_moves_every_argument_and_tags_see_key() {
         let p = plan_of(
             quote!(ttl = "1s", key: String = format!("{a}")),
             quote!(
@@ -411,20 +597,63 @@ mod tests {
         .unwrap();
         assert_eq!(p.key_ty.to_string(), "String");
         assert_eq!(p.key_pat.to_string(), "_");
+        assert_eq!(p.tags_pat.to_string(), "key");
         assert_eq!(p.prelude.len(), 2);
+    }
+
+    fn inferred(expr: TokenStream) -> Option<String> {
+        let f: syn::ItemFn = syn::parse2(quote!(
+            async fn f(id: u64, name: &str, user: &User) {}
+        ))
+        .unwrap();
+        let (_, inputs) = inputs(&f.sig);
+        infer_key_type(&syn::parse2(expr).unwrap(), &inputs).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn key_types_are_inferred_where_certain() {
+        let string = Some(quote!(::std::string::String).to_string());
+        assert_eq!(inferred(quote!(format!("{id}:{name}"))), string);
+        assert_eq!(inferred(quote!(id.to_string())), string);
+        assert_eq!(inferred(quote!(name.to_owned())), string);
+        assert_eq!(inferred(quote!("x".to_owned())), string);
+        assert_eq!(inferred(quote!(String::from(name))), string);
+        assert_eq!(inferred(quote!(user.clone())), Some("User".into()));
+        assert_eq!(inferred(quote!(*user)), Some("User".into()));
+        assert_eq!(inferred(quote!(id)), Some("u64".into()));
+        assert_eq!(inferred(quote!(id as i64)), Some("i64".into()));
+        assert_eq!(inferred(quote!(7u32)), Some("u32".into()));
+        assert_eq!(
+            inferred(quote!("all")),
+            Some(quote!(&'static str).to_string())
+        );
+        assert_eq!(
+            inferred(quote!((id, name.to_string()))),
+            Some(quote!((u64, ::std::string::String,)).to_string())
+        );
+        // not certain
+        assert_eq!(inferred(quote!(7)), None);
+        assert_eq!(inferred(quote!(id + 1)), None);
+        assert_eq!(inferred(quote!(user.id)), None);
+        assert_eq!(inferred(quote!(hash(name))), None);
+        assert_eq!(inferred(quote!((id, id + 1))), None);
+    }
+
+    fn errors_of(attr: TokenStream, f: TokenStream) -> Vec<String> {
+        match plan_of(attr, f) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
     }
 
     #[test]
     fn key_errors_are_all_reported() {
-        let e = plan_of(
+        let all = errors_of(
             quote!(ttl = "1s", skip(self, idd)),
             quote!(
                 async fn f(&self, id: u64, s: Option<Self>) {}
             ),
-        )
-        .err()
-        .unwrap();
-        let all: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        );
         assert_eq!(all.len(), 3, "{all:#?}");
         assert!(all[0].starts_with("`self` is never part of the key"));
         assert!(all[1].starts_with("`skip` names `idd`, which is not an argument of `f`"));
@@ -440,17 +669,71 @@ mod tests {
             )
             .is_ok()
         );
-        let e = plan_of(
+        let e = errors_of(
             quote!(ttl = "1s", key = a.b),
             quote!(
                 async fn f(a: u8) {}
             ),
-        )
-        .err()
-        .unwrap();
-        assert!(
-            e.to_string()
-                .contains("cannot infer the type of this `key` expression")
         );
+        assert!(e[0].contains("cannot tell the type of this `key` expression"));
+    }
+
+    #[test]
+    fn tags_use_only_what_the_key_holds() {
+        let ok = |attr, f| {
+            plan_of(attr, f)
+                .map(|_| ())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        ok(
+            quote!(ttl = "1s", skip(trace), tags(format!("c:{c}"), c.clone())),
+            quote!(
+                async fn f(&self, c: &str, trace: u8) {}
+            ),
+        );
+        ok(
+            quote!(ttl = "1s", key = format!("{a}"), tags(format!("k:{key}"))),
+            quote!(
+                async fn f(a: u8) {}
+            ),
+        );
+        let e = errors_of(
+            quote!(
+                ttl = "1s",
+                skip(trace),
+                tags(format!("{trace}"), trace.to_string())
+            ),
+            quote!(
+                async fn f(c: &str, trace: u8) {}
+            ),
+        );
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e[0].starts_with(
+                "a `tags(..)` expression cannot use `trace`: it is not part of the key"
+            )
+        );
+        let e = errors_of(
+            quote!(ttl = "1s", tags(self.tenant())),
+            quote!(
+                async fn f(&self, c: u8) {}
+            ),
+        );
+        assert!(e[0].contains("cannot use `self`"), "{e:?}");
+        let e = errors_of(
+            quote!(ttl = "1s", key = format!("{a}"), tags(format!("{a}"))),
+            quote!(
+                async fn f(a: u8) {}
+            ),
+        );
+        assert!(e[0].contains("with a computed `key`"), "{e:?}");
+        // `key = b`: only `b` is in the key
+        let e = errors_of(
+            quote!(ttl = "1s", key = b, tags(a.to_string())),
+            quote!(
+                async fn f(a: u8, b: u16) {}
+            ),
+        );
+        assert!(e[0].contains("cannot use `a`"), "{e:?}");
     }
 }

@@ -6,11 +6,14 @@
 use proc_macro::TokenStream;
 
 mod args;
+mod body;
 mod diag;
 mod emit;
 mod expand;
 mod key_plan;
 mod shape;
+#[cfg(test)]
+mod snapshots;
 
 /// Memoises an `async fn` with stampede protection: concurrent misses of one key share
 /// one load, which runs as a detached task, so a cancelled caller never cancels it.
@@ -124,8 +127,5 @@ mod shape;
 /// [`Cache::get_or_load_with`]: https://docs.rs/stampede-cache/latest/stampede_cache/struct.Cache.html#method.get_or_load_with
 #[proc_macro_attribute]
 pub fn stampede_cached(args: TokenStream, item: TokenStream) -> TokenStream {
-    match expand::expand(args.into(), item.into()) {
-        Ok(tokens) => tokens.into(),
-        Err(e) => e.to_compile_error().into(),
-    }
+    expand::expand(args.into(), item.into()).into()
 }

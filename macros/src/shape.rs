@@ -3,25 +3,83 @@
 
 use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use quote::ToTokens;
+use quote::quote;
 use syn::spanned::Spanned;
 use syn::{
-    FnArg, GenericArgument, GenericParam, ItemFn, Pat, PathArguments, ReturnType, Type,
-    WherePredicate,
+    Attribute, Block, Expr, FnArg, GenericArgument, GenericParam, ItemFn, Pat, PathArguments,
+    ReturnType, Signature, Stmt, Token, Type, TypeParamBound, Visibility, WherePredicate,
 };
 
 use crate::args::{Args, Returns};
 use crate::diag::{Errors, err};
 
+/// The annotated function, seen as the `async fn` the user wrote.
+pub struct Func {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    /// The signature of the `async fn` (for an `#[async_trait]` method: as written, before
+    /// `#[async_trait]` rewrote it).
+    pub sig: Signature,
+    /// The body of the `async fn`.
+    pub block: Block,
+    /// For a method that `#[async_trait]` already rewrote: its signature as rewritten
+    /// (`fn f<'life0, 'async_trait>(&'life0 self) -> Pin<Box<dyn Future<..> + Send + 'async_trait>>`),
+    /// which the expansion keeps.
+    pub async_trait: Option<Signature>,
+}
+
+impl Func {
+    /// The item as given, for an expansion that failed.
+    pub fn original(&self) -> TokenStream {
+        let Func {
+            attrs,
+            vis,
+            sig,
+            block,
+            async_trait,
+        } = self;
+        match async_trait {
+            None => quote!(#(#attrs)* #vis #sig #block),
+            Some(sig) => {
+                quote!(#(#attrs)* #vis #sig { ::std::boxed::Box::pin(async move #block) })
+            }
+        }
+    }
+}
+
 /// The annotated item as a function, or the error that says why it is not one.
-pub fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
+pub fn parse_fn(item: TokenStream) -> syn::Result<Func> {
     let e = match syn::parse2::<ItemFn>(item.clone()) {
-        Ok(f) => return Ok(f),
+        Ok(f) => {
+            let ItemFn {
+                attrs,
+                vis,
+                sig,
+                block,
+            } = f;
+            if let Some((async_sig, body)) = async_trait_view(&sig, &block) {
+                return Ok(Func {
+                    attrs,
+                    vis,
+                    sig: async_sig,
+                    block: body,
+                    async_trait: Some(sig),
+                });
+            }
+            return Ok(Func {
+                attrs,
+                vis,
+                sig,
+                block: *block,
+                async_trait: None,
+            });
+        }
         Err(e) => e,
     };
     if let Ok(t) = syn::parse2::<syn::TraitItemFn>(item.clone()) {
         return Err(err(
             t.sig.ident.span(),
-            "#[stampede_cached] cannot be used on a trait method declaration\nhelp: put it on an `async fn` with a body: a free function or a method of an inherent `impl`",
+            "#[stampede_cached] cannot be used on a trait method declaration\nhelp: put it on the method of the trait's impl (with `trait_impl`), or on a free fn or inherent method",
         ));
     }
     if let Ok(other) = syn::parse2::<syn::Item>(item)
@@ -32,12 +90,90 @@ pub fn parse_fn(item: TokenStream) -> syn::Result<ItemFn> {
             .into_iter()
             .find(|t| !matches!(t, TokenTree::Punct(p) if p.as_char() == '#'))
             .map_or_else(Span::call_site, |t| t.span());
-        return Err(err(
-            first,
-            "#[stampede_cached] applies to `async fn` items only",
-        ));
+        let msg = if matches!(other, syn::Item::Impl(_)) {
+            "#[stampede_cached] applies to `async fn` items, not to an `impl` block\nhelp: put it on each method to cache (in a trait impl, with `trait_impl`)"
+        } else {
+            "#[stampede_cached] applies to `async fn` items only"
+        };
+        return Err(err(first, msg));
     }
     Err(e)
+}
+
+/// The `async fn` that `#[async_trait]` rewrote into `sig` and `block`, if it did: a fn that
+/// is not `async`, returns `Pin<Box<dyn Future<Output = T> (+ Send) + 'async_trait>>` and
+/// whose body is `Box::pin(async move { .. })`. The view has the same inputs and generics,
+/// returns `T`, and its body is the async block (which `#[async_trait]` starts with
+/// `let __self = self;`, and `let x = x;` for arguments taken by value).
+pub fn async_trait_view(sig: &Signature, block: &Block) -> Option<(Signature, Block)> {
+    if sig.asyncness.is_some() {
+        return None;
+    }
+    let ReturnType::Type(arrow, ret) = &sig.output else {
+        return None;
+    };
+    let output = pinned_future_output(ret)?;
+    let [Stmt::Expr(Expr::Call(call), None)] = block.stmts.as_slice() else {
+        return None;
+    };
+    let Expr::Path(callee) = &*call.func else {
+        return None;
+    };
+    let names: Vec<String> = callee
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    if !names.ends_with(&["Box".to_string(), "pin".to_string()]) || call.args.len() != 1 {
+        return None;
+    }
+    let Expr::Async(body) = &call.args[0] else {
+        return None;
+    };
+    body.capture?;
+    let mut view = sig.clone();
+    view.asyncness = Some(Token![async](sig.fn_token.span));
+    view.output = ReturnType::Type(*arrow, Box::new(output));
+    Some((view, body.block.clone()))
+}
+
+/// `T` of `Pin<Box<dyn Future<Output = T> + ..>>` (any paths).
+fn pinned_future_output(ty: &Type) -> Option<Type> {
+    let inner = |ty: &Type, name: &str| -> Option<Type> {
+        let Type::Path(p) = ty else { return None };
+        let seg = p.path.segments.last()?;
+        if seg.ident != name {
+            return None;
+        }
+        let PathArguments::AngleBracketed(a) = &seg.arguments else {
+            return None;
+        };
+        match a.args.first()? {
+            GenericArgument::Type(t) if a.args.len() == 1 => Some(t.clone()),
+            _ => None,
+        }
+    };
+    let boxed = inner(ty, "Pin")?;
+    let Type::TraitObject(object) = inner(&boxed, "Box")? else {
+        return None;
+    };
+    object.bounds.iter().find_map(|b| {
+        let syn::TypeParamBound::Trait(t) = b else {
+            return None;
+        };
+        let seg = t.path.segments.last()?;
+        if seg.ident != "Future" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(a) = &seg.arguments else {
+            return None;
+        };
+        a.args.iter().find_map(|arg| match arg {
+            GenericArgument::AssocType(at) if at.ident == "Output" => Some(at.ty.clone()),
+            _ => None,
+        })
+    })
 }
 
 /// What a type mentions that a static cache or a detached load cannot hold.
@@ -98,7 +234,7 @@ pub fn scan_ty(ty: &Type) -> Scan {
 }
 
 /// Signature checks that do not depend on the arguments.
-pub fn check_signature(func: &ItemFn) -> syn::Result<()> {
+pub fn check_signature(func: &Func) -> syn::Result<()> {
     let mut errors = Errors::default();
     let sig = &func.sig;
     if sig.asyncness.is_none() {
@@ -146,7 +282,13 @@ pub fn check_signature(func: &ItemFn) -> syn::Result<()> {
     }
     if let Some(w) = &sig.generics.where_clause {
         for pred in &w.predicates {
-            if let WherePredicate::Type(t) = pred {
+            // `Self: 'a` (as `#[async_trait]` writes) bounds no type we name.
+            if let WherePredicate::Type(t) = pred
+                && !t
+                    .bounds
+                    .iter()
+                    .all(|b| matches!(b, TypeParamBound::Lifetime(_)))
+            {
                 errors.push(syn::Error::new_spanned(
                     &t.bounded_ty,
                     "#[stampede_cached] does not support `where` bounds on types\nhelp: use concrete types",
@@ -262,23 +404,22 @@ fn check_argument(pt: &syn::PatType, errors: &mut Errors) {
 
 /// What the function returns, and what of it is cached.
 pub struct Output {
-    /// Where errors about the value or error type are reported: the return type, or the fn
-    /// name when there is none.
-    pub span: Span,
     pub returns: Returns,
     /// `V` of the `Cache<K, V>`: the return type, or the `Ok` type of a result.
     pub value_ty: Type,
     /// `E` of a result: its `Err` type.
     pub err_ty: Option<Type>,
+    /// The return type as declared (`()` when there is none).
+    pub ty: Type,
 }
 
 impl Output {
     /// Resolves `returns` for `sig` and checks the arguments that need a result.
     pub fn new(args: &Args, sig: &syn::Signature, krate: &TokenStream) -> syn::Result<Output> {
         let mut errors = Errors::default();
-        let (ty, span): (Type, Span) = match &sig.output {
-            ReturnType::Type(_, ty) => ((**ty).clone(), ty.span()),
-            ReturnType::Default => (syn::parse_quote!(()), sig.ident.span()),
+        let ty: Type = match &sig.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => syn::parse_quote_spanned!(sig.ident.span()=> ()),
         };
         let declared = !matches!(sig.output, ReturnType::Default);
         let returns = match &args.returns {
@@ -319,10 +460,10 @@ impl Output {
             Returns::Result => (ok_type(&ty, krate), Some(err_type(&ty, krate))),
         };
         Ok(Output {
-            span,
             returns,
             value_ty,
             err_ty,
+            ty,
         })
     }
 }
@@ -463,26 +604,92 @@ mod tests {
             ))
             .is_ok()
         );
-        let e = parse_fn(quote!(
-            fn f();
+        let err = |t: TokenStream| match parse_fn(t) {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err(quote!(
+                fn f();
+            ))
+            .contains("trait method declaration")
+        );
+        assert!(
+            err(quote!(
+                struct S;
+            ))
+            .contains("applies to `async fn` items only")
+        );
+        assert!(err(quote!(impl S {})).contains("not to an `impl` block"));
+    }
+
+    #[test]
+    fn an_async_trait_method_is_seen_as_the_async_fn_it_was() {
+        let f = parse_fn(quote!(
+            fn load<'life0, 'async_trait>(
+                &'life0 self,
+                id: u64,
+            ) -> ::core::pin::Pin<
+                Box<
+                    dyn ::core::future::Future<Output = Option<u64>>
+                        + ::core::marker::Send
+                        + 'async_trait,
+                >,
+            >
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    let __self = self;
+                    let id = id;
+                    let __ret: Option<u64> = { Some(id) };
+                    #[allow(unreachable_code)]
+                    __ret
+                })
+            }
         ))
-        .unwrap_err();
-        assert!(e.to_string().contains("trait method declaration"));
-        let e = parse_fn(quote!(
-            struct S;
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.async_trait.is_some());
+        assert!(f.sig.asyncness.is_some());
+        assert_eq!(
+            f.sig.output.to_token_stream().to_string(),
+            quote!(-> Option<u64>).to_string()
+        );
+        assert!(
+            f.block
+                .to_token_stream()
+                .to_string()
+                .starts_with("{ let __self = self ;")
+        );
+        check_signature(&f).unwrap_or_else(|e| panic!("{e}"));
+        // `?Send`, any paths
+        let f = parse_fn(quote!(
+            fn load<'a>(&'a self) -> Pin<Box<dyn Future<Output = u8> + 'a>> {
+                Box::pin(async move { 1 })
+            }
         ))
-        .unwrap_err();
-        assert!(e.to_string().contains("applies to `async fn` items only"));
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.async_trait.is_some());
+        // a fn that merely returns a boxed future is not taken for one
+        let f = parse_fn(quote!(
+            fn load(&self) -> Pin<Box<dyn Future<Output = u8>>> {
+                let x = 1;
+                Box::pin(async move { x })
+            }
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(f.async_trait.is_none());
     }
 
     #[test]
     fn signature_errors_are_all_reported() {
-        let f: ItemFn = syn::parse2(quote!(
+        let f = parse_fn(quote!(
             fn f<T>(&mut self, (a, b): (u8, u8), c: &mut u8, d: impl Clone) -> &str {
                 ""
             }
         ))
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
         let all: Vec<String> = check_signature(&f)
             .unwrap_err()
             .into_iter()

@@ -2,74 +2,145 @@
 //!
 //! Every bound the macro needs is checked here, through a trait whose
 //! `#[diagnostic::on_unimplemented]` message tells the user what to change, so the
-//! expansion stays a thin call into the runtime.
+//! expansion stays a thin call into the runtime. The blanket impls carry
+//! `#[diagnostic::do_not_recommend]`: rustc then reports the one trait that is missing,
+//! with our message, instead of each of its supertraits in turn (`Hash`, then `Eq`, ...).
+//!
+//! One function, [`cached`] (or [`try_cached`]), holds every bound on the key, value and
+//! error types, through [`Tier`]. The fn and its `<fn>_cache()` handle both call it, with the
+//! same tokens on the same span: rustc reports a bound the fn's types fail once per body,
+//! and the two bodies' reports are identical, so one is printed. (A bound checked by two
+//! functions would be reported twice; and the fn awaits the runtime's future, whose type
+//! re-checks the bounds of the function that returned it.)
 
+use std::any::TypeId;
 use std::borrow::Cow;
-use std::future::Future;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Debug;
+use std::future::{Future, IntoFuture, Ready};
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, OnceLock};
 
-pub use std::sync::OnceLock;
 pub use std::time::Duration;
 
-use crate::{Cache, CacheBuilder, LoadTimeout, SharedKey, SharedValue, Strategy};
+use crate::{Cache, CacheBuilder, LoadTimeout, RemoteLoadError, SharedKey, SharedValue, Strategy};
+
+// ---- what the types must be -------------------------------------------------------------
 
 /// A `&self` receiver the detached load can own a copy of.
 #[diagnostic::on_unimplemented(
-    message = "#[stampede_cached] on a `&self` method needs `{Self}: Clone + Send + Sync + 'static`: the load runs as a detached task on a clone of the receiver\nhelp: add `#[derive(Clone)]` to `{Self}`, or hold its state in an `Arc`"
+    message = "#[stampede_cached] on a `&self` method needs `{Self}: Clone + Send + Sync + 'static`: the load runs as a detached task on a clone of the receiver",
+    label = "`{Self}` must be `Clone + Send + Sync + 'static`",
+    note = "add `#[derive(Clone)]` to `{Self}`, or hold its state in an `Arc`"
 )]
 pub trait Receiver: Clone + Send + Sync + 'static {}
+#[diagnostic::do_not_recommend]
 impl<T: Clone + Send + Sync + 'static> Receiver for T {}
 
-/// A part of a cache key.
+/// A cache key (the owned arguments that form it, or a computed key).
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be part of a #[stampede_cached] key: keys need `Hash + Eq + Clone + Send + Sync + 'static`\nhelp: `skip(..)` this argument, or compute a key with `key: Type = <expr>`"
+    message = "`{Self}` cannot be a #[stampede_cached] key: keys need `Hash + Eq + Clone + Send + Sync + 'static`",
+    label = "the key is `{Self}`",
+    note = "`skip(..)` the arguments that cannot be part of a key, or compute one with `key = ..` (e.g. `key = format!(\"{{x}}\")` for a float)"
 )]
 pub trait KeyPart: Hash + Eq + Clone + Send + Sync + 'static {}
+#[diagnostic::do_not_recommend]
 impl<T: Hash + Eq + Clone + Send + Sync + 'static> KeyPart for T {}
 
-/// An argument moved (as an owned copy) into the detached load.
+/// The key of a `shared` cache.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be moved into the detached load of #[stampede_cached]: it must be `Send + 'static`\nhelp: take an owned, `Send` argument (e.g. an `Arc<T>`)"
+    message = "`{Self}` cannot be the key of a `shared` #[stampede_cached] fn: it crosses the fleet, so it needs serde's `Serialize + DeserializeOwned` (and `Hash + Eq + Clone + Send + Sync + 'static`)",
+    label = "the key is `{Self}`",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`, or drop `shared` to keep this cache in-process"
+)]
+pub trait SharedKeyPart: KeyPart + SharedKey {}
+#[diagnostic::do_not_recommend]
+impl<T: KeyPart + SharedKey> SharedKeyPart for T {}
+
+/// A value the cache holds.
+#[diagnostic::on_unimplemented(
+    message = "#[stampede_cached] cannot cache `{Self}`: cached values need `Clone + Send + Sync + 'static`",
+    label = "the cached value is `{Self}`",
+    note = "wrap it in an `Arc` (every hit clones the value)"
+)]
+pub trait Value: Clone + Send + Sync + 'static {}
+#[diagnostic::do_not_recommend]
+impl<T: Clone + Send + Sync + 'static> Value for T {}
+
+/// The value of a `shared` cache.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the value of a `shared` #[stampede_cached] fn: it crosses the fleet, so it needs serde's `Serialize + DeserializeOwned` (and `Clone + Send + Sync + 'static`)",
+    label = "the cached value is `{Self}`",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`, or drop `shared` to keep this cache in-process"
+)]
+pub trait SharedValuePart: Value + SharedValue {}
+#[diagnostic::do_not_recommend]
+impl<T: Value + SharedValue> SharedValuePart for T {}
+
+/// The error of a `Result`-returning cached fn.
+#[diagnostic::on_unimplemented(
+    message = "the error type `{Self}` must be `Clone + Send + Sync + 'static`: #[stampede_cached] hands the `Err` of one load to every caller waiting on it",
+    label = "the error type is `{Self}`",
+    note = "return `Result<T, Arc<{Self}>>`, or derive `Clone`"
+)]
+pub trait Error: Clone + Send + Sync + 'static {}
+#[diagnostic::do_not_recommend]
+impl<T: Clone + Send + Sync + 'static> Error for T {}
+
+/// An argument taken by value and moved into the detached load (a skipped argument).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be moved into the detached load of #[stampede_cached]: it must be `Send + 'static`",
+    label = "moved into the load",
+    note = "take an owned, `Send` argument (e.g. an `Arc<T>`), or make the argument part of the key"
 )]
 pub trait Movable: Send + 'static {}
+#[diagnostic::do_not_recommend]
 impl<T: Send + 'static> Movable for T {}
 
-/// An argument taken by reference whose owned copy the detached load takes.
+/// An argument taken by reference and left out of the key: the detached load takes its own
+/// copy of it.
 #[diagnostic::on_unimplemented(
-    message = "#[stampede_cached] needs an owned copy of `&{Self}` for the detached load, but `{Self}` is not `ToOwned` (or `Clone`)\nhelp: derive `Clone` for `{Self}`, or take the argument by value (e.g. an `Arc<{Self}>`)"
+    message = "#[stampede_cached] cannot give the detached load its own copy of `&{Self}`: `{Self}` is not `Clone`",
+    label = "the load runs as a detached task and takes its own copy of this argument",
+    note = "derive `Clone` for `{Self}` (cheap when its state is in an `Arc`), or take the argument as an `Arc<{Self}>`"
 )]
-pub trait Borrowed {
-    /// `<Self as ToOwned>::Owned`.
-    type Owned;
+pub trait LoadArg<Owned> {
     /// `ToOwned::to_owned`.
-    fn own(&self) -> Self::Owned;
+    fn own(&self) -> Owned;
 }
-impl<T: ?Sized + ToOwned> Borrowed for T {
-    type Owned = T::Owned;
+#[diagnostic::do_not_recommend]
+impl<T: ?Sized + ToOwned> LoadArg<T::Owned> for T {
     #[inline(always)]
     fn own(&self) -> T::Owned {
         self.to_owned()
     }
 }
 
-/// A cached value.
+/// An argument taken by reference that is part of the key: the key holds an owned copy.
 #[diagnostic::on_unimplemented(
-    message = "#[stampede_cached] cannot cache `{Self}`: cached values need `Clone + Send + Sync + 'static`\nhelp: wrap it in an `Arc` (every hit clones the value)"
+    message = "#[stampede_cached] cannot put an owned copy of `&{Self}` in the key: `{Self}` is not `Clone` (or `ToOwned`)",
+    label = "part of the key, which the cache owns",
+    note = "derive `Clone` for `{Self}`, `skip(..)` the argument, or compute a key with `key = ..`"
 )]
-pub trait Value: Clone + Send + Sync + 'static {}
-impl<T: Clone + Send + Sync + 'static> Value for T {}
-
-/// The error of a `Result`-returning cached fn.
-#[diagnostic::on_unimplemented(
-    message = "the error type `{Self}` must be `Clone + Send + Sync + 'static`: #[stampede_cached] hands the `Err` of one load to every caller waiting on it\nhelp: return `Result<T, Arc<{Self}>>`, or derive `Clone`"
-)]
-pub trait Error: Clone + Send + Sync + 'static {}
-impl<T: Clone + Send + Sync + 'static> Error for T {}
+pub trait KeyArg<Owned> {
+    /// `ToOwned::to_owned`.
+    fn own(&self) -> Owned;
+}
+#[diagnostic::do_not_recommend]
+impl<T: ?Sized + ToOwned> KeyArg<T::Owned> for T {
+    #[inline(always)]
+    fn own(&self) -> T::Owned {
+        self.to_owned()
+    }
+}
 
 /// The return type of a fn the macro treats as fallible: `Result<T, E>` under any alias.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a `Result`, but #[stampede_cached] treats it as one\nhelp: remove `returns = \"result\"`, or return `Result<T, E>`"
+    message = "`{Self}` is not a `Result`, but #[stampede_cached] treats it as one",
+    label = "not a `Result`",
+    note = "remove `returns = \"result\"`, or return `Result<T, E>`"
 )]
 pub trait IsResult {
     /// The `Ok` type: the cached value.
@@ -94,131 +165,468 @@ impl<T, E> IsResult for Result<T, E> {
     }
 }
 
+/// The cached value of a fn with `none_ttl`: an `Option`.
+#[diagnostic::on_unimplemented(
+    message = "`none_ttl` needs a fn that returns `Option<T>` or `Result<Option<T>, E>`, but the cached value is `{Self}`",
+    label = "`none_ttl` is the ttl of a cached `None`",
+    note = "remove `none_ttl`, or return an `Option`"
+)]
+pub trait IsOption {
+    /// Whether this is `None`.
+    fn is_none(&self) -> bool;
+}
+impl<T> IsOption for Option<T> {
+    #[inline]
+    fn is_none(&self) -> bool {
+        Option::is_none(self)
+    }
+}
+
+/// What a `tags(..)` expression yields.
+#[diagnostic::on_unimplemented(
+    message = "a `tags(..)` expression must yield a tag: something `Into<String>`, not `{Self}`",
+    label = "this tag is a `{Self}`",
+    note = "write e.g. `tags(format!(\"user:{{id}}\"))`"
+)]
+pub trait Tag {
+    /// The tag's text.
+    fn into_tag(self) -> String;
+}
+#[diagnostic::do_not_recommend]
+impl<T: Into<String>> Tag for T {
+    #[inline]
+    fn into_tag(self) -> String {
+        self.into()
+    }
+}
+
+/// The error type `E` of a fn with `load_timeout` (`Result<T, E>` under any alias): a load
+/// that timed out is reported as `Err(E::from(LoadTimeout))`.
+#[diagnostic::on_unimplemented(
+    message = "#[stampede_cached(load_timeout = ..)] reports a load that timed out as `Err(<{Self}>::from(LoadTimeout))`, but `{Self}` does not implement `From<stampede_cache::LoadTimeout>`",
+    label = "`{Self}` needs `From<stampede_cache::LoadTimeout>` (and `Clone + Send + Sync + 'static`)",
+    note = "add: `impl From<stampede_cache::LoadTimeout> for {Self} {{ fn from(t: stampede_cache::LoadTimeout) -> Self {{ /* e.g. Self::Timeout(t) */ }} }}`",
+    note = "an error type of another crate cannot get that impl in yours: wrap it in an error type of your own, or remove `load_timeout`"
+)]
+pub trait TimeoutError: Send + 'static {
+    /// `builder.load_timeout::<Self>(bound)`.
+    fn load_timeout<K: KeyPart, V: Value>(
+        builder: CacheBuilder<K, V>,
+        bound: Duration,
+    ) -> CacheBuilder<K, V>;
+}
+#[diagnostic::do_not_recommend]
+impl<E: From<LoadTimeout> + Clone + Send + Sync + 'static> TimeoutError for E {
+    #[inline]
+    fn load_timeout<K: KeyPart, V: Value>(
+        builder: CacheBuilder<K, V>,
+        bound: Duration,
+    ) -> CacheBuilder<K, V> {
+        builder.load_timeout::<E>(bound)
+    }
+}
+
+// ---- the arguments ----------------------------------------------------------------------
+
 /// The receiver's clone the detached load runs on.
 #[inline(always)]
 pub fn receiver<S: Receiver>(this: &S) -> S {
     this.clone()
 }
 
-/// An owned key part, moved.
+/// The owned key part of an argument taken by reference (`&str` → `String`).
 #[inline(always)]
-pub fn key<T: KeyPart>(part: T) -> T {
-    part
+pub fn owned_key<T: ?Sized + KeyArg<O>, O>(arg: &T) -> O {
+    arg.own()
 }
 
-/// The owned key part of a borrowed argument.
+/// The load's own copy of a skipped argument taken by reference.
 #[inline(always)]
-pub fn key_owned<T: ?Sized + Borrowed>(part: &T) -> T::Owned
-where
-    T::Owned: KeyPart,
-{
-    part.own()
+pub fn owned<T: ?Sized + LoadArg<O>, O: Movable>(arg: &T) -> O {
+    arg.own()
 }
 
-/// An owned argument moved into the load.
+/// A skipped argument taken by value, moved into the load.
 #[inline(always)]
 pub fn moved<T: Movable>(arg: T) -> T {
     arg
 }
 
-/// The owned copy of a borrowed argument for the load.
+/// One tag of an entry.
 #[inline(always)]
-pub fn owned<T: ?Sized + Borrowed>(arg: &T) -> T::Owned
-where
-    T::Owned: Movable,
-{
-    arg.own()
+pub fn tag<T: Tag>(tag: T) -> String {
+    tag.into_tag()
 }
 
-/// `Cache::get_or_load_with`, for `-> T` and `-> Option<T>`. The loader is
-/// built (receiver and skipped arguments cloned) only when a load starts.
-#[inline(always)]
-pub fn load<K, V, M, F, Fut>(
+// ---- the call -----------------------------------------------------------------------------
+
+/// Whether a cache is in-process ([`Local`]) or fleet-wide ([`Shared`]), and the bounds on
+/// its key, value and error types that come with it (`E` is the error type of a fn that
+/// returns a `Result`).
+pub trait Tier<K, V, E = Infallible>: Copy {
+    /// Builds the cache.
+    fn build(self, name: Name, options: Options<K, V>) -> Cache<K, V>;
+
+    /// `Cache::get_or_load_with`.
+    fn load<F, Fut>(
+        self,
+        cache: &'static Cache<K, V>,
+        key: K,
+        make_loader: impl FnOnce() -> F,
+    ) -> impl Future<Output = V>
+    where
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static;
+
+    /// `Cache::try_get_or_load_with`.
+    fn try_load<F, Fut>(
+        self,
+        cache: &'static Cache<K, V>,
+        key: K,
+        make_loader: impl FnOnce() -> F,
+    ) -> impl Future<Output = Result<V, E>>
+    where
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static;
+}
+
+/// An in-process cache.
+#[derive(Clone, Copy)]
+pub struct Local;
+
+/// A `shared` cache.
+#[derive(Clone, Copy)]
+pub struct Shared;
+
+impl<K: KeyPart, V: Value, E: Error> Tier<K, V, E> for Local {
+    fn build(self, name: Name, options: Options<K, V>) -> Cache<K, V> {
+        options.apply(name).0.build()
+    }
+
+    #[inline(always)]
+    fn load<F, Fut>(
+        self,
+        cache: &'static Cache<K, V>,
+        key: K,
+        make_loader: impl FnOnce() -> F,
+    ) -> impl Future<Output = V>
+    where
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        cache.get_or_load_with(key, make_loader)
+    }
+
+    #[inline(always)]
+    fn try_load<F, Fut>(
+        self,
+        cache: &'static Cache<K, V>,
+        key: K,
+        make_loader: impl FnOnce() -> F,
+    ) -> impl Future<Output = Result<V, E>>
+    where
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        cache.try_get_or_load_with(key, make_loader)
+    }
+}
+
+impl<K: SharedKeyPart, V: SharedValuePart, E: Error> Tier<K, V, E> for Shared {
+    fn build(self, name: Name, options: Options<K, V>) -> Cache<K, V> {
+        let (b, lock_ttl) = options.apply(name);
+        let mut b = b.shared();
+        if let Some(l) = lock_ttl {
+            b = b.lock_ttl(l);
+        }
+        b.build()
+    }
+
+    #[inline(always)]
+    fn load<F, Fut>(
+        self,
+        cache: &'static Cache<K, V>,
+        key: K,
+        make_loader: impl FnOnce() -> F,
+    ) -> impl Future<Output = V>
+    where
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+    {
+        cache.get_or_load_with(key, make_loader)
+    }
+
+    #[inline(always)]
+    fn try_load<F, Fut>(
+        self,
+        cache: &'static Cache<K, V>,
+        key: K,
+        make_loader: impl FnOnce() -> F,
+    ) -> impl Future<Output = Result<V, E>>
+    where
+        F: FnOnce(K) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        cache.try_get_or_load_with(key, make_loader)
+    }
+}
+
+/// A fn's cache and, when it is called with a key, the lookup of that key: awaiting it
+/// gives the value (loaded if needed); [`Cached::cache`] gives the cache.
+pub struct Cached<K: 'static, V: 'static, Fut> {
     cache: &'static Cache<K, V>,
-    key: K,
-    make_loader: M,
-) -> impl Future<Output = V>
+    lookup: Option<Fut>,
+}
+
+impl<K, V, Fut> Cached<K, V, Fut> {
+    /// The cache (for the `<fn>_cache()` handle).
+    #[inline]
+    pub fn cache(self) -> &'static Cache<K, V> {
+        self.cache
+    }
+}
+
+impl<K, V, Fut: Future> IntoFuture for Cached<K, V, Fut> {
+    type Output = Fut::Output;
+    type IntoFuture = Fut;
+
+    #[inline]
+    fn into_future(self) -> Fut {
+        self.lookup
+            .expect("stampede-cache: a cache handle was awaited as a lookup")
+    }
+}
+
+/// The loader factory of a handle's [`cached`] call, which looks no key up.
+pub fn no_loader<K, O>() -> fn(K) -> Ready<O> {
+    |_| unreachable!("stampede-cache: a cache handle has no loader")
+}
+
+/// The cache of a fn that returns `V` (`T` or `Option<T>`): built in `cell` on first use by
+/// `tier`, named by `name`, configured by `configure`; with `Some(key)`, the lookup of
+/// `key`, which runs `make_loader()`'s loader when a load starts (a handle passes `None`
+/// and [`no_loader`]). Every bound on `K` and `V` is here (through `Tier`).
+#[inline(always)]
+pub fn cached<K, V, F, Fut>(
+    tier: impl Tier<K, V>,
+    cell: &'static CacheCell<K, V>,
+    name: impl FnOnce() -> Name,
+    configure: impl FnOnce(Options<K, V>) -> Options<K, V>,
+    key: Option<K>,
+    make_loader: impl FnOnce() -> F,
+) -> Cached<K, V, impl Future<Output = V>>
 where
-    K: KeyPart,
-    V: Value,
-    M: FnOnce() -> F,
     F: FnOnce(K) -> Fut + Send + 'static,
     Fut: Future<Output = V> + Send + 'static,
 {
-    cache.get_or_load_with(key, make_loader)
+    let cache = cell.get_or_init(|| tier.build(name(), configure(Options::new())));
+    Cached {
+        cache,
+        lookup: key.map(|key| tier.load(cache, key, make_loader)),
+    }
 }
 
-/// `Cache::try_get_or_load_with`, for `-> Result<T, E>` and its aliases (`R: IsResult`).
+/// [`cached`] for a fn that returns `R`, a `Result<V, E>` under any alias: `Ok` is cached,
+/// the `Err` of a load goes to every caller that waited on it. The expansion names `V` and
+/// `E` (`<R as IsResult>::Ok` for an alias), so that an `R` that is no `Result` is reported
+/// once, by `IsResult`, and not again by the bounds here.
 #[inline(always)]
-pub fn try_load<R, K, M, F, Fut>(
-    cache: &'static Cache<K, R::Ok>,
-    key: K,
-    make_loader: M,
-) -> impl Future<Output = R>
+pub fn try_cached<K, V, E, R, F, Fut>(
+    tier: impl Tier<K, V, E>,
+    cell: &'static CacheCell<K, V>,
+    name: impl FnOnce() -> Name,
+    configure: impl FnOnce(Options<K, V>) -> Options<K, V>,
+    key: Option<K>,
+    make_loader: impl FnOnce() -> F,
+) -> Cached<K, V, impl Future<Output = R>>
 where
-    R: IsResult,
-    K: KeyPart,
-    R::Ok: Value,
-    R::Err: Error,
-    M: FnOnce() -> F,
+    R: IsResult<Ok = V, Err = E>,
     F: FnOnce(K) -> Fut + Send + 'static,
     Fut: Future<Output = R> + Send + 'static,
 {
-    let fut = cache.try_get_or_load_with(key, move || {
-        let loader = make_loader();
-        move |key| {
-            let load = loader(key);
-            async move { load.await.into_result() }
-        }
-    });
-    async move { R::from_result(fut.await) }
+    let cache = cell.get_or_init(|| tier.build(name(), configure(Options::new())));
+    Cached {
+        cache,
+        lookup: key.map(|key| {
+            let load = tier.try_load(cache, key, move || {
+                let loader = make_loader();
+                move |key| {
+                    let load = loader(key);
+                    async move { load.await.into_result() }
+                }
+            });
+            async move { R::from_result(load.await) }
+        }),
+    }
 }
+
+// ---- the cache ----------------------------------------------------------------------------
+
+/// A cache's name.
+pub type Name = Cow<'static, str>;
 
 /// The default name of a method's cache: `<module path>::<Self type>::<fn>`, without the
 /// type's generic arguments: the one static cache of a method in `impl<T> Repo<T>` serves
 /// every `Repo<T>`, and its name must not depend on which of them used it first.
-pub fn method_name<S: ?Sized>(fn_name: &str) -> String {
+pub fn method_name<S: ?Sized>(fn_name: &str) -> Name {
     let ty = std::any::type_name::<S>();
     let ty = ty.split_once('<').map_or(ty, |(path, _)| path);
-    format!("{ty}::{fn_name}")
+    Cow::Owned(format!("{ty}::{fn_name}"))
 }
 
-/// What `#[stampede_cached]` sets on a cache: one setter per attribute argument, applied
-/// to a [`CacheBuilder`] by [`cache`] or [`shared_cache`], whose bounds check the key and
-/// value types and, through [`TimeoutError`], the error type `E` of a `load_timeout` fn
-/// ([`NoTimeout`] without it).
+/// The static that holds a fn's cache, built on first use.
+///
+/// [`CacheCell::new`] is private to the item that declares it. [`CacheCell::shared`] cells
+/// with the same site share one cache: a receiver-less fn and its `<fn>_cache()` handle each
+/// declare one (the fn cannot call the handle: it does not know whether it is a free fn or an
+/// associated fn, so whether the path is `f_cache()` or `Self::f_cache()`).
+pub struct CacheCell<K: 'static, V: 'static> {
+    site: Option<&'static str>,
+    cell: OnceLock<&'static Cache<K, V>>,
+}
+
+// SAFETY: a `CacheCell` only ever shares a `Cache<K, V>`, and a `Cache<K, V>` can only be
+// built (by `Cache::builder`, whose bounds are `K, V: Send + Sync + 'static`) for types that
+// make it `Send + Sync` (checked generically by `cache_is_send_and_sync` below). The cell is
+// declared `Sync` without those bounds so that a key or value type that is not `Send` or
+// `Sync` is reported once, by `load`'s and `cache`'s bounds with their messages, instead of
+// a second time by the `static` item.
+unsafe impl<K: 'static, V: 'static> Sync for CacheCell<K, V> {}
+
+#[allow(dead_code)]
+fn cache_is_send_and_sync<K: KeyPart, V: Value>() {
+    fn check<T: Send + Sync>() {}
+    check::<Cache<K, V>>();
+}
+
+/// Shared cells: site → (type of the cache, address of the leaked `Cache<K, V>`).
+static SITES: Mutex<Option<HashMap<&'static str, (TypeId, usize)>>> = Mutex::new(None);
+
+impl<K: 'static, V: 'static> CacheCell<K, V> {
+    /// A cell private to the item that declares it.
+    pub const fn new() -> Self {
+        CacheCell {
+            site: None,
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// A cell that shares its cache with every other cell of `site`.
+    pub const fn shared(site: &'static str) -> Self {
+        CacheCell {
+            site: Some(site),
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// The cache, built by `build` on first use (by the first of the cells of a site).
+    #[inline]
+    pub fn get_or_init(&'static self, build: impl FnOnce() -> Cache<K, V>) -> &'static Cache<K, V> {
+        self.cell.get_or_init(|| match self.site {
+            None => Box::leak(Box::new(build())),
+            Some(site) => site_cache(site, build),
+        })
+    }
+}
+
+impl<K: 'static, V: 'static> Default for CacheCell<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn site_cache<K: 'static, V: 'static>(
+    site: &'static str,
+    build: impl FnOnce() -> Cache<K, V>,
+) -> &'static Cache<K, V> {
+    let mut sites = SITES.lock().unwrap_or_else(|e| e.into_inner());
+    let sites = sites.get_or_insert_with(HashMap::new);
+    let ty = TypeId::of::<Cache<K, V>>();
+    if let Some(&(found, address)) = sites.get(site) {
+        assert!(
+            found == ty,
+            "stampede-cache: two #[stampede_cached] fns at `{site}` with different key or value types"
+        );
+        // SAFETY: `address` is a leaked `Cache<K, V>` (same `TypeId`), never freed.
+        return unsafe { &*(address as *const Cache<K, V>) };
+    }
+    let cache: &'static Cache<K, V> = Box::leak(Box::new(build()));
+    sites.insert(site, (ty, cache as *const Cache<K, V> as usize));
+    cache
+}
+
+/// One builder step whose type parameter was checked where the macro set it
+/// (`load_timeout::<E>`, `remote_errors::<E>`), applied when the cache is built.
+pub trait Step<K, V>: Send {
+    /// Applies the step to `builder`.
+    fn apply(self: Box<Self>, builder: CacheBuilder<K, V>) -> CacheBuilder<K, V>
+    where
+        K: KeyPart,
+        V: Value;
+}
+
+struct LoadTimeoutStep<E>(Duration, PhantomData<fn() -> E>);
+
+impl<K, V, E: TimeoutError> Step<K, V> for LoadTimeoutStep<E> {
+    fn apply(self: Box<Self>, builder: CacheBuilder<K, V>) -> CacheBuilder<K, V>
+    where
+        K: KeyPart,
+        V: Value,
+    {
+        E::load_timeout(builder, self.0)
+    }
+}
+
+struct RemoteErrorsStep<E>(PhantomData<fn() -> E>);
+
+impl<K, V, E> Step<K, V> for RemoteErrorsStep<E>
+where
+    E: From<RemoteLoadError> + Debug + Clone + Send + Sync + 'static,
+{
+    fn apply(self: Box<Self>, builder: CacheBuilder<K, V>) -> CacheBuilder<K, V>
+    where
+        K: KeyPart,
+        V: Value,
+    {
+        builder.remote_errors::<E>()
+    }
+}
+
+type TtlFor<K, V> = Arc<dyn Fn(&K, &V) -> Duration + Send + Sync>;
+type TagsOf<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
+
+/// What `#[stampede_cached]` sets on a cache: one setter per attribute argument, applied to
+/// a [`CacheBuilder`] by [`cache`] or [`shared_cache`].
 #[must_use]
-pub struct Options<E = NoTimeout> {
-    name: Cow<'static, str>,
+pub struct Options<K, V> {
     ttl: Option<Duration>,
     strategy: Option<Strategy>,
     capacity: Option<u64>,
     lock_ttl: Option<Duration>,
     fail_safe: Option<Duration>,
     soft_timeout: Option<Duration>,
-    load_timeout: Option<Duration>,
-    timeout_error: PhantomData<fn() -> E>,
+    jitter: Option<Duration>,
+    ttl_for: Option<TtlFor<K, V>>,
+    tags: Option<TagsOf<K>>,
+    steps: Vec<Box<dyn Step<K, V>>>,
 }
 
-impl Options {
-    /// Options of the cache called `name`, every one at the builder's default.
-    #[inline]
-    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+impl<K, V> Options<K, V> {
+    fn new() -> Self {
         Options {
-            name: name.into(),
             ttl: None,
             strategy: None,
             capacity: None,
             lock_ttl: None,
             fail_safe: None,
             soft_timeout: None,
-            load_timeout: None,
-            timeout_error: PhantomData,
+            jitter: None,
+            ttl_for: None,
+            tags: None,
+            steps: Vec::new(),
         }
     }
-}
 
-impl<E> Options<E> {
     /// `ttl = ".."`.
     #[inline]
     pub fn ttl(mut self, ttl: Duration) -> Self {
@@ -261,31 +669,64 @@ impl<E> Options<E> {
         self
     }
 
-    /// `load_timeout = ".."` on a fn whose error type is `R`; [`cache`] / [`shared_cache`]
-    /// check that it can report a timeout.
+    /// `jitter = ".."`.
     #[inline]
-    pub fn load_timeout<R>(self, bound: Duration) -> Options<R> {
-        Options {
-            name: self.name,
-            ttl: self.ttl,
-            strategy: self.strategy,
-            capacity: self.capacity,
-            lock_ttl: self.lock_ttl,
-            fail_safe: self.fail_safe,
-            soft_timeout: self.soft_timeout,
-            load_timeout: Some(bound),
-            timeout_error: PhantomData,
-        }
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = Some(jitter);
+        self
     }
 
-    fn apply<K: KeyPart, V: Value>(
-        self,
-        builder: CacheBuilder<K, V>,
-    ) -> (CacheBuilder<K, V>, Option<Duration>)
+    /// `none_ttl = ".."`: a cached `None` is fresh this long, any other value for the ttl.
+    /// Set after [`ttl`](Self::ttl).
+    #[inline]
+    pub fn none_ttl(mut self, none_ttl: Duration) -> Self
     where
-        E: TimeoutError,
+        K: 'static,
+        V: IsOption + 'static,
     {
-        let mut b = builder;
+        let ttl = self.ttl.unwrap_or(crate::DEFAULT_TTL);
+        self.ttl_for = Some(Arc::new(
+            move |_: &K, value: &V| {
+                if value.is_none() { none_ttl } else { ttl }
+            },
+        ));
+        self
+    }
+
+    /// `tags(..)`: the tags of an entry, from its key, computed when its load starts.
+    #[inline]
+    pub fn tags<const N: usize>(
+        mut self,
+        tags: impl Fn(&K) -> [String; N] + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: 'static,
+    {
+        self.tags = Some(Arc::new(move |key: &K| tags(key).into()));
+        self
+    }
+
+    /// `load_timeout = ".."` on a fn whose error type is `E`.
+    #[inline]
+    pub fn load_timeout<E: TimeoutError>(mut self, bound: Duration) -> Self {
+        self.steps
+            .push(Box::new(LoadTimeoutStep::<E>(bound, PhantomData)));
+        self
+    }
+
+    /// `shared` with `-> Result<_, E>`: the step [`ErrorProbe`] picked for `E`.
+    #[inline]
+    pub fn remote_errors(mut self, step: Option<Box<dyn Step<K, V>>>) -> Self {
+        self.steps.extend(step);
+        self
+    }
+
+    fn apply(self, name: Cow<'static, str>) -> (CacheBuilder<K, V>, Option<Duration>)
+    where
+        K: KeyPart,
+        V: Value,
+    {
+        let mut b = Cache::builder(name);
         if let Some(ttl) = self.ttl {
             b = b.ttl(ttl);
         }
@@ -301,66 +742,138 @@ impl<E> Options<E> {
         if let Some(after) = self.soft_timeout {
             b = b.soft_timeout(after);
         }
-        if let Some(bound) = self.load_timeout {
-            b = E::load_timeout(b, bound);
+        if let Some(jitter) = self.jitter {
+            b = b.jitter(jitter);
+        }
+        if let Some(ttl_for) = self.ttl_for {
+            b = b.ttl_for(move |key, value| ttl_for(key, value));
+        }
+        if let Some(tags) = self.tags {
+            b = b.tags(move |key| tags(key));
+        }
+        for step in self.steps {
+            b = step.apply(b);
         }
         (b, self.lock_ttl)
     }
 }
 
-/// The static cache of one in-process function.
-pub fn cache<K: KeyPart, V: Value>(mut options: Options<impl TimeoutError>) -> Cache<K, V> {
-    let b = Cache::builder(std::mem::take(&mut options.name));
-    options.apply(b).0.build()
-}
+// ---- remote errors: autoref specialization on the fn's error type ------------------------
 
-/// The static cache of one `shared` function.
-pub fn shared_cache<K: SharedKey, V: SharedValue>(
-    mut options: Options<impl TimeoutError>,
-) -> Cache<K, V> {
-    let b = Cache::builder(std::mem::take(&mut options.name)).shared();
-    let (mut b, lock_ttl) = options.apply(b);
-    if let Some(l) = lock_ttl {
-        b = b.lock_ttl(l);
-    }
-    b.build()
-}
+/// Picks, for a concrete error type `E`, whether a `shared` cache hands its callers the
+/// failure of a load that ran in another process (`E: From<RemoteLoadError> + Debug`) or
+/// loads again in process (any other `E`). The expansion calls
+/// `(&ErrorProbe::<E>::new()).remote_errors()` with [`RemoteErrorsFrom`] and
+/// [`NoRemoteErrors`] in scope: method lookup tries the receiver `&ErrorProbe<E>` first,
+/// where only `RemoteErrorsFrom` (implemented when `E` has the impls) applies, then
+/// `&&ErrorProbe<E>`, where `NoRemoteErrors` (implemented for every `E`) does. This is
+/// autoref specialization (dtolnay); it needs `E` to be a concrete type, as it is in the
+/// expansion.
+pub struct ErrorProbe<E>(PhantomData<fn() -> E>);
 
-/// The `E` of [`Options`] without `load_timeout`.
-pub enum NoTimeout {}
-
-/// The error type `E` of a fn with `load_timeout` (`Result<T, E>` under any alias): a load
-/// that timed out is reported as `Err(E::from(LoadTimeout))`.
-#[diagnostic::on_unimplemented(
-    message = "#[stampede_cached(load_timeout = ..)] reports a load that timed out as `Err(<{Self}>::from(LoadTimeout))`, but `{Self}` does not implement `From<stampede_cache::LoadTimeout>`",
-    label = "`{Self}` needs `From<stampede_cache::LoadTimeout>` (and `Clone + Send + Sync + 'static`)",
-    note = "add: `impl From<stampede_cache::LoadTimeout> for {Self} {{ fn from(t: stampede_cache::LoadTimeout) -> Self {{ /* e.g. Self::Timeout(t) */ }} }}`",
-    note = "an error type of another crate cannot get that impl in yours: wrap it in an error type of your own, or remove `load_timeout`"
-)]
-pub trait TimeoutError {
-    /// `builder.load_timeout::<Self>(bound)`.
-    fn load_timeout<K: KeyPart, V: Value>(
-        builder: CacheBuilder<K, V>,
-        bound: Duration,
-    ) -> CacheBuilder<K, V>;
-}
-
-impl TimeoutError for NoTimeout {
+impl<E> ErrorProbe<E> {
+    /// The probe for `E`.
     #[inline]
-    fn load_timeout<K: KeyPart, V: Value>(
-        builder: CacheBuilder<K, V>,
-        _: Duration,
-    ) -> CacheBuilder<K, V> {
-        builder
+    pub const fn new() -> Self {
+        ErrorProbe(PhantomData)
     }
 }
 
-impl<E: From<LoadTimeout> + Clone + Send + Sync + 'static> TimeoutError for E {
+impl<E> Default for ErrorProbe<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The branch of [`ErrorProbe`] for `E: From<RemoteLoadError> + Debug`.
+pub trait RemoteErrorsFrom {
+    /// `Some(builder.remote_errors::<E>())`.
+    fn remote_errors<K, V>(&self) -> Option<Box<dyn Step<K, V>>>;
+}
+
+impl<E> RemoteErrorsFrom for ErrorProbe<E>
+where
+    E: From<RemoteLoadError> + Debug + Clone + Send + Sync + 'static,
+{
     #[inline]
-    fn load_timeout<K: KeyPart, V: Value>(
-        builder: CacheBuilder<K, V>,
-        bound: Duration,
-    ) -> CacheBuilder<K, V> {
-        builder.load_timeout::<E>(bound)
+    fn remote_errors<K, V>(&self) -> Option<Box<dyn Step<K, V>>> {
+        Some(Box::new(RemoteErrorsStep::<E>(PhantomData)))
+    }
+}
+
+/// The branch of [`ErrorProbe`] for every other `E`.
+pub trait NoRemoteErrors {
+    /// `None`: a failure elsewhere makes this process load on its own.
+    fn remote_errors<K, V>(&self) -> Option<Box<dyn Step<K, V>>>;
+}
+
+impl<E> NoRemoteErrors for &ErrorProbe<E> {
+    #[inline]
+    fn remote_errors<K, V>(&self) -> Option<Box<dyn Step<K, V>>> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct Plain;
+
+    #[derive(Clone, Debug)]
+    enum Fleet {
+        Remote(#[allow(dead_code)] RemoteLoadError),
+    }
+
+    impl From<RemoteLoadError> for Fleet {
+        fn from(e: RemoteLoadError) -> Self {
+            Fleet::Remote(e)
+        }
+    }
+
+    /// The probe as the expansion writes it, for a concrete `E`.
+    macro_rules! probe {
+        ($e:ty) => {{
+            #[allow(unused_imports)]
+            use super::{NoRemoteErrors as _, RemoteErrorsFrom as _};
+            (&ErrorProbe::<$e>::new())
+                .remote_errors::<u64, u64>()
+                .is_some()
+        }};
+    }
+
+    #[test]
+    fn the_probe_picks_remote_errors_only_for_error_types_that_can_hold_one() {
+        assert!(probe!(Fleet), "E: From<RemoteLoadError> + Debug");
+        assert!(!probe!(Plain), "no From<RemoteLoadError>");
+        assert!(!probe!(String), "a foreign type without the impl");
+        assert!(!probe!(Arc<std::io::Error>));
+    }
+
+    #[test]
+    fn shared_cells_of_one_site_share_one_cache_and_private_cells_do_not() {
+        static A: CacheCell<u64, u64> = CacheCell::shared("private.rs test site");
+        static B: CacheCell<u64, u64> = CacheCell::shared("private.rs test site");
+        static C: CacheCell<u64, u64> = CacheCell::new();
+        let built = || {
+            Local.build(
+                "private.site".into(),
+                Options::new().ttl(Duration::from_secs(1)),
+            )
+        };
+        let a = A.get_or_init(built);
+        let b = B.get_or_init(|| unreachable!("built by A"));
+        assert!(std::ptr::eq(a, b));
+        let c = C.get_or_init(built);
+        assert!(!std::ptr::eq(a, c));
+        assert!(std::ptr::eq(c, C.get_or_init(|| unreachable!())));
+    }
+
+    #[test]
+    fn method_names_drop_generic_arguments() {
+        struct Repo<T>(T);
+        let name = method_name::<Repo<u8>>("find");
+        assert!(name.ends_with("::Repo::find"), "{name}");
     }
 }

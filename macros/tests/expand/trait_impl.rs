@@ -1,0 +1,20 @@
+//! A native `async fn` of a trait impl (`trait_impl`): the cache lives in the method, reached
+//! with `stampede_cache::lookup::<K, V>(name)`.
+use stampede_cache::stampede_cached;
+
+pub trait Prices {
+    async fn price(&self, sku: String) -> u64;
+}
+
+#[derive(Clone)]
+pub struct Catalog;
+
+impl Prices for Catalog {
+    #[stampede_cached(ttl = "1m", trait_impl, name = "catalog.price")]
+    async fn price(&self, sku: String) -> u64 {
+        let _ = self;
+        sku.len() as u64
+    }
+}
+
+fn main() {}

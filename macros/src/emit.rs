@@ -304,9 +304,10 @@ impl Expansion {
             setters.push(quote_spanned!(at=> .jitter(#d)));
         }
         if let Some((d, span)) = args.none_ttl {
-            let d = duration(d, &p);
+            let none = duration(d, &p);
             // Spanned on `none_ttl`: a fn that returns no `Option` is reported there.
-            setters.push(respan(quote!(.none_ttl(#d)), span));
+            let none_ttl = respan(quote!(#p::none_ttl(#none, #ttl)), span);
+            setters.push(quote_spanned!(at=> .none_ttl(#none_ttl)));
         }
         if !args.tags.is_empty() {
             let pat = &plan.tags_pat;

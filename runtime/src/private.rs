@@ -252,6 +252,24 @@ pub fn moved<T: Movable>(arg: T) -> T {
     arg
 }
 
+/// `none_ttl = ".."`: the ttl of an entry is `none` for a cached `None`, else `ttl`. The one
+/// place that requires an `Option` (the expansion spans it on `none_ttl`).
+#[inline]
+pub fn none_ttl<V: IsOption>(none: Duration, ttl: Duration) -> NoneTtl<V> {
+    NoneTtl {
+        none,
+        ttl,
+        is_none: <V as IsOption>::is_none,
+    }
+}
+
+/// What [`none_ttl`] gives [`Options::none_ttl`].
+pub struct NoneTtl<V> {
+    none: Duration,
+    ttl: Duration,
+    is_none: fn(&V) -> bool,
+}
+
 /// One tag of an entry.
 #[inline(always)]
 pub fn tag<T: Tag>(tag: T) -> String {
@@ -422,7 +440,16 @@ where
     let cache = cell.get_or_init(|| tier.build(name(), configure(Options::new())));
     Cached {
         cache,
-        lookup: key.map(|key| tier.load(cache, key, make_loader)),
+        // The loader is handed on through closures of this fn rather than as the caller's
+        // own: a caller's closures carry the caller's lifetime parameters (e.g.
+        // `'async_trait`), and rustc then fails to prove the lookup `Send` for all of them
+        // ("one type is more general than the other") when `#[async_trait]` boxes it.
+        lookup: key.map(|key| {
+            tier.load(cache, key, move || {
+                let loader = make_loader();
+                move |key| loader(key)
+            })
+        }),
     }
 }
 
@@ -676,20 +703,17 @@ impl<K, V> Options<K, V> {
         self
     }
 
-    /// `none_ttl = ".."`: a cached `None` is fresh this long, any other value for the ttl.
-    /// Set after [`ttl`](Self::ttl).
+    /// `none_ttl = ".."` (see [`none_ttl`]).
     #[inline]
-    pub fn none_ttl(mut self, none_ttl: Duration) -> Self
+    pub fn none_ttl(mut self, none_ttl: NoneTtl<V>) -> Self
     where
         K: 'static,
-        V: IsOption + 'static,
+        V: 'static,
     {
-        let ttl = self.ttl.unwrap_or(crate::DEFAULT_TTL);
-        self.ttl_for = Some(Arc::new(
-            move |_: &K, value: &V| {
-                if value.is_none() { none_ttl } else { ttl }
-            },
-        ));
+        let NoneTtl { none, ttl, is_none } = none_ttl;
+        self.ttl_for = Some(Arc::new(move |_: &K, value: &V| {
+            if is_none(value) { none } else { ttl }
+        }));
         self
     }
 

@@ -37,7 +37,12 @@ impl Users {
                 |options| {
                     options
                         .ttl(::stampede_cache::__private::Duration::from_secs(60))
-                        .none_ttl(::stampede_cache::__private::Duration::from_secs(5))
+                        .none_ttl(
+                            ::stampede_cache::__private::none_ttl(
+                                ::stampede_cache::__private::Duration::from_secs(5),
+                                ::stampede_cache::__private::Duration::from_secs(60),
+                            ),
+                        )
                 },
                 ::core::option::Option::Some(key),
                 || {
@@ -82,7 +87,12 @@ impl Users {
                 |options| {
                     options
                         .ttl(::stampede_cache::__private::Duration::from_secs(60))
-                        .none_ttl(::stampede_cache::__private::Duration::from_secs(5))
+                        .none_ttl(
+                            ::stampede_cache::__private::none_ttl(
+                                ::stampede_cache::__private::Duration::from_secs(5),
+                                ::stampede_cache::__private::Duration::from_secs(60),
+                            ),
+                        )
                 },
                 ::core::option::Option::None,
                 ::stampede_cache::__private::no_loader,

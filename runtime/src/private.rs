@@ -711,9 +711,11 @@ impl<K, V> Options<K, V> {
         V: 'static,
     {
         let NoneTtl { none, ttl, is_none } = none_ttl;
-        self.ttl_for = Some(Arc::new(move |_: &K, value: &V| {
-            if is_none(value) { none } else { ttl }
-        }));
+        self.ttl_for = Some(Arc::new(
+            move |_: &K, value: &V| {
+                if is_none(value) { none } else { ttl }
+            },
+        ));
         self
     }
 
@@ -881,7 +883,8 @@ mod tests {
         static B: CacheCell<u64, u64> = CacheCell::shared("private.rs test site");
         static C: CacheCell<u64, u64> = CacheCell::new();
         let built = || {
-            Local.build(
+            Tier::<u64, u64>::build(
+                Local,
                 "private.site".into(),
                 Options::new().ttl(Duration::from_secs(1)),
             )

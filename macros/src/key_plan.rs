@@ -409,7 +409,15 @@ fn plan(
             key_value: expr.to_token_stream(),
             computed: true,
             key_pat: quote!(_),
-            tags_pat: quote!(#key_ident),
+            tags_pat: if args
+                .tags
+                .iter()
+                .any(|e| mention(e.to_token_stream(), &key_ident).is_some())
+            {
+                quote!(#key_ident)
+            } else {
+                quote!(_)
+            },
             prelude: inputs.iter().map(to_load).collect(),
             rebinds,
         };
@@ -429,9 +437,26 @@ fn plan(
             prelude.push(to_load(a));
         }
     }
-    let (key_ty, key_value, key_pat) = if key_tys.len() == 1 {
+    // The tags bind only the arguments their expressions use (no unused-variable warnings).
+    let tag_names: Vec<TokenStream> = key_names
+        .iter()
+        .map(|id| {
+            let used = args
+                .tags
+                .iter()
+                .any(|e| mention(e.to_token_stream(), id).is_some());
+            if used { quote!(#id) } else { quote!(_) }
+        })
+        .collect();
+    let (key_ty, key_value, key_pat, tags_pat) = if key_tys.len() == 1 {
         let id = &key_names[0];
-        (key_tys.remove(0), key_vals.remove(0), quote!(#id))
+        let tag = &tag_names[0];
+        (
+            key_tys.remove(0),
+            key_vals.remove(0),
+            quote!(#id),
+            quote!(#tag),
+        )
     } else {
         // The tuple type is spanned on the argument list: a bound it fails is reported
         // there, once.
@@ -441,13 +466,14 @@ fn plan(
             TokenTree::Group(ty).into(),
             quote!((#(#key_vals,)*)),
             quote!((#(#key_names,)*)),
+            quote!((#(#tag_names,)*)),
         )
     };
     KeyPlan {
         key_ty,
         key_value,
         computed: false,
-        tags_pat: key_pat.clone(),
+        tags_pat,
         key_pat,
         prelude,
         rebinds,
@@ -527,7 +553,11 @@ mod tests {
             quote!((::sc::__private::owned_key::<str, _>(c), limit,)).to_string()
         );
         assert_eq!(p.key_pat.to_string(), quote!((c, limit,)).to_string());
-        assert_eq!(p.tags_pat.to_string(), p.key_pat.to_string());
+        assert_eq!(
+            p.tags_pat.to_string(),
+            quote!((_, _,)).to_string(),
+            "no tags"
+        );
         assert_eq!(
             strings(&p.prelude),
             [quote!(let trace = ::sc::__private::moved(trace);).to_string()]
@@ -597,7 +627,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.key_ty.to_string(), "String");
         assert_eq!(p.key_pat.to_string(), "_");
-        assert_eq!(p.tags_pat.to_string(), "key");
+        assert_eq!(p.tags_pat.to_string(), "_", "no tags");
         assert_eq!(p.prelude.len(), 2);
     }
 
@@ -691,6 +721,14 @@ mod tests {
                 async fn f(&self, c: &str, trace: u8) {}
             ),
         );
+        let p = plan_of(
+            quote!(ttl = "1s", tags(format!("c:{c}"))),
+            quote!(
+                async fn f(c: &str, page: u32) {}
+            ),
+        )
+        .unwrap();
+        assert_eq!(p.tags_pat.to_string(), quote!((c, _,)).to_string());
         ok(
             quote!(ttl = "1s", key = format!("{a}"), tags(format!("k:{key}"))),
             quote!(

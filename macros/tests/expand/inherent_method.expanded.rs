@@ -39,7 +39,7 @@ impl UserRepo {
                             stale: ::stampede_cache::__private::Duration::from_secs(600),
                         })
                         .jitter(::stampede_cache::__private::Duration::from_secs(5))
-                        .tags(|(category, limit)| [
+                        .tags(|(category, _)| [
                             ::stampede_cache::__private::tag(
                                 format!("category:{category}"),
                             ),
@@ -93,7 +93,7 @@ impl UserRepo {
                             stale: ::stampede_cache::__private::Duration::from_secs(600),
                         })
                         .jitter(::stampede_cache::__private::Duration::from_secs(5))
-                        .tags(|(category, limit)| [
+                        .tags(|(category, _)| [
                             ::stampede_cache::__private::tag(
                                 format!("category:{category}"),
                             ),

@@ -282,8 +282,11 @@ pub fn check_signature(func: &Func) -> syn::Result<()> {
     }
     if let Some(w) = &sig.generics.where_clause {
         for pred in &w.predicates {
-            // `Self: 'a` (as `#[async_trait]` writes) bounds no type we name.
+            // `Self: Sized` (a trait method kept out of `dyn`), `Self: 'a` (as `#[async_trait]`
+            // writes) and other lifetime bounds constrain no type we name.
+            let on_self = |t: &syn::PredicateType| matches!(&t.bounded_ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self"));
             if let WherePredicate::Type(t) = pred
+                && !on_self(t)
                 && !t
                     .bounds
                     .iter()
@@ -680,6 +683,30 @@ mod tests {
         ))
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(f.async_trait.is_none());
+    }
+
+    #[test]
+    fn bounds_on_self_and_lifetimes_are_accepted_bounds_on_other_types_are_not() {
+        let f = parse_fn(quote!(
+            async fn currency(region: u16) -> String
+            where
+                Self: Sized,
+            {
+                String::new()
+            }
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        check_signature(&f).unwrap_or_else(|e| panic!("{e}"));
+        let f = parse_fn(quote!(
+            async fn f(x: u16) -> String
+            where
+                u16: Copy,
+            {
+                String::new()
+            }
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(check_signature(&f).is_err());
     }
 
     #[test]

@@ -222,3 +222,194 @@ async fn cancelled_caller_leaves_the_detached_load_running() {
     assert_eq!(bounded(slow(3)).await, 3);
     assert_eq!(SLOW_CALLS.load(SeqCst), 1);
 }
+
+// ---- trait impls: native `async fn` (with `trait_impl`) and `#[async_trait]` -------------
+
+/// A repository trait with native `async fn`s; callers are generic over it.
+trait UserStore {
+    async fn name(&self, id: u64) -> Option<String>;
+    async fn region_size(region: &str) -> usize;
+}
+
+/// Counts the origin calls of every implementation's methods.
+static STORE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Clone)]
+pub struct PgStore {
+    prefix: Arc<str>,
+}
+
+impl UserStore for PgStore {
+    #[stampede_cached(ttl = "30s", trait_impl)]
+    async fn name(&self, id: u64) -> Option<String> {
+        STORE_CALLS.fetch_add(1, SeqCst);
+        sleep(Duration::from_millis(50)).await;
+        (id != 0).then(|| format!("{}{id}", self.prefix))
+    }
+
+    #[stampede_cached(ttl = "30s", trait_impl, name = "tests.store.region_size")]
+    async fn region_size(region: &str) -> usize {
+        STORE_CALLS.fetch_add(1, SeqCst);
+        region.len()
+    }
+}
+
+/// What a caller written against the trait does.
+async fn names_of<S: UserStore>(store: &S, ids: &[u64]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for id in ids {
+        out.push(store.name(*id).await);
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn native_trait_impl_methods_are_cached_and_reached_by_name() {
+    let store = PgStore {
+        prefix: Arc::from("user "),
+    };
+    // Concurrent calls through the trait: one origin call.
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.name(7).await })
+        })
+        .collect();
+    for c in callers {
+        assert_eq!(bounded(c).await.unwrap().as_deref(), Some("user 7"));
+    }
+    let before = STORE_CALLS.load(SeqCst);
+    assert_eq!(
+        bounded(names_of(&store, &[7, 7, 0, 0])).await,
+        [Some("user 7".into()), Some("user 7".into()), None, None]
+    );
+    assert_eq!(STORE_CALLS.load(SeqCst), before + 1, "only id 0 was loaded");
+
+    // The cache lives in the method; `lookup` reaches it by its default name.
+    let name = format!("{}::name", std::any::type_name::<PgStore>());
+    let cache: Cache<u64, Option<String>> = stampede_cache::lookup(&name).expect("registered");
+    assert_eq!(cache.name(), name);
+    assert_eq!(cache.get(&7), Some(Some("user 7".into())));
+    cache.invalidate(&7);
+    assert_eq!(bounded(store.name(7)).await.as_deref(), Some("user 7"));
+    assert_eq!(
+        STORE_CALLS.load(SeqCst),
+        before + 2,
+        "reloaded after invalidate"
+    );
+
+    // A receiver-less associated fn of the impl.
+    assert_eq!(bounded(PgStore::region_size("emea")).await, 4);
+    assert_eq!(
+        bounded(<PgStore as UserStore>::region_size("emea")).await,
+        4
+    );
+    assert_eq!(STORE_CALLS.load(SeqCst), before + 3);
+    let sizes = stampede_cache::lookup::<String, usize>("tests.store.region_size").unwrap();
+    assert_eq!(sizes.get(&"emea".to_string()), Some(4));
+}
+
+/// The same trait through `#[async_trait]` (boxed, `Send` futures).
+#[async_trait::async_trait]
+pub trait Prices {
+    async fn price(&self, sku: &str) -> Result<u64, String>;
+    async fn currency(region: u16) -> String
+    where
+        Self: Sized;
+}
+
+static PRICE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Clone)]
+pub struct Catalog {
+    markup: u64,
+}
+
+#[async_trait::async_trait]
+impl Prices for Catalog {
+    #[stampede_cached(ttl = "1m", name = "tests.catalog.price")]
+    async fn price(&self, sku: &str) -> Result<u64, String> {
+        PRICE_CALLS.fetch_add(1, SeqCst);
+        sleep(Duration::from_millis(20)).await;
+        if sku.is_empty() {
+            return Err("no sku".into());
+        }
+        Ok(sku.len() as u64 + self.markup)
+    }
+
+    #[stampede_cached(ttl = "1m")]
+    async fn currency(region: u16) -> String
+    where
+        Self: Sized,
+    {
+        PRICE_CALLS.fetch_add(1, SeqCst);
+        format!("R{region}")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_trait_methods_are_cached() {
+    let catalog: Arc<dyn Prices + Send + Sync> = Arc::new(Catalog { markup: 100 });
+    let callers: Vec<_> = (0..20)
+        .map(|_| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move { catalog.price("abc").await })
+        })
+        .collect();
+    for c in callers {
+        assert_eq!(bounded(c).await.unwrap(), Ok(103));
+    }
+    assert_eq!(
+        PRICE_CALLS.load(SeqCst),
+        1,
+        "through a trait object: one origin call"
+    );
+    assert_eq!(bounded(catalog.price("")).await, Err("no sku".into()));
+    assert_eq!(bounded(catalog.price("")).await, Err("no sku".into()));
+    assert_eq!(PRICE_CALLS.load(SeqCst), 3, "an Err is not cached");
+    assert_eq!(bounded(Catalog::currency(44)).await, "R44");
+    assert_eq!(bounded(<Catalog as Prices>::currency(44)).await, "R44");
+    assert_eq!(PRICE_CALLS.load(SeqCst), 4);
+    let prices = stampede_cache::lookup::<String, u64>("tests.catalog.price").unwrap();
+    assert_eq!(prices.get(&"abc".to_string()), Some(103));
+}
+
+// ---- receiver-less associated fn of an inherent impl -----------------------------------
+
+pub struct Pool {
+    queries: AtomicUsize,
+}
+
+static POOL: Pool = Pool {
+    queries: AtomicUsize::new(0),
+};
+
+pub struct Accounts;
+
+impl Accounts {
+    /// `async fn count(pool: &PgPool) -> i64` in an inherent impl; the body may use `Self`.
+    #[stampede_cached(ttl = "30s", skip(pool))]
+    pub async fn count(pool: &'static Pool, region: u16) -> i64 {
+        pool.queries.fetch_add(1, SeqCst);
+        Self::scale() * i64::from(region)
+    }
+
+    fn scale() -> i64 {
+        10
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn receiver_less_associated_fns_have_an_associated_handle() {
+    assert_eq!(bounded(Accounts::count(&POOL, 2)).await, 20);
+    assert_eq!(bounded(Accounts::count(&POOL, 2)).await, 20);
+    assert_eq!(bounded(Accounts::count(&POOL, 3)).await, 30);
+    assert_eq!(POOL.queries.load(SeqCst), 2);
+    // The fn and its handle share one cache.
+    let handle: &'static Cache<u16, i64> = Accounts::count_cache();
+    assert_eq!(handle.get(&2), Some(20));
+    handle.insert(5, -1);
+    assert_eq!(bounded(Accounts::count(&POOL, 5)).await, -1);
+    assert_eq!(POOL.queries.load(SeqCst), 2);
+    assert!(handle.name().ends_with("::count"), "{}", handle.name());
+}

@@ -14,13 +14,18 @@
 //! 4. shows negative caching (an absent id is one query too) and
 //!    invalidation after a write.
 //!
+//! `find_user` is a method of a trait (`UserStore`, native `async fn`), as a
+//! repository behind an interface is: `#[stampede_cached(.., trait_impl)]`
+//! keeps its cache inside the method, and the write reaches it by name with
+//! `stampede_cache::lookup`.
+//!
 //! `.ci/postgres-example.sh` starts the machine's PostgreSQL, creates the
 //! database and runs this example as a CI step.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use stampede_cache::stampede_cached;
+use stampede_cache::{Cache, stampede_cached};
 use tokio_postgres::{Client, NoTls};
 
 /// A row of `stampede_users`.
@@ -49,6 +54,18 @@ impl std::fmt::Display for RepoError {
 
 impl std::error::Error for RepoError {}
 
+/// The reads the application depends on, behind an interface (a test double
+/// can implement it too). Its futures are `Send`, so callers can spawn them;
+/// an impl writes `async fn`.
+pub trait UserStore {
+    /// The user `id`, or `None` when there is no such row.
+    fn find_user(&self, id: i64) -> impl Future<Output = Result<Option<User>, RepoError>> + Send;
+}
+
+/// The name of `find_user`'s cache (as given to its attribute): the write
+/// reaches the cache through it.
+const USERS_BY_ID: &str = "example.users.by_id";
+
 /// The repository. `Clone` (an `Arc` inside) because cached loads run
 /// detached from their callers and take their own copy of the receiver.
 #[derive(Clone)]
@@ -56,11 +73,17 @@ pub struct UserRepo {
     db: Arc<Client>,
 }
 
-impl UserRepo {
+impl UserStore for UserRepo {
     /// One query per id per second, however many callers arrive at once.
-    /// `None` (no such user) is cached too: absent ids cannot hammer the DB.
-    #[stampede_cached(ttl = "1s", name = "example.users.by_id")]
-    pub async fn find_user(&self, id: i64) -> Result<Option<User>, RepoError> {
+    /// `None` (no such user) is cached too, for 500 ms: absent ids cannot
+    /// hammer the DB, and a row inserted meanwhile shows up soon.
+    #[stampede_cached(
+        ttl = "1s",
+        none_ttl = "500ms",
+        trait_impl,
+        name = "example.users.by_id"
+    )]
+    async fn find_user(&self, id: i64) -> Result<Option<User>, RepoError> {
         let row = self
             .db
             .query_one("SELECT id, name FROM stampede_find_user($1)", &[&id])
@@ -71,6 +94,13 @@ impl UserRepo {
             name: row.get(1),
         }))
     }
+}
+
+impl UserRepo {
+    /// `find_user`'s cache (a trait impl cannot hold a `find_user_cache()` handle).
+    fn users_by_id() -> Cache<i64, Option<User>> {
+        stampede_cache::lookup(USERS_BY_ID).expect("find_user has run: its cache is registered")
+    }
 
     /// A write, followed by the invalidation of the cached read.
     pub async fn rename(&self, id: i64, name: &str) -> Result<(), RepoError> {
@@ -80,7 +110,9 @@ impl UserRepo {
                 &[&id, &name],
             )
             .await?;
-        UserRepo::find_user_cache().invalidate(&id);
+        if let Some(users) = stampede_cache::lookup::<i64, Option<User>>(USERS_BY_ID) {
+            users.invalidate(&id);
+        }
         Ok(())
     }
 
@@ -164,7 +196,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     // 3. Ask the database how many queries it ran.
     let ran = repo.server_query_count().await?;
-    let stats = UserRepo::find_user_cache().stats();
+    let stats = UserRepo::users_by_id().stats();
     println!(
         "{CALLERS} concurrent find_user(42) after expiry: {ran} query ran on the server \
          (counted by stampede_find_user), {:.1} ms; cache stats: loads {}, coalesced {}",

@@ -140,3 +140,45 @@ fn first_difference(pinned: &str, actual: &str) -> String {
     }
     "identical lines, different line endings".into()
 }
+
+/// The macro docs' "What it expands to" shows the `inherent_method` snapshot, verbatim.
+#[test]
+fn the_docs_show_a_pinned_expansion() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = std::fs::read_to_string(dir.join("src/lib.rs")).expect("lib.rs");
+    let docs: Vec<&str> = lib
+        .lines()
+        .filter_map(|l| l.strip_prefix("///"))
+        .map(|l| l.strip_prefix(' ').unwrap_or(l))
+        .collect();
+    let section = docs
+        .iter()
+        .position(|l| *l == "# What it expands to")
+        .expect("a `What it expands to` section");
+    let open = section
+        + docs[section..]
+            .iter()
+            .position(|l| *l == "```text")
+            .expect("a code block in it");
+    let close = open
+        + 1
+        + docs[open + 1..]
+            .iter()
+            .position(|l| *l == "```")
+            .expect("closed");
+    let shown: Vec<&str> = docs[open + 1..close].to_vec();
+    let snapshot = std::fs::read_to_string(dir.join("tests/expand/inherent_method.expanded.rs"))
+        .expect("snapshot");
+    // The snapshot's method is indented one level inside its `impl`.
+    let pinned: Vec<String> = snapshot
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string())
+        .collect();
+    let found = pinned
+        .windows(shown.len())
+        .any(|w| w.iter().map(String::as_str).eq(shown.iter().copied()));
+    assert!(
+        found,
+        "the docs' expansion is not a part of inherent_method.expanded.rs: update the docs from the snapshot"
+    );
+}

@@ -623,7 +623,7 @@ type TtlFor<K, V> = Arc<dyn Fn(&K, &V) -> Duration + Send + Sync>;
 type TagsOf<K> = Arc<dyn Fn(&K) -> Vec<String> + Send + Sync>;
 
 /// What `#[stampede_cached]` sets on a cache: one setter per attribute argument, applied to
-/// a [`CacheBuilder`] by [`cache`] or [`shared_cache`].
+/// a [`CacheBuilder`] by its [`Tier`] when the cache is built.
 #[must_use]
 pub struct Options<K, V> {
     ttl: Option<Duration>,
@@ -675,7 +675,7 @@ impl<K, V> Options<K, V> {
         self
     }
 
-    /// `lock_ttl = ".."` (applied by [`shared_cache`] only).
+    /// `lock_ttl = ".."` (applied by [`Shared`] only).
     #[inline]
     pub fn lock_ttl(mut self, lock_ttl: Duration) -> Self {
         self.lock_ttl = Some(lock_ttl);

@@ -346,6 +346,8 @@ impl Expansion {
                 // process; else they load again in process (see `ErrorProbe`).
                 setters.push(quote_spanned! {at=>
                     .remote_errors({
+                        // One of the two is picked, the other is unused.
+                        #[allow(unused_imports)]
                         use #p::{NoRemoteErrors as _, RemoteErrorsFrom as _};
                         (&#p::ErrorProbe::<#err_ty>::new()).remote_errors()
                     })

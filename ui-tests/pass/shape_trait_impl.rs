@@ -2,7 +2,7 @@
 //! reached by name through `stampede_cache::lookup::<K, V>`.
 use stampede_cache::{Cache, stampede_cached};
 
-pub trait UserStore {
+trait UserStore {
     async fn name(&self, id: u64) -> Option<String>;
     async fn count(region: &str) -> usize;
 }

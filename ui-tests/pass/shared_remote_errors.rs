@@ -39,6 +39,11 @@ async fn alias(id: u64) -> error::Result<u64> {
     Ok(id)
 }
 
-fn main() {
+#[tokio::main]
+async fn main() {
+    assert_eq!(fleet(1).await.unwrap(), 1);
+    assert!(matches!(fleet(0).await, Err(FleetError::Db(_))));
+    assert_eq!(plain(0).await.unwrap_err().0, "no row");
+    assert_eq!(alias(2).await.unwrap(), 2);
     let _ = (fleet_cache(), plain_cache(), alias_cache());
 }

@@ -1,6 +1,6 @@
 //! A native `async fn` of a trait impl (`trait_impl`): the cache lives in the method, reached
 //! with `stampede_cache::lookup::<K, V>(name)`.
-pub trait Prices {
+trait Prices {
     async fn price(&self, sku: String) -> u64;
 }
 #[derive(Clone)]
@@ -38,4 +38,10 @@ impl Prices for Catalog {
             .await
     }
 }
-fn main() {}
+#[tokio::main]
+async fn main() {
+    assert_eq!(Catalog.price("abc".into()). await, 3);
+    let prices = stampede_cache::lookup::<String, u64>("catalog.price")
+        .expect("registered");
+    assert_eq!(prices.get(& "abc".to_string()), Some(3));
+}

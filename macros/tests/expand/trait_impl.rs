@@ -2,7 +2,7 @@
 //! with `stampede_cache::lookup::<K, V>(name)`.
 use stampede_cache::stampede_cached;
 
-pub trait Prices {
+trait Prices {
     async fn price(&self, sku: String) -> u64;
 }
 
@@ -17,4 +17,9 @@ impl Prices for Catalog {
     }
 }
 
-fn main() {}
+#[tokio::main]
+async fn main() {
+    assert_eq!(Catalog.price("abc".into()).await, 3);
+    let prices = stampede_cache::lookup::<String, u64>("catalog.price").expect("registered");
+    assert_eq!(prices.get(&"abc".to_string()), Some(3));
+}

@@ -127,7 +127,9 @@ fn main() {
     fastrand::seed(2015);
     let mut rng = fastrand::Rng::with_seed(2015);
     println!("XFetch, one hot key, ttl 200 ms, load 50 ms, 2 s of calls (10 ttl):");
-    println!("| requests/s | ours: loads | loads per ttl | calls waited | per-request roll: loads | loads per ttl | calls waited |");
+    println!(
+        "| requests/s | ours: loads | loads per ttl | calls waited | per-request roll: loads | loads per ttl | calls waited |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for rate in [1_000u64, 10_000, 100_000, 200_000] {
         let (loads, waited) = runtime.block_on(ours(rate));
@@ -143,7 +145,11 @@ fn main() {
     println!("Expiry wave, 10 000 keys warmed at once, ttl 10 s, each read every 100 ms:");
     println!("| jitter | peak loads per 100 ms | windows with loads |");
     println!("|---:|---:|---:|");
-    for jitter in [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(5)] {
+    for jitter in [
+        Duration::ZERO,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    ] {
         let (peak, windows) = runtime.block_on(wave(jitter));
         println!("| {jitter:?} | {peak} | {windows} |");
     }

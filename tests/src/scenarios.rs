@@ -225,7 +225,8 @@ pub async fn a_load_timeout_ends_the_flight_fleet_wide(
 }
 
 /// A tag invalidated in one pod drops every pod's tagged copy and the
-/// shared value; the fleet reloads once.
+/// shared value — the fleet reloads once — and supersedes a load of a
+/// tagged key running in another pod: no pod is served that load's value.
 pub async fn a_tag_reaches_every_pod(name: &str, backends: &[SharedBackend], settle: Duration) {
     let pods: Vec<Cache<(String, u32), String>> = backends
         .iter()
@@ -261,4 +262,37 @@ pub async fn a_tag_reaches_every_pod(name: &str, backends: &[SharedBackend], set
         assert_eq!(seen, "v2");
     }
     assert_eq!(loads.load(SeqCst), 2, "one reload for the fleet");
+
+    // Pod 0 reloads a row it read before a write to the category...
+    pods[0].invalidate(&key);
+    sleep(settle).await;
+    let stale_read = tokio::spawn({
+        let (pod, key) = (pods[0].clone(), key.clone());
+        async move {
+            pod.get_or_load(key, |_| async {
+                sleep(LOAD * 3).await;
+                "v2 (read before the write)".to_owned()
+            })
+            .await
+        }
+    });
+    sleep(LOAD).await;
+    // ...when the write invalidates the tag: that load is superseded.
+    stampede_cache::invalidate_tag(&tag);
+    sleep(settle).await;
+    let fresh = pods[pods.len() - 1]
+        .get_or_load(key.clone(), |_| async { "v3".to_owned() })
+        .await;
+    assert_eq!(fresh, "v3");
+    assert_eq!(
+        bounded(stale_read).await.unwrap(),
+        "v2 (read before the write)"
+    );
+    sleep(settle).await;
+    for (i, pod) in pods.iter().enumerate() {
+        let seen = pod
+            .get_or_load(key.clone(), |_| async { "v4".to_owned() })
+            .await;
+        assert_ne!(seen, "v2 (read before the write)", "pod {i}");
+    }
 }

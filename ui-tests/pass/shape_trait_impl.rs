@@ -49,7 +49,9 @@ impl<T: Clone + Send + Sync + 'static> UserStore for Wrapped<T> {
 
 #[tokio::main]
 async fn main() {
-    let store = PgStore { prefix: "user ".into() };
+    let store = PgStore {
+        prefix: "user ".into(),
+    };
     assert_eq!(store.name(1).await.as_deref(), Some("user 1"));
     let name = format!("{}::name", std::any::type_name::<PgStore>());
     let cache: Cache<u64, Option<String>> = stampede_cache::lookup(&name).expect("registered");

@@ -22,12 +22,20 @@ pub struct RepoError(pub String);
 
 #[stampede_cached(ttl = "1m", shared, name = "ui.remote.fleet")]
 async fn fleet(id: u64) -> Result<u64, FleetError> {
-    if id == 0 { Err(FleetError::Db("no row".into())) } else { Ok(id) }
+    if id == 0 {
+        Err(FleetError::Db("no row".into()))
+    } else {
+        Ok(id)
+    }
 }
 
 #[stampede_cached(ttl = "1m", shared, name = "ui.remote.plain")]
 async fn plain(id: u64) -> Result<u64, RepoError> {
-    if id == 0 { Err(RepoError("no row".into())) } else { Ok(id) }
+    if id == 0 {
+        Err(RepoError("no row".into()))
+    } else {
+        Ok(id)
+    }
 }
 
 mod error {

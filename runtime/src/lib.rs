@@ -70,11 +70,12 @@
 //!   (also when refreshes fail, one retry per backoff) until the `stale`
 //!   window ends. Nobody waits
 //!   after warm-up. Pick it for read-heavy data that may lag by one refresh.
-//! - [`Strategy::XFetch`] — each hit may refresh early with a probability that
-//!   rises toward expiry (Vattani et al., VLDB 2015), scaled by how long the
-//!   key's last load took. A hot key is refreshed before it expires, so no
-//!   one waits and nothing is ever served past its TTL; a cold key behaves
-//!   like `Lock`. Pick it for hot keys that must never be stale.
+//! - [`Strategy::XFetch`] — each load draws one early-refresh instant
+//!   (after XFetch, Vattani et al., VLDB 2015, made rate-independent); the
+//!   first hit after it starts one background refresh. A hot key is
+//!   refreshed before it expires, so no one waits and nothing is ever served
+//!   past its TTL; a cold key behaves like `Lock`. Pick it for hot keys that
+//!   must never be stale.
 //!
 //! ## Failure semantics
 //!
@@ -159,7 +160,16 @@
 //! ## Observability
 //!
 //! [`Cache::stats`] returns plain counters ([`CacheStats`]); loads, failed
-//! loads, panics and refreshes are `tracing` events with the cache's name.
+//! loads, panics, timeouts, fail-safe serves and refreshes are `tracing`
+//! events with the cache's name.
+//!
+//! ## Expiry and invalidation
+//!
+//! [`CacheBuilder::jitter`] spreads the expiries of keys loaded together;
+//! [`CacheBuilder::ttl_for`] gives each entry its own ttl (the attribute's
+//! `none_ttl` uses it); [`CacheBuilder::tags`] and [`invalidate_tag`] drop a
+//! group of entries in every cache (and, with `shared`, fleet-wide) and
+//! supersede their loads in flight. [`lookup`] finds a live cache by name.
 
 #![warn(missing_docs)]
 

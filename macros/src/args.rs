@@ -1,4 +1,4 @@
-//! Parsing and validation of the attribute arguments (DESIGN §1).
+//! Parsing and validation of the attribute arguments (the table in the `stampede_cached` docs, `macros/src/lib.rs`).
 //!
 //! One setter per argument checks that argument alone ([`Configuration::set_ttl`], ...);
 //! [`Configuration::build`] then applies the rules between arguments. Every error is

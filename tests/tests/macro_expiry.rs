@@ -137,7 +137,7 @@ async fn jitter_spreads_expiry_over_ttl_to_ttl_plus_jitter() {
 
 static PAGE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// The DESIGN example: every page of a category carries its tag; `trace` is not in the key.
+/// The README example: every page of a category carries its tag; `trace` is not in the key.
 #[stampede_cached(
     ttl = "10m",
     skip(trace),

@@ -57,7 +57,7 @@ impl Db {
     }
 }
 
-/// The repository of the DESIGN example: `Clone`, state in an `Arc`.
+/// The repository of the README example: `Clone`, state in an `Arc`.
 #[derive(Clone)]
 pub struct UserRepo {
     db: Arc<Db>,

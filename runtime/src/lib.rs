@@ -179,6 +179,8 @@ mod backend;
 mod builder;
 mod cache;
 mod flight;
+mod invalidate;
+mod load;
 mod registry;
 mod stats;
 mod store;
@@ -202,11 +204,11 @@ pub use builder::{
     CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_MAX_LOCK_HOLD, DEFAULT_TTL,
 };
 pub use cache::Cache;
-pub use flight::LoadTimeout;
+pub use invalidate::invalidate_tag;
+pub use load::LoadTimeout;
 pub use registry::lookup;
 pub use stats::CacheStats;
 pub use strategy::Strategy;
-pub use tags::invalidate_tag;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -43,9 +43,6 @@ pub(crate) trait TagTarget: Send + Sync {
     /// Drops the flights of this process carrying `tag` (they answer their
     /// callers but cache nothing).
     fn supersede_flights(&self, tag: &str);
-    /// With `shared`: applies the invalidation to the shared tier (deletes
-    /// the tag's values and locks fleet-wide, notifies the other processes).
-    fn invalidate_shared(&self, tag: &str);
 }
 
 /// The current tag epoch: what a load starting now is stamped with.
@@ -96,44 +93,4 @@ fn targets() -> Vec<Arc<dyn TagTarget>> {
     let mut targets = TARGETS.lock().unwrap_or_else(|e| e.into_inner());
     targets.retain(|t| t.strong_count() > 0);
     targets.iter().filter_map(Weak::upgrade).collect()
-}
-
-/// Drops every entry carrying `tag`, in every cache of this process, and
-/// supersedes the loads of such entries now in flight, exactly as
-/// [`Cache::invalidate`](crate::Cache::invalidate) does for one key: they
-/// answer their callers but cache nothing, and no call is served a value
-/// loaded before this invalidation afterwards. With `shared` caches, the
-/// same holds across the fleet: the tag's values and locks are deleted from
-/// the shared tier (superseding loads running anywhere) and every process is
-/// told to drop its copies.
-///
-/// Costs O(1) in the number of cached entries: entries are checked lazily,
-/// once each, when next read.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use stampede_cache::Cache;
-///
-/// let pages: Cache<(String, u32), String> = Cache::builder("doc.tags")
-///     .tags(|(category, _page): &(String, u32)| [format!("category:{category}")])
-///     .build();
-/// pages.get_or_load(("books".into(), 1), |_| async { "page 1".to_owned() }).await;
-/// pages.get_or_load(("games".into(), 1), |_| async { "page 1".to_owned() }).await;
-/// stampede_cache::invalidate_tag("category:books");
-/// assert_eq!(pages.get(&("books".into(), 1)), None);
-/// assert!(pages.get(&("games".into(), 1)).is_some());
-/// # }
-/// ```
-pub fn invalidate_tag(tag: &str) {
-    apply(tag);
-    let mut done = std::collections::HashSet::new();
-    for target in targets() {
-        // One shared-tier invalidation per backend is enough; the targets
-        // dedupe by what they invalidate through.
-        let key = Arc::as_ptr(&target) as *const () as usize;
-        if done.insert(key) {
-            target.invalidate_shared(tag);
-        }
-    }
-    tracing::debug!(tag, "tag invalidated");
 }

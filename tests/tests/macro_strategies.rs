@@ -94,8 +94,10 @@ async fn swr_serves_stale_without_waiting_and_refreshes_once() {
 
 static XFETCH_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-/// δ = 1 s (the load's duration), β = 50: two seconds before expiry each read rolls an early
-/// refresh with probability exp(-2 / 50) ≈ 0.96.
+/// δ = 1 s (the load's duration), β = 50: each value's refresh lead is drawn
+/// once, δ·β·(−ln U), so it reaches two seconds before expiry with
+/// probability exp(−2 / 50) ≈ 0.96 — the test seeds the draw (see below)
+/// so that it cannot land in the other 4 %.
 #[stampede_cached(ttl = "10s", strategy = "xfetch", beta = 50.0)]
 async fn xfetch(id: u64) -> usize {
     let n = XFETCH_CALLS.fetch_add(1, SeqCst) + 1;
@@ -106,6 +108,10 @@ async fn xfetch(id: u64) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn xfetch_refreshes_early_and_nobody_waits() {
+    // The draws come from this thread's fastrand generator (the paused
+    // runtime runs the load here): seeded, the drawn lead is the same every
+    // run — v2 drew it unseeded and failed about 1 run in 25.
+    fastrand::seed(0x5eed);
     assert_eq!(bounded(xfetch(1)).await, 1);
     advance(Duration::from_secs(8)).await;
 

@@ -169,8 +169,10 @@ pub(crate) enum FailureKind {
 }
 
 /// The failure record a leader leaves at `<slot>:fail` for the retry
-/// backoff: its waiters, and every process that misses the key meanwhile,
-/// answer with it instead of calling the origin again.
+/// backoff. It answers the callers that waited on that flight, and only
+/// those later flights that have a value to serve instead (fail-safe,
+/// stale): they are throttled by it, as in process. A flight with nothing
+/// to serve ignores it and loads.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Failure {
     pub kind: FailureKind,
@@ -178,6 +180,11 @@ pub(crate) struct Failure {
     pub message: String,
     /// For a timeout: the bound, in ms.
     pub after_ms: u64,
+    /// The failed flight's lock token: two records are never equal, so a
+    /// waiter can tell the failure of the flight it waited on from an
+    /// older record that was already there.
+    #[serde(default)]
+    pub flight: String,
 }
 
 pub(crate) fn encode_failure(failure: &Failure) -> Vec<u8> {
@@ -319,6 +326,7 @@ mod tests {
             kind: FailureKind::Error,
             message: "db down".into(),
             after_ms: 0,
+            flight: "f00d".into(),
         };
         assert_eq!(decode_failure(&encode_failure(&failure)), Some(failure));
         assert_eq!(decode_failure(b"garbage"), None);

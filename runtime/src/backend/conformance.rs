@@ -33,18 +33,27 @@ fn slot_of(backend: &SharedBackend, name: &str, key: &str) -> Slot {
 async fn locks(backend: &SharedBackend, run: &str) {
     let b = &backend.inner;
     let s = slot_of(backend, &format!("conf.{run}.locks"), "01");
-    assert_eq!(b.lock(&s, "a", LEASE, true).await.unwrap(), Acquire::Locked);
-    assert_eq!(b.lock(&s, "b", LEASE, false).await.unwrap(), Acquire::Held);
+    assert_eq!(
+        b.lock(&s, "a", LEASE, true, true).await.unwrap(),
+        Acquire::Locked
+    );
+    assert_eq!(
+        b.lock(&s, "b", LEASE, false, true).await.unwrap(),
+        Acquire::Held(None)
+    );
     assert!(b.read(&s).await.unwrap().locked);
     assert!(b.renew(&s, "a", LEASE).await.unwrap(), "holder renews");
     assert!(!b.renew(&s, "b", LEASE).await.unwrap(), "others cannot");
     assert!(!b.release(&s, "b").await.unwrap(), "others cannot release");
     assert!(b.release(&s, "a").await.unwrap(), "holder releases");
     assert!(!b.read(&s).await.unwrap().locked);
-    assert_eq!(b.lock(&s, "b", LEASE, true).await.unwrap(), Acquire::Locked);
+    assert_eq!(
+        b.lock(&s, "b", LEASE, true, true).await.unwrap(),
+        Acquire::Locked
+    );
     tokio::time::sleep(LEASE * 2).await;
     assert_eq!(
-        b.lock(&s, "c", LEASE, true).await.unwrap(),
+        b.lock(&s, "c", LEASE, true, true).await.unwrap(),
         Acquire::Locked,
         "a lapsed lease frees the lock"
     );
@@ -68,11 +77,14 @@ async fn values_and_fencing(backend: &SharedBackend, run: &str) {
         "no lock, no write"
     );
     assert_eq!(
-        b.lock(&s, "old", LEASE, true).await.unwrap(),
+        b.lock(&s, "old", LEASE, true, true).await.unwrap(),
         Acquire::Locked
     );
     tokio::time::sleep(LEASE * 2).await;
-    assert_eq!(b.lock(&s, "new", TTL, true).await.unwrap(), Acquire::Locked);
+    assert_eq!(
+        b.lock(&s, "new", TTL, true, true).await.unwrap(),
+        Acquire::Locked
+    );
     assert!(
         b.write(&s, "new", b"newer", TTL).await.unwrap(),
         "holder writes"
@@ -92,12 +104,12 @@ async fn values_and_fencing(backend: &SharedBackend, run: &str) {
 
     // lock(or_value): the value if present (no lock taken)...
     assert!(
-        matches!(b.lock(&s, "b", LEASE, true).await.unwrap(), Acquire::Value(v, _) if v == b"newer")
+        matches!(b.lock(&s, "b", LEASE, true, true).await.unwrap(), Acquire::Value(v, _) if v == b"newer")
     );
     assert!(!b.read(&s).await.unwrap().locked, "and the lock stays free");
     // ...or the lock regardless (a refresh of a present value).
     assert_eq!(
-        b.lock(&s, "b", LEASE, false).await.unwrap(),
+        b.lock(&s, "b", LEASE, false, true).await.unwrap(),
         Acquire::Locked
     );
 
@@ -115,7 +127,7 @@ async fn values_and_fencing(backend: &SharedBackend, run: &str) {
     // Values expire with their ttl.
     let short = slot_of(backend, &name, "05");
     assert_eq!(
-        b.lock(&short, "a", LEASE, true).await.unwrap(),
+        b.lock(&short, "a", LEASE, true, true).await.unwrap(),
         Acquire::Locked
     );
     assert!(b.write(&short, "a", b"v", LEASE).await.unwrap());
@@ -139,7 +151,10 @@ async fn failures(backend: &SharedBackend, run: &str) {
         !b.fail(&s, "nobody", b"rec", LEASE).await.unwrap(),
         "no lock, no record"
     );
-    assert_eq!(b.lock(&s, "a", LEASE, true).await.unwrap(), Acquire::Locked);
+    assert_eq!(
+        b.lock(&s, "a", LEASE, true, true).await.unwrap(),
+        Acquire::Locked
+    );
     assert!(
         b.fail(&s, "a", b"rec", LEASE * 3).await.unwrap(),
         "holder records its failure"
@@ -148,13 +163,29 @@ async fn failures(backend: &SharedBackend, run: &str) {
     assert_eq!(found.failure.as_deref(), Some(&b"rec"[..]));
     assert!(!found.locked, "the failure released the lock");
     assert_eq!(
-        b.lock(&s, "b", LEASE, true).await.unwrap(),
+        b.lock(&s, "b", LEASE, true, true).await.unwrap(),
         Acquire::Failed(b"rec".to_vec()),
-        "while the record lasts, nobody takes the lock to call the origin again"
+        "while the record lasts, a flight with a value to serve is throttled by it"
+    );
+    assert_eq!(
+        b.lock(&s, "x", LEASE, true, false).await.unwrap(),
+        Acquire::Locked,
+        "a flight with nothing to serve ignores the record and takes the lock"
+    );
+    assert_eq!(
+        b.lock(&s, "y", LEASE, true, false).await.unwrap(),
+        Acquire::Held(Some(b"rec".to_vec())),
+        "held: with the record there was, so a waiter tells a newer failure from it"
+    );
+    assert!(b.fail(&s, "x", b"rec-x", LEASE * 3).await.unwrap());
+    assert_eq!(
+        b.read(&s).await.unwrap().failure.as_deref(),
+        Some(&b"rec-x"[..]),
+        "the new flight's record replaces the old one"
     );
     tokio::time::sleep(LEASE * 4).await;
     assert_eq!(
-        b.lock(&s, "b", LEASE, true).await.unwrap(),
+        b.lock(&s, "b", LEASE, true, true).await.unwrap(),
         Acquire::Locked,
         "the record expires"
     );
@@ -169,7 +200,7 @@ async fn failures(backend: &SharedBackend, run: &str) {
         "insert clears the record"
     );
     assert_eq!(
-        b.lock(&s, "c", LEASE, false).await.unwrap(),
+        b.lock(&s, "c", LEASE, false, true).await.unwrap(),
         Acquire::Locked
     );
     assert!(b.fail(&s, "c", b"rec3", TTL).await.unwrap());
@@ -187,17 +218,26 @@ async fn notices(backend: &SharedBackend, run: &str) {
     let b = &backend.inner;
     let s = slot_of(backend, &format!("conf.{run}.notices"), "03");
     let mut watch = b.hub().watch(s.as_str());
-    assert_eq!(b.lock(&s, "t", TTL, true).await.unwrap(), Acquire::Locked);
+    assert_eq!(
+        b.lock(&s, "t", TTL, true, true).await.unwrap(),
+        Acquire::Locked
+    );
     assert!(b.write(&s, "t", b"v", TTL).await.unwrap());
     tokio::time::timeout(NOTICE_BOUND, watch.changed())
         .await
         .expect("the fenced write publishes a ready notice");
-    assert_eq!(b.lock(&s, "u", TTL, false).await.unwrap(), Acquire::Locked);
+    assert_eq!(
+        b.lock(&s, "u", TTL, false, true).await.unwrap(),
+        Acquire::Locked
+    );
     assert!(b.release(&s, "u").await.unwrap());
     tokio::time::timeout(NOTICE_BOUND, watch.changed())
         .await
         .expect("a release publishes a ready notice");
-    assert_eq!(b.lock(&s, "w", TTL, false).await.unwrap(), Acquire::Locked);
+    assert_eq!(
+        b.lock(&s, "w", TTL, false, true).await.unwrap(),
+        Acquire::Locked
+    );
     assert!(b.fail(&s, "w", b"rec", LEASE).await.unwrap());
     tokio::time::timeout(NOTICE_BOUND, watch.changed())
         .await
@@ -275,7 +315,7 @@ async fn invalidation(backend: &SharedBackend, run: &str) {
         .await
         .unwrap();
     assert_eq!(
-        b.lock(&s, "loader", TTL, false).await.unwrap(),
+        b.lock(&s, "loader", TTL, false, true).await.unwrap(),
         Acquire::Locked
     );
     b.invalidate(&s, &cache, &notice(1, 0, Some("04")))

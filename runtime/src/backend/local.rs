@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::hub::Hub;
 use super::slot::{CacheKeys, Slot, notice, parse_notice, split_tag, tag_set};
+use super::writes::WriteBehind;
 use super::{Acquire, Backend, BackendFut, Found, SharedBackend};
 use crate::strategy::after;
 
@@ -47,6 +48,7 @@ pub struct LocalBackend {
 struct LocalInner {
     prefix: String,
     hub: Arc<Hub>,
+    writes: Arc<WriteBehind>,
     state: Mutex<State>,
 }
 
@@ -133,6 +135,7 @@ impl LocalBackend {
             inner: Arc::new(LocalInner {
                 prefix: prefix.into(),
                 hub: Arc::default(),
+                writes: Arc::default(),
                 state: Mutex::default(),
             }),
         }
@@ -216,6 +219,10 @@ impl Backend for LocalInner {
         &self.hub
     }
 
+    fn writes(&self) -> &Arc<WriteBehind> {
+        &self.writes
+    }
+
     fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found> {
         let now = Instant::now();
         let mut state = self.lock();
@@ -233,17 +240,19 @@ impl Backend for LocalInner {
         token: &'a str,
         lease: Duration,
         or_value: bool,
+        honour_failure: bool,
     ) -> BackendFut<'a, Acquire> {
         let now = Instant::now();
         let mut state = self.lock();
         if or_value && let Some((bytes, left)) = state.value(slot, now) {
             return ready(Acquire::Value(bytes, left));
         }
-        if let Some((failure, _)) = state.failures.get(slot.as_str(), now) {
+        let failure = state.failures.get(slot.as_str(), now).map(|(f, _)| f);
+        if honour_failure && let Some(failure) = failure {
             return ready(Acquire::Failed(failure));
         }
         if state.holder(slot, now).is_some() {
-            return ready(Acquire::Held);
+            return ready(Acquire::Held(failure));
         }
         let until = after(now, lease);
         state

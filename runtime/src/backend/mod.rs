@@ -85,17 +85,18 @@ use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::cache::{Inner, RemotePolicy};
-use crate::flight::{ErasedError, Need};
+use crate::load::{ErasedError, Need};
 use crate::stats::Counters;
 use crate::strategy::Strategy;
+use crate::tags::Tags;
 
+mod claims;
 pub(crate) mod codec;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod conformance;
@@ -105,11 +106,13 @@ mod local;
 pub mod redis;
 pub(crate) mod slot;
 mod tier;
+pub(crate) mod writes;
 
 pub use local::LocalBackend;
 
 use hub::Hub;
 use slot::{CacheKeys, Slot};
+use writes::WriteBehind;
 
 /// A boxed, sendable future.
 pub(crate) type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -152,6 +155,42 @@ pub(crate) struct Loaded<V> {
     pub refresh_lead: Duration,
 }
 
+/// What the fleet tier needs of the cache core — its per-entry policy and
+/// its L1 — and nothing more: the tier never sees the call path, the
+/// flight map or the store.
+pub(crate) trait CacheCore<K, V>: Send + Sync {
+    /// The ttl of `value` (per entry with `ttl_for`), before jitter.
+    fn ttl_of(&self, key: &K, value: &V) -> Duration;
+    /// The longest a value may stay fresh (ttl plus the whole jitter): what
+    /// a value read from the shared tier is clamped to.
+    fn max_fresh_for(&self, key: &K, value: &V) -> Duration;
+    /// A value this process loaded from the origin, with its drawn timing
+    /// (ttl + jitter, XFetch's refresh lead).
+    fn loaded_here(&self, key: &K, value: V, delta: Duration) -> Loaded<V>;
+    /// An invalidation notice: drop `key` (its flight caches nothing).
+    fn evict(&self, key: &K);
+    /// A clear notice: drop every entry.
+    fn evict_all(&self);
+    /// A gap in the notices: drop every value, keep the flights uncached.
+    fn forget_after_gap(&self);
+}
+
+/// What one local flight asks of the shared tier.
+pub(crate) struct Want {
+    /// A value (any fresh one) or a refresh (only a newer one).
+    pub need: Need,
+    /// Whether this process has a value to serve if the load fails (a
+    /// refresh's current value, a stale or fail-safe one). Only then does
+    /// another flight's failure record answer this flight — throttling it
+    /// for the retry backoff, as in process; with nothing to serve it loads.
+    pub fallback: bool,
+    /// The entry's tags, computed once when the flight started.
+    pub tags: Option<Tags>,
+    /// The cache's `load_timeout`: it also bounds how long this flight
+    /// waits on another process's load (from when the flight started).
+    pub load_timeout: Option<Duration>,
+}
+
 /// The origin call of one flight: the user's loader, counted and timed. It
 /// yields the value and how long the load took.
 pub(crate) type OriginLoad<V> = BoxFut<Result<(V, Duration), ErasedError>>;
@@ -170,8 +209,11 @@ pub(crate) struct TierSpec<K, V> {
     /// How a failure in another process becomes a caller's error, if it can.
     pub remote: Option<RemotePolicy>,
     pub counters: Arc<Counters>,
-    /// The cache's core, whose L1 the invalidation notices drop.
-    pub l1: Weak<Inner<K, V>>,
+    /// How long a write stays worth retrying: the longest a value can live
+    /// in the backend (ttl + jitter + stale; `FOREVER` with a per-entry ttl).
+    pub longest_life: Duration,
+    /// The cache core, through the one interface the tier may use.
+    pub l1: Weak<dyn CacheCore<K, V>>,
     /// The backend given to this cache's builder, if any (else the installed one).
     pub backend: Option<SharedBackend>,
 }
@@ -185,17 +227,17 @@ pub(crate) trait SharedTier<K, V>: Send + Sync {
         &self,
         key: K,
         origin: OriginLoad<V>,
-        need: Need,
+        want: Want,
     ) -> BoxFut<Result<Loaded<V>, ErasedError>>;
-    /// `Cache::insert` on a shared cache: write through to the shared tier.
-    fn store(&self, key: &K, value: &V);
-    /// `Cache::invalidate`: registered as pending at once (so no flight of
-    /// this process reads the old value back), applied in the background.
+    /// `Cache::insert` on a shared cache: write through to the shared tier,
+    /// recorded under the entry's `tags`. Like every write: pending at once
+    /// (no flight of this process reads the old value back), applied in
+    /// call order behind this process's earlier writes, retried until it lands.
+    fn store(&self, key: &K, value: &V, tags: Option<Tags>);
+    /// `Cache::invalidate`, as `store` is applied.
     fn invalidate(&self, key: &K);
+    /// `Cache::invalidate_all`, as `store` is applied.
     fn invalidate_all(&self);
-    /// `invalidate_tag`: delete the tag's values and locks fleet-wide
-    /// (superseding loads anywhere) and tell every process.
-    fn invalidate_tag(&self, tag: &str);
 }
 
 /// Builds the shared tier of a `shared` cache, or `None` to coordinate in
@@ -211,7 +253,20 @@ pub(crate) fn shared_tier<K: SharedKey, V: SharedValue>(
         Some(backend) => backend,
         None => installed_or_default(&spec.name),
     };
-    Some(tier::Tier::<K, V>::build(spec, backend))
+    let claim = claims::NameClaim::take::<K, V>(&spec.name);
+    Some(tier::Tier::<K, V>::build(spec, backend, claim))
+}
+
+/// How a `shared` cache turns a load that failed in another process into
+/// its callers' error, and renders its own errors for the other processes.
+#[derive(Clone, Copy)]
+pub(crate) struct RemotePolicy {
+    /// `Arc::new(E::from(remote))`, erased.
+    pub make_error: fn(RemoteLoadError) -> ErasedError,
+    /// `format!("{:?}", error)` when the erased error is an `E`.
+    pub describe: fn(&ErasedError) -> Option<String>,
+    /// `type_name::<E>()`, for the message when a call's error type differs.
+    pub error_type: &'static str,
 }
 
 /// A failed backend operation (connection lost, timeout, error reply).
@@ -342,12 +397,14 @@ pub(crate) struct Found {
 pub(crate) enum Acquire {
     /// A value is there (only when asked to look for one): bytes and time left.
     Value(Vec<u8>, Duration),
-    /// A recent failure record is there: the origin is not to be called again yet.
+    /// A recent failure record is there (only when asked to honour one):
+    /// the flight has a value to serve, and the retry backoff runs.
     Failed(Vec<u8>),
     /// The lock is ours.
     Locked,
-    /// Another process holds the lock.
-    Held,
+    /// Another process holds the lock; the failure record there was when
+    /// we looked (a waiter answers only with a record newer than this).
+    Held(Option<Vec<u8>>),
 }
 
 /// The operations a shared tier needs from a store every process sees.
@@ -362,6 +419,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn prefix(&self) -> &str;
     /// Where this process's notices are delivered.
     fn hub(&self) -> &Arc<Hub>;
+    /// This process's writes to this backend, in order, retried.
+    fn writes(&self) -> &Arc<WriteBehind>;
     /// The lease a lock is first taken with. A backend whose lock command
     /// may time out and still run later (Redis) starts short, so an orphan
     /// lock nobody renews lapses quickly; the leader extends it to the full
@@ -371,14 +430,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
     }
     /// Value, failure record and lock state of `slot`, in one round trip.
     fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found>;
-    /// One atomic step: with `or_value`, the value if there is one; else
-    /// the failure record if there is one; else `SET <lock> token NX PX lease`.
+    /// One atomic step: with `or_value`, the value if there is one; else,
+    /// with `honour_failure`, the failure record if there is one; else
+    /// `SET <lock> token NX PX lease` — and if the lock is held, the
+    /// failure record there was at that moment.
     fn lock<'a>(
         &'a self,
         slot: &'a Slot,
         token: &'a str,
         lease: Duration,
         or_value: bool,
+        honour_failure: bool,
     ) -> BackendFut<'a, Acquire>;
     /// Extends the lease if `token` still holds the lock: whether it did.
     fn renew<'a>(&'a self, slot: &'a Slot, token: &'a str, lease: Duration)
@@ -454,7 +516,48 @@ pub struct SharedBackend {
 
 impl SharedBackend {
     pub(crate) fn new(inner: Arc<dyn Backend>, kind: &'static str) -> Self {
+        remember(&inner);
         Self { inner, kind }
+    }
+
+    /// Writes to the shared tier retried after a failure so far (an
+    /// `invalidate` during an outage is retried until it lands).
+    pub fn write_retries(&self) -> u64 {
+        self.inner.writes().retries()
+    }
+
+    /// Writes to the shared tier given up so far: refused (queue full, no
+    /// runtime) or moot (what they superseded had expired by then).
+    pub fn writes_lost(&self) -> u64 {
+        self.inner.writes().lost()
+    }
+}
+
+/// Every backend this process has made, so `invalidate_tag` reaches each
+/// once — also from a process that never built the tagged cache.
+static BACKENDS: Mutex<Vec<Weak<dyn Backend>>> = Mutex::new(Vec::new());
+
+fn remember(backend: &Arc<dyn Backend>) {
+    let mut known = BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
+    known.retain(|b| b.strong_count() > 0);
+    if !known
+        .iter()
+        .any(|b| std::ptr::addr_eq(b.as_ptr(), Arc::as_ptr(backend)))
+    {
+        known.push(Arc::downgrade(backend));
+    }
+}
+
+/// `invalidate_tag` in the shared tier: queued once on every live backend
+/// of this process (each deletes the tag's values and locks and tells its
+/// other processes).
+pub(crate) fn invalidate_tag(tag: &str) {
+    let live: Vec<Arc<dyn Backend>> = {
+        let known = BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
+        known.iter().filter_map(Weak::upgrade).collect()
+    };
+    for backend in &live {
+        tier::invalidate_tag_on(backend, tag);
     }
 }
 

@@ -109,6 +109,7 @@ use tokio::time::Instant;
 
 use super::hub::{Hub, Subscriber};
 use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice, tag_set, tags_channel};
+use super::writes::WriteBehind;
 use super::{Acquire, Backend, BackendError, BackendFut, BackendResult, Found, SharedBackend};
 
 /// Default bound on one Redis command.
@@ -133,17 +134,18 @@ const READ: &str = r"
 return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[3]), redis.call('EXISTS', KEYS[2])}
 ";
 
-/// KEYS: value, lock, fail. ARGV: token, lease ms, or_value.
-/// Returns {1, value, PTTL} | {2, failure record} | {3} (locked) | {4} (held).
+/// KEYS: value, lock, fail. ARGV: token, lease ms, or_value, honour_failure.
+/// Returns {1, value, PTTL} | {2, failure record} | {3} (locked) |
+/// {4, failure record or false} (held).
 const LOCK: &str = r"
 if ARGV[3] == '1' then
   local v = redis.call('GET', KEYS[1])
   if v then return {1, v, redis.call('PTTL', KEYS[1])} end
 end
 local f = redis.call('GET', KEYS[3])
-if f then return {2, f} end
+if f and ARGV[4] == '1' then return {2, f} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {3} end
-return {4}
+return {4, f}
 ";
 
 /// KEYS: lock. ARGV: token, lease ms.
@@ -255,6 +257,7 @@ struct RedisInner {
     timeout: Duration,
     conn: ConnectionManager,
     hub: Arc<Hub>,
+    writes: Arc<WriteBehind>,
     scripts: Scripts,
     breaker: Breaker,
     subs: Arc<Subs>,
@@ -373,6 +376,8 @@ impl RedisBackendBuilder {
     /// call runs its loader in process. Also the bound on a liveness PING
     /// of the notice connection. Default [`DEFAULT_COMMAND_TIMEOUT`].
     ///
+    /// Saturated at [`MAX_SETTING`].
+    ///
     /// # Panics
     /// If `timeout` is zero.
     pub fn command_timeout(mut self, timeout: Duration) -> Self {
@@ -387,6 +392,8 @@ impl RedisBackendBuilder {
     /// sooner; longer wastes fewer timeouts on a hung one. Default
     /// [`DEFAULT_BREAKER_COOLDOWN`].
     ///
+    /// Saturated at [`MAX_SETTING`].
+    ///
     /// # Panics
     /// If `cooldown` is zero.
     pub fn breaker_cooldown(mut self, cooldown: Duration) -> Self {
@@ -398,6 +405,8 @@ impl RedisBackendBuilder {
     /// subscription (invalidations silently lost) is noticed within
     /// `ping_interval + command_timeout`, and the process's L1 copies are
     /// dropped then. Default [`DEFAULT_PING_INTERVAL`].
+    ///
+    /// Saturated at [`MAX_SETTING`].
     ///
     /// # Panics
     /// If `interval` is zero.
@@ -452,6 +461,7 @@ impl RedisBackendBuilder {
                 timeout: self.command_timeout,
                 conn,
                 hub,
+                writes: Arc::default(),
                 scripts: Scripts {
                     read: Script::new(READ),
                     lock: Script::new(LOCK),
@@ -479,13 +489,19 @@ impl From<RedisBackend> for SharedBackend {
     }
 }
 
-/// `duration`, after checking it is not zero (a builder setting's contract).
+/// The longest any duration setting of the builder is taken as: longer ones
+/// (`Duration::MAX` included) saturate here, so no bound, timer or backoff
+/// derived from them can overflow.
+pub const MAX_SETTING: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `duration`, after checking it is not zero (a builder setting's
+/// contract), saturated at [`MAX_SETTING`].
 fn positive(what: &str, duration: Duration) -> Duration {
     assert!(
         !duration.is_zero(),
         "stampede-cache: the {what} must be > 0"
     );
-    duration
+    duration.min(MAX_SETTING)
 }
 
 fn redis_error(error: ::redis::RedisError) -> BackendError {
@@ -625,6 +641,9 @@ impl Breaker {
 /// and the subscription task (which subscribes them).
 struct Subs {
     prefix: String,
+    /// This backend's id on the tags channel: its own tag notices are
+    /// skipped (it applied the tag before sending).
+    id: u64,
     desired: Mutex<Desired>,
     /// Rung when `desired` changed (capacity 1: a ring is never lost).
     doorbell: mpsc::Sender<()>,
@@ -691,6 +710,7 @@ impl Subs {
             ..Desired::default()
         };
         let subs = Arc::new(Self {
+            id: fastrand::u64(..),
             caches_wanted: AtomicU64::new(desired.caches.len() as u64),
             desired: Mutex::new(desired),
             prefix,
@@ -989,17 +1009,13 @@ async fn reconcile(
 async fn read(mut stream: PubSubStream, hub: Arc<Hub>, subs: Arc<Subs>) {
     while let Some(msg) = stream.next().await {
         subs.notices.fetch_add(1, Ordering::Relaxed);
-        dispatch(
-            &hub,
-            &subs.prefix,
-            msg.get_channel_name(),
-            msg.get_payload_bytes(),
-        );
+        dispatch(&hub, &subs, msg.get_channel_name(), msg.get_payload_bytes());
     }
 }
 
 /// Routes one notice by its channel (see [`slot`](super::slot)).
-fn dispatch(hub: &Hub, prefix: &str, channel: &str, payload: &[u8]) {
+fn dispatch(hub: &Hub, subs: &Subs, channel: &str, payload: &[u8]) {
+    let prefix = subs.prefix.as_str();
     match parse_channel(prefix, channel) {
         Some(Channel::Ready(slot)) => hub.ready(slot),
         Some(Channel::Invalidations(name)) => {
@@ -1008,7 +1024,13 @@ fn dispatch(hub: &Hub, prefix: &str, channel: &str, payload: &[u8]) {
             }
         }
         Some(Channel::Tags) => {
-            if let Ok(tag) = std::str::from_utf8(payload) {
+            // "<sender id> <tag>"; the tag may contain spaces, the id does not.
+            let notice = std::str::from_utf8(payload)
+                .ok()
+                .and_then(|p| p.split_once(' '));
+            if let Some((sender, tag)) = notice
+                && sender.parse::<u64>().ok() != Some(subs.id)
+            {
                 crate::tags::apply(tag);
             }
         }
@@ -1117,6 +1139,10 @@ impl Backend for RedisInner {
         &self.hub
     }
 
+    fn writes(&self) -> &Arc<WriteBehind> {
+        &self.writes
+    }
+
     /// A lock command that times out may still run when Redis resumes; the
     /// lock it leaves then lapses after this short lease (the leader renews
     /// to the full lease at once), and the tier queues a release behind it.
@@ -1152,6 +1178,7 @@ impl Backend for RedisInner {
         token: &'a str,
         lease: Duration,
         or_value: bool,
+        honour_failure: bool,
     ) -> BackendFut<'a, Acquire> {
         Box::pin(async move {
             let reply: Vec<Value> = self
@@ -1163,7 +1190,8 @@ impl Backend for RedisInner {
                         .key(slot.fail())
                         .arg(token)
                         .arg(millis(lease))
-                        .arg(if or_value { "1" } else { "0" }),
+                        .arg(if or_value { "1" } else { "0" })
+                        .arg(if honour_failure { "1" } else { "0" }),
                 )
                 .await?;
             match reply.as_slice() {
@@ -1175,7 +1203,7 @@ impl Backend for RedisInner {
                     bytes_of(record).ok_or_else(|| malformed("lock"))?,
                 )),
                 [tag] if int_of(tag) == 3 => Ok(Acquire::Locked),
-                [tag] if int_of(tag) == 4 => Ok(Acquire::Held),
+                [tag, record] if int_of(tag) == 4 => Ok(Acquire::Held(bytes_of(record))),
                 _ => Err(malformed("lock")),
             }
         })
@@ -1346,9 +1374,13 @@ impl Backend for RedisInner {
                     .arg("NX")
                     .ignore();
             }
-            self.commands.fetch_add(1, Ordering::Relaxed);
+            // Through the breaker like every command: with Redis hung,
+            // tagged misses are refused at once, and count towards tripping it.
+            let pass = self.admit().await?;
             let mut conn = self.conn.clone();
-            bounded(self.timeout, pipe.query_async::<()>(&mut conn)).await
+            let result = bounded(self.timeout, pipe.query_async::<()>(&mut conn)).await;
+            self.breaker.settle(pass, &result);
+            result
         })
     }
 
@@ -1360,7 +1392,7 @@ impl Backend for RedisInner {
                         .invalidate_tag
                         .key(tag_set(&self.prefix, tag))
                         .arg(tags_channel(&self.prefix))
-                        .arg(tag),
+                        .arg(format!("{} {tag}", self.subs.id)),
                 )
                 .await?;
             Ok(())

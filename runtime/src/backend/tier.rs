@@ -21,28 +21,28 @@
 //! started before them cannot write; `invalidate_all` bumps the cache's
 //! generation, and values loaded under an older one are never used again.
 
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::panic::resume_unwind;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::claims::NameClaim;
 use super::codec::{self, Decoded, Failure, FailureKind};
 use super::hub::L1Sink;
 use super::slot::{CacheKeys, Slot, notice};
+use super::writes::Write;
 use super::{
-    Acquire, Backend, BackendError, BoxFut, Loaded, OriginLoad, RemoteLoadError, SharedBackend,
-    SharedKey, SharedTier, SharedValue, TierSpec,
+    Acquire, Backend, BackendError, BoxFut, CacheCore, Loaded, OriginLoad, RemoteLoadError,
+    RemotePolicy, SharedBackend, SharedKey, SharedTier, SharedValue, TierSpec, Want,
 };
-use crate::cache::{Inner, RemotePolicy};
-use crate::flight::{CatchUnwind, ErasedError, LoadTimeout, Need, panic_message};
+use crate::load::{CatchUnwind, ErasedError, LoadTimeout, Need, panic_message};
 use crate::stats::Counters;
-use crate::strategy::FOREVER;
+use crate::strategy::{FOREVER, after};
+use crate::tags::Tags;
 
 /// An L2 value is "newer" than an L1 copy when it stays fresh at least this
 /// much longer (absorbs the millisecond granularity of the backend's clock).
@@ -51,6 +51,10 @@ const NEWER_BY: Duration = Duration::from_millis(2);
 /// A failure record lives at least this long, so the waiters woken by it
 /// can still read it even with a zero retry backoff.
 const MIN_FAILURE_TTL: Duration = Duration::from_millis(50);
+
+/// How long a flight waits for this process's own earlier writes of its
+/// key to land before it loads without the shared tier.
+const SETTLE_BOUND: Duration = Duration::from_secs(1);
 
 /// Rate limit of the fail-open warning, per process.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -62,12 +66,14 @@ pub(crate) struct Tier<K, V> {
     core: Arc<Core<K, V>>,
     /// Registered (weakly) with the backend's hub; lives as long as the tier.
     _sink: Arc<dyn L1Sink>,
+    /// This cache's claim on its name in this process (released on drop).
+    _claim: NameClaim,
 }
 
 struct Core<K, V> {
     backend: Arc<dyn Backend>,
     /// The cache core: per-entry ttl, jitter and early-refresh draws.
-    l1: Weak<Inner<K, V>>,
+    l1: Weak<dyn CacheCore<K, V>>,
     name: String,
     cache_keys: CacheKeys,
     ttl: Duration,
@@ -84,17 +90,17 @@ struct Core<K, V> {
     /// written under a newer one), except after a subscription gap, when it
     /// is forgotten and read again by the next flight.
     generation: AtomicU64,
-    /// Invalidations of this process not yet applied to the backend, by slot
-    /// (`""`: all keys): a load waits for them, so it cannot read back the
-    /// value it was just told to forget.
-    pending: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// How long a write of this cache stays worth retrying: the longest a
+    /// value it supersedes can live in the backend (ttl + jitter + stale;
+    /// forever with a per-entry ttl).
+    longest_life: Duration,
     _types: PhantomData<fn(K) -> V>,
 }
 
 /// The cache's L1 as the invalidation bus sees it.
 struct Sink<K, V> {
     core: Arc<Core<K, V>>,
-    l1: Weak<Inner<K, V>>,
+    l1: Weak<dyn CacheCore<K, V>>,
 }
 
 impl<K: SharedKey, V: SharedValue> L1Sink for Sink<K, V> {
@@ -135,7 +141,11 @@ fn new_token() -> String {
 }
 
 impl<K: SharedKey, V: SharedValue> Tier<K, V> {
-    pub(crate) fn build(spec: TierSpec<K, V>, backend: SharedBackend) -> Arc<dyn SharedTier<K, V>> {
+    pub(crate) fn build(
+        spec: TierSpec<K, V>,
+        backend: SharedBackend,
+        claim: NameClaim,
+    ) -> Arc<dyn SharedTier<K, V>> {
         let id = next_id();
         let core = Arc::new(Core {
             l1: spec.l1.clone(),
@@ -151,7 +161,7 @@ impl<K: SharedKey, V: SharedValue> Tier<K, V> {
             counters: spec.counters,
             id,
             generation: AtomicU64::new(UNKNOWN),
-            pending: Mutex::default(),
+            longest_life: spec.longest_life,
             _types: PhantomData,
         });
         let sink: Arc<dyn L1Sink> = Arc::new(Sink {
@@ -161,7 +171,11 @@ impl<K: SharedKey, V: SharedValue> Tier<K, V> {
         core.backend
             .hub()
             .register(&core.name, id, Arc::downgrade(&sink));
-        Arc::new(Tier { core, _sink: sink })
+        Arc::new(Tier {
+            core,
+            _sink: sink,
+            _claim: claim,
+        })
     }
 }
 
@@ -171,6 +185,8 @@ enum Waited<V> {
     Failed(Vec<u8>),
     /// The lock is gone without a value: try to take over.
     Free,
+    /// This flight's own `load_timeout` passed while it waited.
+    OutOfTime,
 }
 
 /// Whether an L2 value can answer a flight that needs `need`, and with what
@@ -242,49 +258,35 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         Ok(self.generation.load(Ordering::Relaxed))
     }
 
-    /// Runs `invalidation` (of `slot`, or of all keys for `""`) in the
-    /// background, registered as pending until it is done.
-    fn invalidate_behind(
-        self: Arc<Self>,
-        slot: String,
-        invalidation: impl Future<Output = ()> + Send + 'static,
+    /// Queues a write of this cache behind this process's earlier writes
+    /// (see [`writes`](super::writes)): retried until it lands, its keys
+    /// pending until then.
+    fn write_behind(
+        self: &Arc<Self>,
+        what: &'static str,
+        pending: Vec<String>,
+        attempt: super::writes::Attempt,
     ) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return tracing::warn!(cache = %self.name, "no tokio runtime: the shared tier was not invalidated");
-        };
-        let (done, rx) = watch::channel(false);
-        self.lock_pending().insert(slot.clone(), rx);
         let core = self.clone();
-        handle.spawn(async move {
-            invalidation.await;
-            let _ = done.send(true);
-            let mut pending = core.lock_pending();
-            if pending.get(&slot).is_some_and(|rx| *rx.borrow()) {
-                pending.remove(&slot);
-            }
+        self.backend.writes().push(Write {
+            what,
+            cache: self.name.clone(),
+            pending,
+            give_up: after(Instant::now(), self.longest_life),
+            on_error: Box::new(move |error| core.backend_failed(what, error)),
+            attempt,
         });
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits for this process's own invalidations of `slot` (of the key, of
-    /// the whole cache, of one of its `tags`) to reach the backend.
-    async fn settle_invalidations(&self, slot: &Slot, tags: &[Arc<str>]) {
-        let waits: Vec<watch::Receiver<bool>> = {
-            let pending = self.lock_pending();
-            let tag_keys = tags.iter().map(|tag| tag_pending(tag));
-            [slot.as_str().to_owned(), String::new()]
-                .into_iter()
-                .chain(tag_keys)
-                .filter_map(|s| pending.get(&s).cloned())
-                .collect()
-        };
-        for mut rx in waits {
-            // Err: the task was dropped (runtime shutdown): nothing to wait for.
-            let _ = rx.wait_for(|done| *done).await;
-        }
+    /// Waits (bounded) for this process's own writes of `slot` (of the key,
+    /// of the whole cache, of one of its `tags`) to reach the backend:
+    /// whether they did. If not, the flight must not read the shared tier.
+    async fn settle_writes(&self, slot: &Slot, tags: &[Arc<str>]) -> bool {
+        let whole = whole_cache_pending(&self.name);
+        let tag_keys: Vec<String> = tags.iter().map(|tag| tag_pending(tag)).collect();
+        let mut keys: Vec<&str> = vec![slot.as_str(), &whole];
+        keys.extend(tag_keys.iter().map(String::as_str));
+        self.backend.writes().settled(&keys, SETTLE_BOUND).await
     }
 
     /// Counts and (rate-limited) logs a backend failure.
@@ -363,22 +365,26 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         key: K,
         slot: Result<Slot, BackendError>,
         origin: OriginLoad<V>,
-        need: Need,
+        want: Want,
     ) -> Result<Loaded<V>, ErasedError> {
         let slot = match slot {
             Ok(slot) => slot,
             Err(error) => return self.fall_back(&key, &error, origin).await,
         };
-        let tags = self.l1.upgrade().and_then(|l1| l1.tags_of(&key));
+        let Want {
+            need,
+            fallback,
+            tags,
+            load_timeout,
+        } = want;
+        // A waiter is bounded by its own load_timeout too, from now.
+        let deadline = load_timeout.map(|bound| (after(Instant::now(), bound), bound));
         let tags: &[Arc<str>] = tags.as_deref().unwrap_or(&[]);
-        self.settle_invalidations(&slot, tags).await;
-        if !tags.is_empty() {
-            // Recorded before the lock is taken: a tag invalidation from now
-            // on deletes this slot's lock, so this load cannot land stale.
-            let keep = self.max_hold + self.ttl + self.stale;
-            if let Err(error) = self.backend.tag(&slot, tags, keep).await {
-                return self.fall_back(&key, &error, origin).await;
-            }
+        if !self.settle_writes(&slot, tags).await {
+            // Our own write of this key has not reached the backend: what
+            // the shared tier holds may be what it supersedes.
+            let error = BackendError::new("an earlier write of this key has not landed yet");
+            return self.fall_back(&key, &error, origin).await;
         }
         let generation = match self.generation().await {
             Ok(generation) => generation,
@@ -386,8 +392,22 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         };
         let lease = self.backend.initial_lease(self.lock_ttl);
         loop {
+            if !tags.is_empty() {
+                // Recorded before every lock attempt (a waiter taking over
+                // after a tag invalidation deleted the set included): a tag
+                // invalidation from now on deletes the lock this attempt
+                // may take, so its load cannot land stale.
+                let keep = self.max_hold + self.ttl + self.stale;
+                if let Err(error) = self.backend.tag(&slot, tags, keep).await {
+                    return self.fall_back(&key, &error, origin).await;
+                }
+            }
             let token = new_token();
-            let mut acquired = match self.backend.lock(&slot, &token, lease, true).await {
+            // A failure record answers this flight only if it has a value
+            // to serve instead (the retry backoff throttles it, as in
+            // process); with nothing to serve, it loads.
+            let attempt = self.backend.lock(&slot, &token, lease, true, fallback);
+            let mut acquired = match attempt.await {
                 Ok(acquired) => acquired,
                 Err(error) => {
                     self.release_behind(&slot, &token, &error);
@@ -402,7 +422,11 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 }
                 // Present but not for us (the copy being refreshed, stale,
                 // older generation, undecodable): take the lock regardless.
-                acquired = match self.backend.lock(&slot, &token, lease, false).await {
+                acquired = match self
+                    .backend
+                    .lock(&slot, &token, lease, false, fallback)
+                    .await
+                {
                     Ok(acquired) => acquired,
                     Err(error) => {
                         self.release_behind(&slot, &token, &error);
@@ -411,8 +435,10 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 };
                 look_again = true;
             }
-            match acquired {
-                Acquire::Failed(record) => return self.remote_failure(&key, &record, origin).await,
+            let seen = match acquired {
+                Acquire::Failed(record) => {
+                    return self.remote_failure(&key, &record, origin, fallback).await;
+                }
                 Acquire::Locked => {
                     let guard = self.guard(&slot, token);
                     if look_again {
@@ -423,7 +449,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                                     && let Some(loaded) =
                                         self.usable(&key, &bytes, left, need, generation)
                                 {
-                                    guard.release().await;
+                                    guard.release_behind();
                                     self.counters.remote_hits.incr();
                                     return Ok(loaded);
                                 }
@@ -433,16 +459,34 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     }
                     return self.lead(&key, guard, lease, origin, generation).await;
                 }
-                Acquire::Held | Acquire::Value(..) => {}
-            }
+                Acquire::Held(seen) => seen,
+                Acquire::Value(..) => None,
+            };
             self.counters.lock_contended.incr();
-            match self.wait(&key, &slot, need, generation).await {
+            match self
+                .wait(&key, &slot, need, generation, seen, deadline)
+                .await
+            {
                 Ok(Waited::Value(loaded)) => {
                     self.counters.remote_hits.incr();
                     return Ok(loaded);
                 }
                 Ok(Waited::Failed(record)) => {
-                    return self.remote_failure(&key, &record, origin).await;
+                    // A timeout is not an error of the origin: with nothing
+                    // to serve, the waiters take over (one of them loads).
+                    let timed_out = codec::decode_failure(&record)
+                        .is_some_and(|failure| failure.kind == FailureKind::Timeout);
+                    if timed_out && !fallback {
+                        if let Some(timeout) = self.out_of_time(deadline) {
+                            return Err(timeout);
+                        }
+                        continue;
+                    }
+                    return self.remote_failure(&key, &record, origin, fallback).await;
+                }
+                Ok(Waited::OutOfTime) => {
+                    let timeout = self.out_of_time(deadline).expect("the deadline passed");
+                    return Err(timeout);
                 }
                 Ok(Waited::Free) => {}
                 Err(error) => return self.fall_back(&key, &error, origin).await,
@@ -474,7 +518,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             Ok(Ok(loaded)) => loaded,
             Ok(Err(error)) => {
                 let failure = self.failure_of(&error);
-                self.publish_failure(guard, &failure).await;
+                self.publish_failure(guard, failure).await;
                 return Err(error);
             }
             Err(payload) => {
@@ -482,8 +526,9 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     kind: FailureKind::Panic,
                     message: panic_message(&payload).to_owned(),
                     after_ms: 0,
+                    flight: String::new(),
                 };
-                self.publish_failure(guard, &failure).await;
+                self.publish_failure(guard, failure).await;
                 resume_unwind(payload);
             }
         };
@@ -523,14 +568,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     }
                     Err(error) => {
                         self.backend_failed("write", &error);
-                        guard.release().await;
+                        guard.release_behind();
                     }
                 }
             }
             Err(error) => {
                 self.counters.backend_errors.incr();
                 tracing::warn!(cache = %self.name, %error, "value does not serialise: not shared");
-                guard.release().await;
+                guard.release_behind();
             }
         }
         Ok(loaded)
@@ -543,6 +588,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 kind: FailureKind::Timeout,
                 message: timeout.to_string(),
                 after_ms: u64::try_from(timeout.after().as_millis()).unwrap_or(u64::MAX),
+                flight: String::new(),
             };
         }
         let message = self
@@ -554,13 +600,15 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             kind: FailureKind::Error,
             message,
             after_ms: 0,
+            flight: String::new(),
         }
     }
 
     /// Leaves the failure record (which releases the lock and wakes the
     /// waiters), so the fleet does not call the origin again for the backoff.
-    async fn publish_failure(&self, guard: LockGuard, failure: &Failure) {
-        let record = codec::encode_failure(failure);
+    async fn publish_failure(&self, guard: LockGuard, mut failure: Failure) {
+        failure.flight = guard.token.clone();
+        let record = codec::encode_failure(&failure);
         let ttl = self.retry_backoff.max(MIN_FAILURE_TTL);
         match self
             .backend
@@ -570,7 +618,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             Ok(_) => guard.disarm(),
             Err(error) => {
                 self.backend_failed("failure record", &error);
-                guard.release().await;
+                guard.release_behind();
             }
         }
     }
@@ -583,6 +631,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         key: &K,
         record: &[u8],
         origin: OriginLoad<V>,
+        fallback: bool,
     ) -> Result<Loaded<V>, ErasedError> {
         let Some(failure) = codec::decode_failure(record) else {
             let error = BackendError::new("undecodable failure record");
@@ -594,7 +643,9 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 let after = Duration::from_millis(failure.after_ms);
                 Err(Arc::new(LoadTimeout::new(&self.name, after)))
             }
-            FailureKind::Error | FailureKind::Panic if self.remote.is_some() => {
+            // With a value to serve, the kind of error does not matter:
+            // the callers are served that value.
+            FailureKind::Error | FailureKind::Panic if self.remote.is_some() || fallback => {
                 self.counters.remote_failures.incr();
                 let panicked = failure.kind == FailureKind::Panic;
                 let error = RemoteLoadError::new(&self.name, failure.message, panicked);
@@ -620,6 +671,8 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         slot: &Slot,
         need: Need,
         generation: u64,
+        seen: Option<Vec<u8>>,
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<Waited<V>, BackendError> {
         let mut watch = self.backend.hub().watch(slot.as_str());
         watch.subscribed().await;
@@ -632,18 +685,40 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             {
                 return Ok(Waited::Value(loaded));
             }
-            if let Some(record) = found.failure {
+            // Only the failure of a flight that ended while we waited: a
+            // record that was already there when we found the lock held
+            // is an older flight's, not ours to answer with.
+            if let Some(record) = found.failure
+                && seen.as_ref() != Some(&record)
+            {
                 return Ok(Waited::Failed(record));
             }
             if !found.locked {
                 return Ok(Waited::Free);
             }
-            let nap = base.mul_f64(0.5 + fastrand::f64());
+            if deadline.is_some_and(|(at, _)| Instant::now() >= at) {
+                return Ok(Waited::OutOfTime);
+            }
+            let mut nap_until = Instant::now() + base.mul_f64(0.5 + fastrand::f64());
+            if let Some((at, _)) = deadline {
+                nap_until = nap_until.min(at);
+            }
             tokio::select! {
                 () = watch.changed() => {}
-                () = tokio::time::sleep(nap) => {}
+                () = tokio::time::sleep_until(nap_until) => {}
             }
         }
+    }
+
+    /// This flight's `load_timeout` has passed (waiting on another
+    /// process's load): the timeout its callers get, counted.
+    fn out_of_time(&self, deadline: Option<(Instant, Duration)>) -> Option<ErasedError> {
+        let (at, bound) = deadline?;
+        if Instant::now() < at {
+            return None;
+        }
+        self.counters.load_timeouts.incr();
+        Some(Arc::new(LoadTimeout::new(&self.name, bound)))
     }
 
     /// The backend failed: load in process, like a cache that is not shared.
@@ -749,11 +824,10 @@ impl LockGuard {
         self.armed = false;
     }
 
-    async fn release(mut self) {
-        self.armed = false;
-        if let Err(error) = self.backend.release(&self.slot, &self.token).await {
-            tracing::debug!(%error, "lock release failed; it expires with its lease");
-        }
+    /// Releases the lock in a spawned task, off the callers' path (a
+    /// failed release only leaves the lock to its lease).
+    fn release_behind(self) {
+        drop(self);
     }
 }
 
@@ -780,53 +854,55 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
         &self,
         key: K,
         origin: OriginLoad<V>,
-        need: Need,
+        want: Want,
     ) -> BoxFut<Result<Loaded<V>, ErasedError>> {
         let core = self.core.clone();
         let slot = core.slot(&key).map(|(slot, _)| slot);
-        Box::pin(core.load(key, slot, origin, need))
+        Box::pin(core.load(key, slot, origin, want))
     }
 
-    fn store(&self, key: &K, value: &V) {
+    fn store(&self, key: &K, value: &V, tags: Option<Tags>) {
         let core = self.core.clone();
         let (slot, encoded) = match core.slot(key) {
             Ok(slot) => slot,
             Err(error) => return core.backend_failed("insert", &error),
         };
-        let (key, value) = (key.clone(), value.clone());
-        let name = core.name.clone();
-        spawn_or_skip(&name, async move {
-            let generation = match core.generation().await {
-                Ok(generation) => generation,
-                Err(error) => return core.backend_failed("insert", &error),
-            };
-            let bytes = match codec::encode::<K, V>(
-                &value,
-                generation,
-                core.stale,
-                Duration::ZERO,
-                Duration::ZERO,
-            ) {
-                Ok(bytes) => bytes,
-                Err(error) => {
-                    let error = BackendError::new(error.to_string());
-                    return core.backend_failed("insert", &error);
-                }
-            };
-            let ttl = core
-                .l1
-                .upgrade()
-                .map_or(core.ttl, |l1| l1.ttl_of(&key, &value));
-            let expiry = ttl.saturating_add(core.stale).min(FOREVER);
-            let notice = notice(core.id, 0, Some(&encoded));
-            if let Err(error) = core
-                .backend
-                .insert(&slot, &core.cache_keys, &bytes, expiry, &notice)
-                .await
-            {
-                core.backend_failed("insert", &error);
-            }
-        });
+        let ttl = core
+            .l1
+            .upgrade()
+            .map_or(core.ttl, |l1| l1.ttl_of(key, value));
+        let expiry = ttl.saturating_add(core.stale).min(FOREVER);
+        let (value, pending) = (value.clone(), vec![slot.as_str().to_owned()]);
+        let attempt_core = core.clone();
+        core.write_behind(
+            "insert",
+            pending,
+            Box::new(move || {
+                let (core, slot, encoded) = (attempt_core.clone(), slot.clone(), encoded.clone());
+                let (value, tags) = (value.clone(), tags.clone());
+                Box::pin(async move {
+                    let generation = core.generation().await?;
+                    let bytes = codec::encode::<K, V>(
+                        &value,
+                        generation,
+                        core.stale,
+                        Duration::ZERO,
+                        Duration::ZERO,
+                    )
+                    .map_err(|error| BackendError::new(error.to_string()))?;
+                    if let Some(tags) = tags.as_deref().filter(|tags| !tags.is_empty()) {
+                        // Recorded under its tags like a loaded value, so
+                        // `invalidate_tag` reaches the shared copy too.
+                        let keep = core.max_hold + expiry;
+                        core.backend.tag(&slot, tags, keep).await?;
+                    }
+                    let notice = notice(core.id, 0, Some(&encoded));
+                    core.backend
+                        .insert(&slot, &core.cache_keys, &bytes, expiry, &notice)
+                        .await
+                })
+            }),
+        );
     }
 
     fn invalidate(&self, key: &K) {
@@ -835,45 +911,68 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
             Ok(slot) => slot,
             Err(error) => return core.backend_failed("invalidate", &error),
         };
-        let task_core = core.clone();
-        let task_slot = slot.clone();
-        core.invalidate_behind(slot.as_str().to_owned(), async move {
-            let notice = notice(task_core.id, 0, Some(&encoded));
-            if let Err(error) = task_core
-                .backend
-                .invalidate(&task_slot, &task_core.cache_keys, &notice)
-                .await
-            {
-                task_core.backend_failed("invalidate", &error);
-            }
-        });
-    }
-
-    fn invalidate_tag(&self, tag: &str) {
-        let core = self.core.clone();
-        let task_core = core.clone();
-        let task_tag = tag.to_owned();
-        core.invalidate_behind(tag_pending(tag), async move {
-            if let Err(error) = task_core.backend.invalidate_tag(&task_tag).await {
-                task_core.backend_failed("invalidate_tag", &error);
-            }
-        });
+        let attempt_core = core.clone();
+        core.write_behind(
+            "invalidate",
+            vec![slot.as_str().to_owned()],
+            Box::new(move || {
+                let (core, slot, encoded) = (attempt_core.clone(), slot.clone(), encoded.clone());
+                Box::pin(async move {
+                    let notice = notice(core.id, 0, Some(&encoded));
+                    core.backend
+                        .invalidate(&slot, &core.cache_keys, &notice)
+                        .await
+                })
+            }),
+        );
     }
 
     fn invalidate_all(&self) {
         let core = self.core.clone();
-        let task_core = core.clone();
-        core.invalidate_behind(String::new(), async move {
-            match task_core
-                .backend
-                .invalidate_all(&task_core.cache_keys, task_core.id)
-                .await
-            {
-                Ok(generation) => task_core.raise_generation(generation),
-                Err(error) => task_core.backend_failed("invalidate_all", &error),
-            }
-        });
+        let attempt_core = core.clone();
+        core.write_behind(
+            "invalidate_all",
+            vec![whole_cache_pending(&core.name)],
+            Box::new(move || {
+                let core = attempt_core.clone();
+                Box::pin(async move {
+                    let generation = core
+                        .backend
+                        .invalidate_all(&core.cache_keys, core.id)
+                        .await?;
+                    core.raise_generation(generation);
+                    Ok(())
+                })
+            }),
+        );
     }
+}
+
+/// Queues `invalidate_tag(tag)` on `backend`'s write-behind: the tag's
+/// values and locks deleted fleet-wide, every process told. Once per
+/// backend, whether or not this process has built a cache using it.
+pub(crate) fn invalidate_tag_on(backend: &Arc<dyn Backend>, tag: &str) {
+    let attempt_backend = backend.clone();
+    let attempt_tag = tag.to_owned();
+    backend.writes().push(Write {
+        what: "invalidate_tag",
+        cache: String::new(),
+        pending: vec![tag_pending(tag)],
+        // A tag's set lives as long as the longest-lived entry recorded in
+        // it; without knowing every cache, retry for as long as the queue
+        // allows.
+        give_up: after(Instant::now(), FOREVER),
+        on_error: Box::new(|_| {}),
+        attempt: Box::new(move || {
+            let (backend, tag) = (attempt_backend.clone(), attempt_tag.clone());
+            Box::pin(async move { backend.invalidate_tag(&tag).await })
+        }),
+    });
+}
+
+/// The pending key of all of a cache's keys (slots never start with `*`).
+fn whole_cache_pending(cache: &str) -> String {
+    format!("*{cache}")
 }
 
 /// The pending-invalidation key of a tag (slots and `""` never start with `#`).
@@ -881,8 +980,8 @@ fn tag_pending(tag: &str) -> String {
     format!("#{tag}")
 }
 
-/// Runs a backend write-behind in the current runtime; outside of one, the
-/// shared copy is left to expire (logged).
+/// Runs a backend clean-up in the current runtime; outside of one, it is
+/// left to its lease (logged).
 fn spawn_or_skip(cache: &str, task: impl Future<Output = ()> + Send + 'static) {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {

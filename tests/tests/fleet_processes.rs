@@ -412,6 +412,47 @@ fn invalidation_in_one_process_makes_the_others_reload(name: &str, command: &str
     );
 }
 
+/// A writer service that never built the cache (it only installed the
+/// backend) calls `invalidate_tag`: every reading process drops its tagged
+/// copy and the shared one, and the fleet reloads once (v2: the tag reached
+/// nobody — only built, tagged, shared caches sent it).
+#[test]
+fn a_tag_invalidated_by_a_process_without_the_cache_reaches_the_fleet() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = "fleet.writer_tag";
+    let args = ["steps", &url, name, "30000", "50"].map(str::to_owned);
+    let mut readers: Vec<Pod> = (0..2).map(|_| Pod::start(&args)).collect();
+    for pod in &mut readers {
+        let value = pod.ask("CALL", "VALUE");
+        assert_eq!(value[0], "value-1");
+    }
+    assert_eq!(origin_calls(&url, name), 1);
+    let mut writer = Pod::start(&["writer", &url, "hot"].map(str::to_owned));
+    writer.go();
+    assert_eq!(
+        writer.expect_line("TAGGED"),
+        "TAGGED true",
+        "the writer's invalidation reached Redis"
+    );
+    let told = Instant::now();
+    for (i, pod) in readers.iter_mut().enumerate() {
+        while pod.ask("PEEK", "PEEK") != ["-"] {
+            assert!(
+                told.elapsed() < Duration::from_secs(10),
+                "reader {i} still holds its copy 10 s after the writer's tag"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let after: Vec<String> = readers
+        .iter_mut()
+        .map(|pod| pod.ask("CALL", "VALUE")[0].clone())
+        .collect();
+    assert_eq!(after, ["value-2", "value-2"], "one reload for the fleet");
+    assert_eq!(origin_calls(&url, name), 2);
+}
+
 /// A failing origin across 8 OS processes × 10 callers: one origin call for
 /// the fleet; every process answers with that failure within about one load
 /// (v1: one call per process, one after another).

@@ -1,6 +1,7 @@
 //! The in-memory shared backend.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::time::Instant;
 use super::hub::Hub;
 use super::slot::{CacheKeys, Slot, notice, parse_notice, split_tag, tag_set};
 use super::writes::WriteBehind;
-use super::{Acquire, Backend, BackendFut, Found, SharedBackend};
+use super::{Acquire, Backend, BackendError, BackendFut, Found, SharedBackend};
 use crate::strategy::after;
 
 /// An in-memory shared tier: the value store, locks and notices of a
@@ -50,6 +51,9 @@ struct LocalInner {
     hub: Arc<Hub>,
     writes: Arc<WriteBehind>,
     state: Mutex<State>,
+    /// An outage in progress ([`LocalBackend::set_outage`]): every
+    /// operation fails, as a Redis that cannot be reached.
+    down: AtomicBool,
 }
 
 /// Entries that expire at an instant, swept in amortised O(1).
@@ -137,6 +141,7 @@ impl LocalBackend {
                 hub: Arc::default(),
                 writes: Arc::default(),
                 state: Mutex::default(),
+                down: AtomicBool::new(false),
             }),
         }
     }
@@ -151,6 +156,20 @@ impl LocalBackend {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Starts (`true`) or ends (`false`) a simulated outage, for fleet
+    /// simulations: meanwhile every operation fails with a
+    /// [`BackendError`](crate::BackendError), as an unreachable Redis's
+    /// commands do, so the caches fail open and their writes wait in the
+    /// write-behind. Ending it is reported to the caches as a gap in the
+    /// notices (as a Redis reconnect is): every process drops its L1 copies.
+    /// The stored entries themselves survive, as Redis's do.
+    pub fn set_outage(&self, down: bool) {
+        let was = self.inner.down.swap(down, Ordering::SeqCst);
+        if was && !down {
+            self.inner.hub.gap();
+        }
     }
 }
 
@@ -210,6 +229,13 @@ fn ready<T: Send + 'static>(value: T) -> BackendFut<'static, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
 
+/// What every operation answers during a simulated outage.
+fn unreachable<T: Send + 'static>() -> BackendFut<'static, T> {
+    Box::pin(std::future::ready(Err(BackendError::new(
+        "local backend: simulated outage",
+    ))))
+}
+
 impl Backend for LocalInner {
     fn prefix(&self) -> &str {
         &self.prefix
@@ -224,6 +250,9 @@ impl Backend for LocalInner {
     }
 
     fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let now = Instant::now();
         let mut state = self.lock();
         let found = Found {
@@ -242,6 +271,9 @@ impl Backend for LocalInner {
         or_value: bool,
         honour_failure: bool,
     ) -> BackendFut<'a, Acquire> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let now = Instant::now();
         let mut state = self.lock();
         if or_value && let Some((bytes, left)) = state.value(slot, now) {
@@ -267,6 +299,9 @@ impl Backend for LocalInner {
         token: &'a str,
         lease: Duration,
     ) -> BackendFut<'a, bool> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let now = Instant::now();
         let mut state = self.lock();
         let held = state.holder(slot, now).as_deref() == Some(token);
@@ -280,6 +315,9 @@ impl Backend for LocalInner {
     }
 
     fn release<'a>(&'a self, slot: &'a Slot, token: &'a str) -> BackendFut<'a, bool> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let now = Instant::now();
         let released = {
             let mut state = self.lock();
@@ -302,6 +340,9 @@ impl Backend for LocalInner {
         bytes: &'a [u8],
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         self.fenced(slot, token, |state, now| {
             let until = after(now, ttl);
             state
@@ -318,6 +359,9 @@ impl Backend for LocalInner {
         record: &'a [u8],
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         self.fenced(slot, token, |state, now| {
             let until = after(now, ttl);
             state
@@ -334,6 +378,9 @@ impl Backend for LocalInner {
         ttl: Duration,
         notice: &'a str,
     ) -> BackendFut<'a, ()> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let now = Instant::now();
         {
             let mut state = self.lock();
@@ -357,6 +404,9 @@ impl Backend for LocalInner {
         _cache: &'a CacheKeys,
         notice: &'a str,
     ) -> BackendFut<'a, ()> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         {
             let mut state = self.lock();
             state.values.remove(slot.as_str());
@@ -376,6 +426,9 @@ impl Backend for LocalInner {
         tags: &'a [Arc<str>],
         ttl: Duration,
     ) -> BackendFut<'a, ()> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let now = Instant::now();
         let until = after(now, ttl);
         let mut state = self.lock();
@@ -391,6 +444,9 @@ impl Backend for LocalInner {
     }
 
     fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BackendFut<'a, ()> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let mut state = self.lock();
         let slots = state
             .tagged
@@ -411,6 +467,9 @@ impl Backend for LocalInner {
     }
 
     fn generation<'a>(&'a self, cache: &'a CacheKeys) -> BackendFut<'a, u64> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let generation = self
             .lock()
             .generations
@@ -421,6 +480,9 @@ impl Backend for LocalInner {
     }
 
     fn invalidate_all<'a>(&'a self, cache: &'a CacheKeys, sender: u64) -> BackendFut<'a, u64> {
+        if self.down.load(Ordering::SeqCst) {
+            return unreachable();
+        }
         let generation = {
             let mut state = self.lock();
             let generation = state.generations.entry(cache.generation()).or_insert(0);

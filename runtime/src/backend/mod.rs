@@ -520,6 +520,24 @@ impl SharedBackend {
         Self { inner, kind }
     }
 
+    /// Waits until every write this process has made to the shared tier
+    /// through this backend (`insert`, `invalidate`, `invalidate_all`,
+    /// `invalidate_tag`) has landed, at most `bound`; whether they all did.
+    /// Writes are applied behind the call that makes them: a process that
+    /// exits right after one — a writer service's one-shot job, a shutdown
+    /// hook — calls this first, or the write may die with it.
+    ///
+    /// ```no_run
+    /// # async fn job(backend: stampede_cache::SharedBackend) {
+    /// use std::time::Duration;
+    /// stampede_cache::invalidate_tag("category:books");
+    /// assert!(backend.flush(Duration::from_secs(5)).await, "the fleet was told");
+    /// # }
+    /// ```
+    pub async fn flush(&self, bound: Duration) -> bool {
+        self.inner.writes().flushed(bound).await
+    }
+
     /// Writes to the shared tier retried after a failure so far (an
     /// `invalidate` during an outage is retried until it lands).
     pub fn write_retries(&self) -> u64 {

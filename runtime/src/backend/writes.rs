@@ -166,6 +166,21 @@ impl WriteBehind {
         }
     }
 
+    /// Waits until every write queued so far has landed (or been given
+    /// up), at most `bound`: whether the queue is empty.
+    pub(crate) async fn flushed(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        loop {
+            let progress = self.progress.notified();
+            if self.lock().pending.is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+                return self.lock().pending.is_empty();
+            }
+        }
+    }
+
     /// Failed attempts retried so far.
     pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)

@@ -49,6 +49,13 @@
 //!   the other processes run behind, as `Cache::invalidate` does)
 //! - `TAG` → `TAGGED`: `invalidate_tag("hot")` (the key carries tag `hot`)
 //! - `QUIT` (or end of input) → `BYE <loads> <fallbacks>`, then exits.
+//!
+//! **Writer** — `pod writer <redis url> <tag>`
+//!
+//! A service that writes but never reads the cache: it installs the Redis
+//! backend and builds no cache. Prints `READY`, waits for a line, calls
+//! `invalidate_tag(<tag>)`, flushes its writes and prints `TAGGED <landed>`
+//! (`true` when the write reached Redis within 5 s), then exits.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
@@ -133,6 +140,7 @@ async fn main() {
         Some("steps") => steps(&args[1..]).await,
         Some("failing") => failing(&args[1..]).await,
         Some("lockstep") => lockstep(&args[1..]).await,
+        Some("writer") => writer(&args[1..]).await,
         _ => stampede(&args).await,
     }
 }
@@ -305,6 +313,23 @@ async fn steps(args: &[String]) {
     }
     let stats = cache.stats();
     say(&format!("BYE {} {}", stats.loads, stats.fallbacks));
+}
+
+async fn writer(args: &[String]) {
+    let url = arg(args, 1, "redis url");
+    let tag = arg(args, 2, "tag");
+    let backend = stampede_cache::SharedBackend::from(
+        RedisBackend::connect(&url).await.expect("connect to redis"),
+    );
+    stampede_cache::install(backend.clone());
+    say("READY");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("read the go line");
+    stampede_cache::invalidate_tag(&tag);
+    let landed = backend.flush(Duration::from_secs(5)).await;
+    say(&format!("TAGGED {landed}"));
 }
 
 /// The failing origin's error; another process's failure arrives as `Remote`.

@@ -1,0 +1,207 @@
+#![cfg(feature = "redis")]
+//! Writes to the shared tier on a real `redis-server` (issue 14): a write
+//! made while Redis cannot take it is retried until it lands, never lost in
+//! silence; a process's writes land in the order they were made.
+//!
+//! Each pod is a `Cache` on its own `RedisBackend` (own connections and
+//! subscription, as a separate process has).
+
+use std::time::Duration;
+
+use stampede_cache::redis::RedisBackend;
+use stampede_cache::{Cache, SharedBackend};
+use stampede_cache_tests::bounded;
+use stampede_cache_tests::redis_server::RedisServer;
+use tokio::time::{Instant, sleep};
+
+async fn backend(url: &str) -> RedisBackend {
+    RedisBackend::builder(url)
+        .command_timeout(Duration::from_millis(100))
+        .breaker_cooldown(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect("connect")
+}
+
+fn pod(name: &str, backend: &RedisBackend) -> Cache<String, String> {
+    Cache::builder(name.to_owned())
+        .ttl(Duration::from_secs(60))
+        .backend(backend.clone())
+        .build()
+}
+
+/// Redis frozen (SIGSTOP) until pod A's breaker is open; A invalidates a key
+/// then (refused at once by the breaker). Redis thawed: the invalidation
+/// is retried and lands, so pod C — which never held the key — loads the
+/// new row instead of reading the old one back from the shared tier, and
+/// pod B drops its local copy. (v2: the refused write was logged and
+/// dropped; C was served the old row for the rest of its 60 s ttl.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidate_refused_by_the_open_breaker_lands_when_redis_is_back() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = "writes.breaker_invalidate";
+    let (ba, bb, bc) = (
+        backend(&url).await,
+        backend(&url).await,
+        backend(&url).await,
+    );
+    let (a, b, c) = (pod(name, &ba), pod(name, &bb), pod(name, &bc));
+    let key = "k".to_owned();
+    assert_eq!(
+        a.get_or_load(key.clone(), |_| async { "old".to_owned() })
+            .await,
+        "old"
+    );
+    assert_eq!(
+        b.get_or_load(key.clone(), |_| async { "none".to_owned() })
+            .await,
+        "old"
+    );
+
+    server.freeze();
+    // Misses of other keys on A time out until its breaker opens.
+    let mut misses = 0;
+    while !ba.breaker_is_open() {
+        misses += 1;
+        assert!(misses < 20, "A's breaker never opened");
+        let other = format!("other-{misses}");
+        bounded(a.get_or_load(other, |k| async move { k })).await;
+    }
+    a.invalidate(&key);
+    sleep(Duration::from_millis(300)).await;
+    server.thaw();
+
+    let landed = SharedBackend::from(ba.clone())
+        .flush(Duration::from_secs(10))
+        .await;
+    assert!(landed, "the invalidation landed once Redis was back");
+    assert!(
+        SharedBackend::from(ba.clone()).write_retries() >= 1,
+        "it was refused at first, then retried"
+    );
+    let seen = c
+        .get_or_load(key.clone(), |_| async { "new".to_owned() })
+        .await;
+    assert_eq!(seen, "new", "C must not read the invalidated row back");
+    let told = Instant::now();
+    while b.get(&key).as_deref() == Some("old") {
+        assert!(
+            told.elapsed() < Duration::from_secs(5),
+            "B still holds the invalidated row 5 s after the write landed"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `insert` then `invalidate` of a key, and `insert` then `insert`, on a
+/// fresh cache: the shared tier ends as the last call left it (v2: the
+/// insert's write first awaited a generation read while the invalidation's
+/// script went straight out, so the insert could land last).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_one_process_land_in_call_order() {
+    let server = RedisServer::start();
+    let url = server.url();
+    for round in 0..10 {
+        let name = format!("writes.order.{round}");
+        let (bw, br) = (backend(&url).await, backend(&url).await);
+        let (writer, reader) = (pod(&name, &bw), pod(&name, &br));
+        writer.insert("gone".to_owned(), "inserted".to_owned());
+        writer.invalidate(&"gone".to_owned());
+        writer.insert("twice".to_owned(), "first".to_owned());
+        writer.insert("twice".to_owned(), "second".to_owned());
+        assert!(
+            SharedBackend::from(bw.clone())
+                .flush(Duration::from_secs(5))
+                .await
+        );
+        let gone = reader
+            .get_or_load("gone".to_owned(), |_| async { "reloaded".to_owned() })
+            .await;
+        assert_eq!(
+            gone, "reloaded",
+            "round {round}: the invalidate landed last"
+        );
+        let twice = reader
+            .get_or_load("twice".to_owned(), |_| async { "reloaded".to_owned() })
+            .await;
+        assert_eq!(twice, "second", "round {round}");
+    }
+}
+
+/// FusionCache's "remove by tag" on Redis pods: an `insert`ed tagged key is
+/// recorded under its tag, so `invalidate_tag` drops the shared copy for a
+/// pod that never held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inserted_tagged_key_is_dropped_by_its_tag_on_redis() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let name = "writes.insert_tagged";
+    let tag = "writes.insert_tagged.x";
+    let pods: Vec<(RedisBackend, Cache<String, u32>)> = {
+        let mut pods = Vec::new();
+        for _ in 0..3 {
+            let backend = backend(&url).await;
+            let cache = Cache::builder(name)
+                .tags(move |_: &String| [tag])
+                .backend(backend.clone())
+                .build();
+            pods.push((backend, cache));
+        }
+        pods
+    };
+    pods[0].1.insert("foo".to_owned(), 1);
+    assert!(
+        SharedBackend::from(pods[0].0.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    stampede_cache::invalidate_tag(tag);
+    for (backend, _) in &pods {
+        assert!(
+            SharedBackend::from(backend.clone())
+                .flush(Duration::from_secs(5))
+                .await
+        );
+    }
+    let seen = pods[2]
+        .1
+        .get_or_load("foo".to_owned(), |_| async { 2 })
+        .await;
+    assert_eq!(
+        seen, 2,
+        "the tag dropped the shared copy of the inserted key"
+    );
+}
+
+/// Builder durations saturate instead of panicking (v2: `command_timeout(MAX)`
+/// panicked in `connect`, `ping_interval(MAX)` killed the subscription task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_redis_builder_durations_saturate() {
+    let server = RedisServer::start();
+    let backend = RedisBackend::builder(&server.url())
+        .command_timeout(Duration::MAX)
+        .breaker_cooldown(Duration::MAX)
+        .ping_interval(Duration::MAX)
+        .connect()
+        .await
+        .expect("connects");
+    let (a, b) = (pod("writes.huge", &backend), pod("writes.huge", &backend));
+    assert_eq!(
+        a.get_or_load("k".to_owned(), |_| async { "v".to_owned() })
+            .await,
+        "v"
+    );
+    a.invalidate(&"k".to_owned());
+    assert!(
+        SharedBackend::from(backend.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    assert_eq!(backend.subscription_losses(), 0);
+    assert_eq!(
+        b.get_or_load("k".to_owned(), |_| async { "v2".to_owned() })
+            .await,
+        "v2"
+    );
+}

@@ -694,6 +694,7 @@ where
             refresh_lead: refresh_lead(&self.strategy, delta, uniform_draw()),
             delta,
             value,
+            superseded: false,
         }
     }
 

@@ -347,7 +347,7 @@ where
             let no_gap = inner.gaps.load(Ordering::Relaxed) == self.gaps_at_start;
             if self.still_registered(&flights) {
                 flights.remove(&self.key);
-                if no_gap {
+                if no_gap && !loaded.superseded {
                     let entry = Entry {
                         value: loaded.value.clone(),
                         freshness,

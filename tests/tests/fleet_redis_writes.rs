@@ -205,3 +205,59 @@ async fn huge_redis_builder_durations_saturate() {
         "v2"
     );
 }
+
+/// A hot tag's record follows the live entries: 400 short-lived keys of one
+/// tag, loaded over 2 s, leave only the last few hundred milliseconds' worth
+/// in Redis (v2: a `SADD`ed set whose expiry every new member pushed out,
+/// members never removed — all 400, and growing for as long as the tag is hot).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_tags_record_in_redis_follows_the_live_entries() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let tag = "writes.growth";
+    let backend = backend(&url).await;
+    let cache: Cache<u32, u32> = Cache::builder("writes.growth")
+        .ttl(Duration::from_millis(50))
+        .load_timeout::<stampede_cache_tests::scenarios::RepoError>(Duration::from_millis(100))
+        .tags(move |_: &u32| [tag])
+        .backend(backend.clone())
+        .build();
+    for key in 0..400u32 {
+        let loaded = cache
+            .try_get_or_load(key, |k| async move {
+                Ok::<_, stampede_cache_tests::scenarios::RepoError>(k)
+            })
+            .await;
+        assert_eq!(loaded, Ok(key));
+        sleep(Duration::from_millis(5)).await;
+    }
+    let hex: String = tag.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut con = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let members: u64 = redis::cmd("ZCARD")
+        .arg(format!("stampede:tagset:{{{hex}}}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    // Kept for a lock hold (100 ms) + ttl (50 ms) each: at 5 ms+ a key, ≤ 30 live.
+    assert!(
+        members <= 40,
+        "{members} slots still recorded under the tag"
+    );
+    assert!(members >= 1, "the live entries are recorded");
+    stampede_cache::invalidate_tag(tag);
+    assert!(
+        SharedBackend::from(backend)
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(format!("stampede:tagset:{{{hex}}}"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the invalidation consumed the record");
+}

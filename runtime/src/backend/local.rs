@@ -104,8 +104,12 @@ struct State {
     locks: Expiring<String>,
     failures: Expiring<Vec<u8>>,
     generations: HashMap<String, u64>,
-    /// Slots by tag (`tag_set` key), each kept until the instant given.
-    tagged: HashMap<String, HashMap<String, Instant>>,
+    /// Slots by tag (`tag_set` key), each kept until the instant given:
+    /// every set follows its live entries (amortised sweeps), and sets
+    /// left empty are dropped once the map doubles.
+    tagged: HashMap<String, Expiring<()>>,
+    /// Sweep `tagged` of emptied sets when it has grown past this.
+    tags_sweep_at: usize,
 }
 
 impl State {
@@ -146,11 +150,15 @@ impl LocalBackend {
         }
     }
 
-    /// Number of entries held (values, locks and failure records), expired
-    /// ones included until swept.
+    /// Number of entries held (values, locks, failure records and tag
+    /// records), expired ones included until swept.
     pub fn len(&self) -> usize {
         let state = self.inner.lock();
-        state.values.entries.len() + state.locks.entries.len() + state.failures.entries.len()
+        let tag_records: usize = state.tagged.values().map(|set| set.entries.len()).sum();
+        state.values.entries.len()
+            + state.locks.entries.len()
+            + state.failures.entries.len()
+            + tag_records
     }
 
     /// Whether nothing is held.
@@ -434,11 +442,14 @@ impl Backend for LocalInner {
         let mut state = self.lock();
         for tag in tags {
             let slots = state.tagged.entry(tag_set(&self.prefix, tag)).or_default();
-            slots.insert(slot.as_str().to_owned(), until);
-            // Amortised sweep: the set follows the live entries.
-            if slots.len().is_multiple_of(64) {
-                slots.retain(|_, until| *until > now);
+            slots.insert(slot.as_str().to_owned(), (), until, now);
+        }
+        if state.tagged.len() >= state.tags_sweep_at.max(64) {
+            for slots in state.tagged.values_mut() {
+                slots.entries.retain(|_, (_, until)| *until > now);
             }
+            state.tagged.retain(|_, slots| !slots.entries.is_empty());
+            state.tags_sweep_at = state.tagged.len() * 2;
         }
         ready(())
     }
@@ -451,6 +462,7 @@ impl Backend for LocalInner {
         let slots = state
             .tagged
             .remove(&tag_set(&self.prefix, tag))
+            .map(|set| set.entries)
             .unwrap_or_default();
         for slot in slots.keys() {
             state.values.remove(slot);

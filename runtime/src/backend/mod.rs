@@ -153,6 +153,10 @@ pub(crate) struct Loaded<V> {
     /// XFetch: how long before it expires the value is refreshed early
     /// (drawn once, by the process that loaded it).
     pub refresh_lead: Duration,
+    /// A write elsewhere superseded this load (its fenced write was
+    /// refused): the callers get the value, but it is not cached — the
+    /// fleet's value is the write's, and this one must not be served again.
+    pub superseded: bool,
 }
 
 /// What the fleet tier needs of the cache core — its per-entry policy and

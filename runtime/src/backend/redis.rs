@@ -201,18 +201,39 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ";
 
-/// KEYS: the tag's slot set. ARGV: slot ... (each: its value, lock and fail keys are derived).
-/// Deletes every recorded slot's value, lock and failure record, the set, and publishes ARGV... see `invalidate_tag`.
+/// KEYS: tag sets (sorted sets: slot → the instant it may be forgotten,
+/// ms by Redis's clock). ARGV: slot, keep ms. Records the slot under each
+/// tag and trims members past their instant, so a set follows its live
+/// entries (O(log n + trimmed) per call) instead of growing for ever.
+const TAG: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = tonumber(ARGV[2])
+for _, set in ipairs(KEYS) do
+  redis.call('ZADD', set, 'GT', now + keep, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+  redis.call('PEXPIRE', set, keep, 'GT')
+  redis.call('PEXPIRE', set, keep, 'NX')
+end
+return #KEYS
+";
+
+/// KEYS: a tag set. ARGV: chunk size. Deletes the value, lock and failure
+/// record of up to a chunk of the tag's slots, wakes their waiters, drops
+/// them from the set; returns how many are left. Called until 0, so no one
+/// call blocks Redis for a whole large tag.
 const INVALIDATE_TAG: &str = r"
-local slots = redis.call('SMEMBERS', KEYS[1])
+local slots = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 for _, slot in ipairs(slots) do
   redis.call('DEL', slot .. ':value', slot .. ':lock', slot .. ':fail')
   redis.call('PUBLISH', slot .. ':ready', '')
 end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return #slots
+if #slots > 0 then redis.call('ZREM', KEYS[1], unpack(slots)) end
+return redis.call('ZCARD', KEYS[1])
 ";
+
+/// Slots one `INVALIDATE_TAG` call handles.
+const TAG_CHUNK: usize = 256;
 
 /// KEYS: generation. ARGV: invalidation channel, sender.
 const INVALIDATE_ALL: &str = r"
@@ -250,6 +271,7 @@ struct Scripts {
     invalidate: Script,
     invalidate_all: Script,
     invalidate_tag: Script,
+    tag: Script,
 }
 
 struct RedisInner {
@@ -473,6 +495,7 @@ impl RedisBackendBuilder {
                     invalidate: Script::new(INVALIDATE),
                     invalidate_all: Script::new(INVALIDATE_ALL),
                     invalidate_tag: Script::new(INVALIDATE_TAG),
+                    tag: Script::new(TAG),
                 },
                 breaker: Breaker::new(self.breaker_cooldown),
                 subs,
@@ -1358,39 +1381,37 @@ impl Backend for RedisInner {
         ttl: Duration,
     ) -> BackendFut<'a, ()> {
         Box::pin(async move {
-            let mut pipe = ::redis::pipe();
+            let mut invocation = self.scripts.tag.prepare_invoke();
             for tag in tags {
-                let set = tag_set(&self.prefix, tag);
-                pipe.cmd("SADD").arg(&set).arg(slot.as_str()).ignore();
-                // GT: the set lives as long as its longest-lived member.
-                pipe.cmd("PEXPIRE")
-                    .arg(&set)
-                    .arg(millis(ttl))
-                    .arg("GT")
-                    .ignore();
-                pipe.cmd("PEXPIRE")
-                    .arg(&set)
-                    .arg(millis(ttl))
-                    .arg("NX")
-                    .ignore();
+                invocation.key(tag_set(&self.prefix, tag));
             }
+            invocation.arg(slot.as_str()).arg(millis(ttl));
             // Through the breaker like every command: with Redis hung,
             // tagged misses are refused at once, and count towards tripping it.
-            let pass = self.admit().await?;
-            let mut conn = self.conn.clone();
-            let result = bounded(self.timeout, pipe.query_async::<()>(&mut conn)).await;
-            self.breaker.settle(pass, &result);
-            result
+            let _: i64 = self.invoke(&invocation).await?;
+            Ok(())
         })
     }
 
     fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BackendFut<'a, ()> {
         Box::pin(async move {
+            let set = tag_set(&self.prefix, tag);
+            let mut chunk = self.scripts.invalidate_tag.prepare_invoke();
+            chunk.key(&set).arg(TAG_CHUNK);
+            let mut left: usize = self.invoke(&chunk).await?;
+            // Slots recorded after the first call belong to loads that
+            // started after this invalidation: they need not be reached,
+            // so the rounds are bounded by what was there at first.
+            let mut rounds = left.div_ceil(TAG_CHUNK);
+            while left > 0 && rounds > 0 {
+                left = self.invoke(&chunk).await?;
+                rounds -= 1;
+            }
+            // Last, once every slot is deleted: a process that drops its
+            // copies on this notice and reloads cannot read an old value back.
             let _: i64 = self
-                .invoke(
-                    self.scripts
-                        .invalidate_tag
-                        .key(tag_set(&self.prefix, tag))
+                .command(
+                    ::redis::cmd("PUBLISH")
                         .arg(tags_channel(&self.prefix))
                         .arg(format!("{} {tag}", self.subs.id)),
                 )

@@ -86,14 +86,14 @@ impl CacheKeys {
     }
 }
 
-/// The set of slots whose entries carry `tag`: `<prefix>:tag:{<hex of the tag>}`
-/// (hex, so any tag text is a safe key).
+/// The sorted set of slots whose entries carry `tag`: `<prefix>:tagset:{<hex of the tag>}`
+/// (hex, so any tag text is a safe key), scored by when each may be forgotten.
 pub(crate) fn tag_set(prefix: &str, tag: &str) -> String {
     let mut hex = String::with_capacity(tag.len() * 2);
     for b in tag.bytes() {
         hex.push_str(&format!("{b:02x}"));
     }
-    format!("{prefix}:tag:{{{hex}}}")
+    format!("{prefix}:tagset:{{{hex}}}")
 }
 
 /// The channel tag invalidations are published on: `<prefix>:tags`.
@@ -191,7 +191,7 @@ mod tests {
             parse_channel("app", &tags_channel("app")),
             Some(Channel::Tags)
         );
-        assert_eq!(tag_set("app", "a:{b}"), "app:tag:{613a7b627d}");
+        assert_eq!(tag_set("app", "a:{b}"), "app:tagset:{613a7b627d}");
         assert_eq!(parse_channel("app", &slot.lock()), None);
         assert_eq!(
             split_tag("crate::users::by_id:0a1b"),

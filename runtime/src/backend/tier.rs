@@ -131,9 +131,10 @@ impl<K: SharedKey, V: SharedValue> L1Sink for Sink<K, V> {
 }
 
 fn next_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    // Unique in the process, and (with the random high bits) across processes.
-    (fastrand::u64(..) & !0xffff_ffff) | NEXT.fetch_add(1, Ordering::Relaxed)
+    // 64 random bits: two tiers of a fleet sharing an id (and so skipping
+    // each other's notices) is a 2^-64 event per pair. Never 0, which the
+    // notice format reserves for "no sender".
+    fastrand::u64(1..)
 }
 
 fn new_token() -> String {
@@ -226,6 +227,7 @@ pub(crate) fn usable<V>(
         stale_for: decoded.stale.min(stale),
         delta: decoded.delta,
         refresh_lead: decoded.lead,
+        superseded: false,
     })
 }
 
@@ -532,7 +534,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 resume_unwind(payload);
             }
         };
-        let loaded = match self.l1.upgrade() {
+        let mut loaded = match self.l1.upgrade() {
             Some(l1) => l1.loaded_here(key, value, delta),
             None => Loaded {
                 value,
@@ -540,6 +542,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 stale_for: self.stale,
                 delta,
                 refresh_lead: Duration::ZERO,
+                superseded: false,
             },
         };
         let encoded = codec::encode::<K, V>(
@@ -563,6 +566,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                         // Not our lock any more: a write superseded this
                         // load, or the lease lapsed. Nothing to release.
                         guard.disarm();
+                        loaded.superseded = true;
                         self.counters.superseded_loads.incr();
                         tracing::info!(cache = %self.name, "load superseded by a write (or its lease lapsed): value not written to the shared tier");
                     }
@@ -605,7 +609,12 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     }
 
     /// Leaves the failure record (which releases the lock and wakes the
-    /// waiters), so the fleet does not call the origin again for the backoff.
+    /// waiters: they answer with it).
+    ///
+    /// Awaited, not spawned: a call of this process that starts once the
+    /// callers have their answer must find the record (or the lock gone),
+    /// never this flight's lock still held — it would wait on it and be
+    /// answered with a failure that ended before it started.
     async fn publish_failure(&self, guard: LockGuard, mut failure: Failure) {
         failure.flight = guard.token.clone();
         let record = codec::encode_failure(&failure);
@@ -739,6 +748,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 stale_for: self.stale,
                 delta,
                 refresh_lead: Duration::ZERO,
+                superseded: false,
             },
         })
     }
@@ -775,10 +785,12 @@ async fn renew(
     cache: String,
 ) {
     let started = Instant::now();
-    let mut next = (first_lease / 3).max(Duration::from_millis(1));
+    // The lease Redis holds now: the short initial one until a renewal
+    // succeeds. A failed renewal is retried at a third of *that*, so a
+    // transient error cannot let the short lease lapse.
+    let mut held = first_lease;
     loop {
-        tokio::time::sleep(next).await;
-        next = (lease / 3).max(Duration::from_millis(1));
+        tokio::time::sleep((held / 3).max(Duration::from_millis(1))).await;
         if started.elapsed() >= max_hold {
             tracing::warn!(
                 cache,
@@ -788,7 +800,10 @@ async fn renew(
             return;
         }
         match backend.renew(&slot, &token, lease).await {
-            Ok(true) => tracing::trace!(cache, "lease renewed"),
+            Ok(true) => {
+                held = lease;
+                tracing::trace!(cache, "lease renewed");
+            }
             Ok(false) => {
                 tracing::info!(
                     cache,

@@ -138,7 +138,14 @@ where
     /// of that key starts for this long; the value is served meanwhile. It
     /// stops a down origin from being retried at the request rate
     /// (FusionCache's fail-safe throttle). Default: a tenth of the TTL,
-    /// between 10 ms and 5 s. Zero retries on the next call.
+    /// between 10 ms and 5 s. Zero retries on the next call. With `shared`
+    /// it holds for the whole fleet: a process with a value to serve is
+    /// throttled by another's failure too. A key with nothing to serve is
+    /// never held back: failures are not cached.
+    ///
+    /// Coming from FusionCache: its `FailSafeThrottleDuration` defaults to
+    /// 30 s; set `.failed_refresh_backoff(Duration::from_secs(30))` for the
+    /// same behaviour.
     pub fn failed_refresh_backoff(mut self, backoff: Duration) -> Self {
         self.failed_refresh_backoff = Some(backoff.min(FOREVER));
         self
@@ -152,6 +159,11 @@ where
     /// [`failed_refresh_backoff`](Self::failed_refresh_backoff), and the value
     /// is served meanwhile. Off by default. An `invalidate` drops the value
     /// for good: fail-safe never serves a value that was replaced or removed.
+    ///
+    /// Coming from FusionCache: the window counts from the value's
+    /// *expiry*, where `FailSafeMaxDuration` counts from the write. Its
+    /// `Duration = T, FailSafeMaxDuration = M` is our `.ttl(T)` with
+    /// `.fail_safe(M - T)`.
     ///
     /// # Panics
     /// If `window` is zero (leave fail-safe off instead).
@@ -186,6 +198,15 @@ where
     /// message naming the cache when its load times out with no fail-safe
     /// value to serve; give such a cache a [`fail_safe`](Self::fail_safe)
     /// window, or call it through `try_get_or_load::<.., E>`.
+    ///
+    /// With `shared`, the bound also caps a process's wait on another
+    /// process's load of the key (counted from when its own flight began):
+    /// past it, its callers get the timeout (or the fail-safe value). A
+    /// process whose wait ends because the other load timed out first takes
+    /// over and loads itself, bounded again, so a call waits at most about
+    /// twice the bound. The leader's lease is renewed no longer than the
+    /// bound either, so a hung loader cannot hold the key for the fleet.
+    /// Coming from FusionCache: this is its `FactoryHardTimeout`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {

@@ -137,7 +137,7 @@ where
     /// waiting on it retry once as a new flight; if that flight panics too,
     /// they panic with a message naming the cache. The key is never left
     /// locked. Outside a tokio runtime, when a load must start. On a cache
-    /// with a [`load_timeout`](CacheBuilder::load_timeout), when the load
+    /// with a [`load_timeout`](crate::CacheBuilder::load_timeout), when the load
     /// times out and no fail-safe value exists: use
     /// [`try_get_or_load`](Self::try_get_or_load) there.
     pub async fn get_or_load<F, Fut>(&self, key: K, loader: F) -> V
@@ -194,9 +194,9 @@ where
     /// clone of it (hence `E: Clone`; wrap a non-`Clone` error in an `Arc`).
     /// With [`Strategy::Swr`], a failed background refresh keeps the stale
     /// value served until its stale window ends; with a
-    /// [`fail_safe`](CacheBuilder::fail_safe) window, a failed load serves the
+    /// [`fail_safe`](crate::CacheBuilder::fail_safe) window, a failed load serves the
     /// last good value instead of the `Err`. A load that ran past the cache's
-    /// [`load_timeout`](CacheBuilder::load_timeout) gives `Err(E::from(LoadTimeout))`.
+    /// [`load_timeout`](crate::CacheBuilder::load_timeout) gives `Err(E::from(LoadTimeout))`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

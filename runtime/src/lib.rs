@@ -90,8 +90,14 @@
 //!   shut down — say, per-test runtimes sharing a macro's static cache)
 //!   releases the key; callers waiting on it from other runtimes start a
 //!   new load.
-//! - **Loader errors** ([`Cache::try_get_or_load`]) are never cached; every
-//!   caller that waited on the failing load gets a clone of the error.
+//! - **One failure rule, with and without `shared`.** A load that fails —
+//!   returns `Err` ([`Cache::try_get_or_load`]), panics, or runs past
+//!   `load_timeout` — answers the callers that waited on *that* load, in
+//!   every process (each gets a clone of the error). Failures are never
+//!   cached: a call that starts after the load ended starts a new one (one
+//!   per fleet with `shared`) — unless the key has a value to serve (a
+//!   fail-safe or `swr` stale value, below): then that value is served and
+//!   the retry backoff holds new loads back, fleet-wide with `shared`.
 //! - **Loader panics** reach the caller that started the load; its waiters
 //!   retry once as one new flight (so a one-off panic costs them nothing) and
 //!   panic only if that flight panics too. Nothing is poisoned; the key works
@@ -117,7 +123,11 @@
 //!   fn's `Result<_, E>` and requires `E: From<LoadTimeout>` at compile
 //!   time). A call that cannot report the timeout — [`Cache::get_or_load`],
 //!   or `try_get_or_load` with another error type — panics with a message
-//!   naming the fix when no fail-safe value can stand in.
+//!   naming the fix when no fail-safe value can stand in. With `shared`, a
+//!   process waiting on another's load counts that wait against its own
+//!   `load_timeout` (past it, its callers get the timeout); if the other's
+//!   load timed out first, it takes over and loads itself — a timeout
+//!   elsewhere says nothing about this process's origin.
 //! - **Invalidation during a load**: the load still answers its callers, but
 //!   its value is not cached.
 //! - **Durations** beyond about a century saturate: `Duration::MAX` means
@@ -156,6 +166,10 @@
 //! returning garbage never fails a call the loader could answer: the call
 //! loads in process, counts `fallbacks` (or `backend_errors`), logs a
 //! rate-limited warning, and coordination resumes when Redis is back.
+//! Writes (`insert`, `invalidate`, `invalidate_all`, [`invalidate_tag`])
+//! are applied behind the call, in call order per backend, and retried
+//! until they land; [`SharedBackend::flush`] waits for them (call it before
+//! a process exits).
 //!
 //! ## Observability
 //!

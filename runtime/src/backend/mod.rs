@@ -21,13 +21,23 @@
 //!
 //! # A failing origin is called once per flight, fleet-wide
 //!
-//! A leader whose load fails (errors, panics, or runs past `load_timeout`)
-//! leaves a *failure record* on the key for the retry backoff
+//! The rule is the in-process one, fleet-wide. A leader whose load fails
+//! (errors, panics, or runs past `load_timeout`) leaves a *failure record*
+//! on the key and wakes the waiters: every process that waited on that
+//! flight answers with its failure instead of calling the origin again (its
+//! fail-safe value if it has one, else the error). The record answers no
+//! one else with nothing to serve: a flight that starts later with no
+//! servable value ignores it and takes the lock (a waiter tells its
+//! flight's record from an older one: records carry the flight's token,
+//! and the lock attempt that found the lock held returns the record that
+//! was there then). A flight that *has* a value to serve (fail-safe, stale,
+//! a refresh) is answered by the record while it lasts — the retry backoff
 //! ([`failed_refresh_backoff`](crate::CacheBuilder::failed_refresh_backoff))
-//! and wakes the waiters. They, and every process that misses the key until
-//! the record expires, answer with that failure instead of calling the
-//! origin again: the fail-safe value if they have one, else the error. The
-//! error value cannot cross processes (error types are rarely
+//! — so the fleet retries a down origin once per backoff, as one process
+//! does. A timed-out leader's waiters with nothing to serve take over (a
+//! timeout says nothing of their own origin), within their own
+//! `load_timeout` counted from when their flight began. The error value
+//! cannot cross processes (error types are rarely
 //! serialisable), so it crosses as text in a [`RemoteLoadError`], which a
 //! cache turns into its callers' `E` through `E: From<RemoteLoadError>`
 //! ([`remote_errors`](crate::CacheBuilder::remote_errors); the attribute
@@ -37,7 +47,12 @@
 //! serialisable. A timeout crosses as a [`LoadTimeout`](crate::LoadTimeout).
 //! A cache that cannot express the failure loads in process (fail open).
 //!
-//! # Writes win
+//! # Writes win, in order, and are retried until they land
+//!
+//! A process's writes go through its backend's write-behind
+//! ([`writes`]): applied in call order, each retried with backoff until it
+//! lands or is moot (everything it supersedes has expired by then); until
+//! then this process's flights of those keys skip the shared tier.
 //!
 //! `insert` and `invalidate` delete the key's lock with the value, so a load
 //! that started before them — anywhere in the fleet — cannot write its older

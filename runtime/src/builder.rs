@@ -9,7 +9,8 @@ use crate::backend::{
     CacheCore, RemoteLoadError, RemotePolicy, SharedBackend, SharedKey, SharedValue, TierFactory,
     TierSpec,
 };
-use crate::cache::{Cache, Inner, TagsOf, TimeoutPolicy, TtlFor};
+use crate::cache::Cache;
+use crate::core::{Inner, TagsOf, TimeoutPolicy, TtlFor};
 use crate::flight::Flights;
 use crate::load::{ErasedError, LoadTimeout};
 use crate::stats::Counters;

@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::Cache;
-use crate::cache::Inner;
+use crate::core::Inner;
 
 type Registered = Vec<Weak<dyn Any + Send + Sync>>;
 

@@ -298,3 +298,143 @@ pub async fn a_tag_reaches_every_pod(name: &str, backends: &[SharedBackend], set
         assert_ne!(seen, "v2 (read before the write)", "pod {i}");
     }
 }
+
+/// Found 1: pod A's loader hangs past `load_timeout` (300 ms); pod B's
+/// origin works. B is called every 50 ms for 3 s: every call is answered
+/// with B's own value (v2: `Err(Timeout)` 55 times out of 55, for the whole
+/// 5 s backoff). A timeout is not an error of B's origin.
+pub async fn a_timeout_in_one_pod_does_not_answer_another_pods_later_calls(
+    name: &str,
+    backends: &[SharedBackend],
+) {
+    let pod = |backend: &SharedBackend| {
+        Cache::<u32, String>::builder(name.to_owned())
+            .ttl(Duration::from_secs(60))
+            .load_timeout::<RepoError>(Duration::from_millis(300))
+            .remote_errors::<RepoError>()
+            .backend(backend.clone())
+            .build()
+    };
+    let (a, b) = (pod(&backends[0]), pod(&backends[1]));
+    let hung = tokio::spawn(async move {
+        a.try_get_or_load(1, |_| async {
+            std::future::pending::<()>().await;
+            Ok::<String, RepoError>("never".to_owned())
+        })
+        .await
+    });
+    // A leads: its flight holds the key's lock when B's calls begin.
+    sleep(Duration::from_millis(20)).await;
+    let b_calls = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    while started.elapsed() < Duration::from_secs(3) {
+        let calls = b_calls.clone();
+        let call = b.try_get_or_load(1, move |_| async move {
+            calls.fetch_add(1, SeqCst);
+            sleep(Duration::from_millis(10)).await;
+            Ok::<_, RepoError>("from B".to_owned())
+        });
+        answers.push(bounded(call).await);
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bounded(hung).await.unwrap(), Err(RepoError::Timeout));
+    let failed = answers.iter().filter(|a| a.is_err()).count();
+    assert_eq!(failed, 0, "B's answers: {answers:?}");
+    assert_eq!(b_calls.load(SeqCst), 1, "B loaded once, then hit its L1");
+}
+
+/// Found 1, with `Err`: pod A's load fails; once that flight has ended, a
+/// call in pod B (which has no value to serve) loads again — as the same
+/// cache without `shared` would — with and without `remote_errors`.
+pub async fn a_transient_error_does_not_answer_the_calls_after_its_flight(
+    name: &str,
+    backends: &[SharedBackend],
+    remote_errors: bool,
+) {
+    {
+        let pod = |backend: &SharedBackend| {
+            let builder = Cache::<u32, String>::builder(name.to_owned())
+                .ttl(Duration::from_secs(60))
+                .failed_refresh_backoff(Duration::from_secs(5))
+                .backend(backend.clone());
+            if remote_errors {
+                builder.remote_errors::<RepoError>().build()
+            } else {
+                builder.build()
+            }
+        };
+        let (a, b) = (pod(&backends[0]), pod(&backends[1]));
+        let failed = a
+            .try_get_or_load(1, |_| async { Err::<String, _>(RepoError::Down) })
+            .await;
+        assert_eq!(failed, Err(RepoError::Down));
+        sleep(Duration::from_millis(100)).await;
+        let loaded =
+            bounded(b.try_get_or_load(1, |_| async { Ok::<_, RepoError>("ok".to_owned()) })).await;
+        assert_eq!(
+            loaded.as_deref(),
+            Ok("ok"),
+            "remote_errors = {remote_errors}"
+        );
+        // ...and so does pod A itself, the one whose load failed.
+        let again = a
+            .try_get_or_load(1, |_| async { Ok::<_, RepoError>("a".to_owned()) })
+            .await;
+        assert_eq!(
+            again.as_deref(),
+            Ok("ok"),
+            "B's value reached the shared tier"
+        );
+    }
+}
+
+/// The other half of the rule: where a servable value exists (fail-safe),
+/// a failure throttles new loads fleet-wide for the retry backoff, exactly
+/// as in process: one origin call per backoff for the whole fleet.
+pub async fn with_fail_safe_a_failure_throttles_the_fleet(name: &str, backends: &[SharedBackend]) {
+    let pods: Vec<Cache<u32, String>> = backends
+        .iter()
+        .map(|backend| {
+            Cache::builder(name.to_owned())
+                .ttl(Duration::from_secs(1))
+                .fail_safe(Duration::from_secs(600))
+                .failed_refresh_backoff(Duration::from_secs(2))
+                .remote_errors::<RepoError>()
+                .backend(backend.clone())
+                .build()
+        })
+        .collect();
+    for pod in &pods {
+        pod.get_or_load(1, |_| async { "good".to_owned() }).await;
+    }
+    sleep(Duration::from_millis(1500)).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let failing = |calls: Arc<AtomicUsize>| {
+        move |_| async move {
+            calls.fetch_add(1, SeqCst);
+            Err::<String, _>(RepoError::Down)
+        }
+    };
+    // Pod 0 fails first; the others, each missing later, are throttled by its record.
+    for pod in &pods {
+        let got = bounded(pod.try_get_or_load(1, failing(calls.clone()))).await;
+        assert_eq!(got.as_deref(), Ok("good"));
+        sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        1,
+        "one origin call for the fleet in the backoff"
+    );
+    sleep(Duration::from_secs(3)).await;
+    for pod in &pods {
+        let got = bounded(pod.try_get_or_load(1, failing(calls.clone()))).await;
+        assert_eq!(got.as_deref(), Ok("good"));
+    }
+    assert_eq!(
+        calls.load(SeqCst),
+        2,
+        "after the backoff: one retry for the fleet"
+    );
+}

@@ -68,3 +68,42 @@ async fn a_tag_reaches_every_pod() {
     let backends = pod_backends(&server, 3).await;
     scenarios::a_tag_reaches_every_pod("redis.tags", &backends, SETTLE).await;
 }
+
+/// Issue 14's failure rule on Redis pods: a timeout in one pod does not
+/// answer another pod's later calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_in_one_pod_does_not_answer_another_pods_later_calls() {
+    let server = RedisServer::start();
+    let backends = pod_backends(&server, 2).await;
+    scenarios::a_timeout_in_one_pod_does_not_answer_another_pods_later_calls(
+        "redis.timeout_is_local",
+        &backends,
+    )
+    .await;
+}
+
+/// A transient `Err` in one pod does not answer another pod's later calls,
+/// with and without `remote_errors`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_error_does_not_answer_the_calls_after_its_flight() {
+    let server = RedisServer::start();
+    for remote_errors in [true, false] {
+        let backends = pod_backends(&server, 2).await;
+        scenarios::a_transient_error_does_not_answer_the_calls_after_its_flight(
+            &format!("redis.transient_err.{remote_errors}"),
+            &backends,
+            remote_errors,
+        )
+        .await;
+    }
+}
+
+/// Fail-safe + shared on Redis pods: the last good value is served and the
+/// fleet makes one origin call per backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fail_safe_a_failure_throttles_the_whole_fleet_for_the_backoff() {
+    let server = RedisServer::start();
+    let backends = pod_backends(&server, 4).await;
+    scenarios::with_fail_safe_a_failure_throttles_the_fleet("redis.fail_safe_throttle", &backends)
+        .await;
+}

@@ -5,13 +5,13 @@
 //! tagged cache that must not deadlock on itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
-use stampede_cache::{Cache, LocalBackend};
+use stampede_cache::{Cache, LocalBackend, SharedBackend};
 use stampede_cache_tests::bounded;
-use stampede_cache_tests::scenarios::RepoError;
-use tokio::time::{Instant, advance, sleep};
+use stampede_cache_tests::scenarios::{self, RepoError};
+use tokio::time::{advance, sleep};
 
 /// Runs `test` on its own OS thread (paused-clock runtime) and fails if it
 /// has not finished within a few wall-clock seconds: a thread blocked on a
@@ -45,42 +45,12 @@ fn paused() -> tokio::runtime::Runtime {
 /// 5 s backoff). A timeout is not an error of B's origin.
 #[tokio::test(start_paused = true)]
 async fn a_timeout_in_one_pod_does_not_answer_another_pods_later_calls() {
-    let fleet = LocalBackend::new();
-    let pod = || {
-        Cache::<u32, String>::builder("rules.timeout_is_local")
-            .ttl(Duration::from_secs(60))
-            .load_timeout::<RepoError>(Duration::from_millis(300))
-            .remote_errors::<RepoError>()
-            .backend(fleet.clone())
-            .build()
-    };
-    let (a, b) = (pod(), pod());
-    let hung = tokio::spawn(async move {
-        a.try_get_or_load(1, |_| async {
-            std::future::pending::<()>().await;
-            Ok::<String, RepoError>("never".to_owned())
-        })
-        .await
-    });
-    // A leads: its flight holds the key's lock when B's calls begin.
-    sleep(Duration::from_millis(1)).await;
-    let b_calls = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut answers = Vec::new();
-    while started.elapsed() < Duration::from_secs(3) {
-        let calls = b_calls.clone();
-        let call = b.try_get_or_load(1, move |_| async move {
-            calls.fetch_add(1, SeqCst);
-            sleep(Duration::from_millis(10)).await;
-            Ok::<_, RepoError>("from B".to_owned())
-        });
-        answers.push(bounded(call).await);
-        sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(bounded(hung).await.unwrap(), Err(RepoError::Timeout));
-    let failed = answers.iter().filter(|a| a.is_err()).count();
-    assert_eq!(failed, 0, "B's answers: {answers:?}");
-    assert_eq!(b_calls.load(SeqCst), 1, "B loaded once, then hit its L1");
+    let backends = vec![SharedBackend::from(LocalBackend::new()); 2];
+    scenarios::a_timeout_in_one_pod_does_not_answer_another_pods_later_calls(
+        "rules.timeout_is_local",
+        &backends,
+    )
+    .await;
 }
 
 /// Found 1, with `Err`: pod A's load fails; once that flight has ended, a
@@ -89,41 +59,13 @@ async fn a_timeout_in_one_pod_does_not_answer_another_pods_later_calls() {
 #[tokio::test(start_paused = true)]
 async fn a_transient_error_does_not_answer_the_calls_after_its_flight() {
     for remote_errors in [true, false] {
-        let fleet = LocalBackend::new();
-        let name = format!("rules.transient_err.{remote_errors}");
-        let pod = || {
-            let builder = Cache::<u32, String>::builder(name.clone())
-                .ttl(Duration::from_secs(60))
-                .failed_refresh_backoff(Duration::from_secs(5))
-                .backend(fleet.clone());
-            if remote_errors {
-                builder.remote_errors::<RepoError>().build()
-            } else {
-                builder.build()
-            }
-        };
-        let (a, b) = (pod(), pod());
-        let failed = a
-            .try_get_or_load(1, |_| async { Err::<String, _>(RepoError::Down) })
-            .await;
-        assert_eq!(failed, Err(RepoError::Down));
-        advance(Duration::from_millis(100)).await;
-        let loaded =
-            bounded(b.try_get_or_load(1, |_| async { Ok::<_, RepoError>("ok".to_owned()) })).await;
-        assert_eq!(
-            loaded.as_deref(),
-            Ok("ok"),
-            "remote_errors = {remote_errors}"
-        );
-        // ...and so does pod A itself, the one whose load failed.
-        let again = a
-            .try_get_or_load(1, |_| async { Ok::<_, RepoError>("a".to_owned()) })
-            .await;
-        assert_eq!(
-            again.as_deref(),
-            Ok("ok"),
-            "B's value reached the shared tier"
-        );
+        let backends = vec![SharedBackend::from(LocalBackend::new()); 2];
+        scenarios::a_transient_error_does_not_answer_the_calls_after_its_flight(
+            &format!("rules.transient_err.{remote_errors}"),
+            &backends,
+            remote_errors,
+        )
+        .await;
     }
 }
 
@@ -132,50 +74,9 @@ async fn a_transient_error_does_not_answer_the_calls_after_its_flight() {
 /// as in process: one origin call per backoff for the whole fleet.
 #[tokio::test(start_paused = true)]
 async fn with_fail_safe_a_failure_throttles_the_whole_fleet_for_the_backoff() {
-    let fleet = LocalBackend::new();
-    let pods: Vec<Cache<u32, String>> = (0..4)
-        .map(|_| {
-            Cache::builder("rules.fail_safe_throttle")
-                .ttl(Duration::from_secs(1))
-                .fail_safe(Duration::from_secs(600))
-                .failed_refresh_backoff(Duration::from_secs(2))
-                .remote_errors::<RepoError>()
-                .backend(fleet.clone())
-                .build()
-        })
-        .collect();
-    for pod in &pods {
-        pod.get_or_load(1, |_| async { "good".to_owned() }).await;
-    }
-    advance(Duration::from_millis(1500)).await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let failing = |calls: Arc<AtomicUsize>| {
-        move |_| async move {
-            calls.fetch_add(1, SeqCst);
-            Err::<String, _>(RepoError::Down)
-        }
-    };
-    // Pod 0 fails first; the others, each missing later, are throttled by its record.
-    for pod in &pods {
-        let got = bounded(pod.try_get_or_load(1, failing(calls.clone()))).await;
-        assert_eq!(got.as_deref(), Ok("good"));
-        advance(Duration::from_millis(100)).await;
-    }
-    assert_eq!(
-        calls.load(SeqCst),
-        1,
-        "one origin call for the fleet in the backoff"
-    );
-    advance(Duration::from_secs(3)).await;
-    for pod in &pods {
-        let got = bounded(pod.try_get_or_load(1, failing(calls.clone()))).await;
-        assert_eq!(got.as_deref(), Ok("good"));
-    }
-    assert_eq!(
-        calls.load(SeqCst),
-        2,
-        "after the backoff: one retry for the fleet"
-    );
+    let backends = vec![SharedBackend::from(LocalBackend::new()); 4];
+    scenarios::with_fail_safe_a_failure_throttles_the_fleet("rules.fail_safe_throttle", &backends)
+        .await;
 }
 
 /// Found 2: a failing load of a tagged key, landing after another tag was

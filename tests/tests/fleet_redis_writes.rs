@@ -261,3 +261,87 @@ async fn a_hot_tags_record_in_redis_follows_the_live_entries() {
         .unwrap();
     assert_eq!(left, 0, "the invalidation consumed the record");
 }
+
+/// `invalidate_tag` is applied once per backend, not once per tagged cache,
+/// and the sender does not re-apply its own notice: three tagged caches on
+/// one backend, a load started right after the invalidation is cached in
+/// L1 (v2: three scripts, and the sender's own notice arriving a moment
+/// later superseded that load, so the next call went to Redis again; a
+/// mutation re-applying the own notice makes this test fail on the count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidation_is_sent_once_and_not_reapplied_by_its_sender() {
+    let server = RedisServer::start();
+    let backend = backend(&server.url()).await;
+    let tag = "writes.once.t";
+    let caches: Vec<Cache<u32, u32>> = (0..3)
+        .map(|i| {
+            Cache::builder(format!("writes.once.{i}"))
+                .ttl(Duration::from_secs(60))
+                .tags(move |_: &u32| [tag])
+                .backend(backend.clone())
+                .build()
+        })
+        .collect();
+    for cache in &caches {
+        cache.get_or_load(1, |k| async move { k }).await;
+    }
+    let before = backend.commands_sent();
+    stampede_cache::invalidate_tag(tag);
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    let reloaded = caches[0]
+        .get_or_load(1, move |k| async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            sleep(Duration::from_millis(50)).await;
+            k + 1
+        })
+        .await;
+    assert_eq!(reloaded, 2);
+    assert!(
+        SharedBackend::from(backend.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    sleep(Duration::from_millis(100)).await; // any late notice has arrived
+    let again = caches[0].get_or_load(1, |k| async move { k + 10 }).await;
+    assert_eq!(again, 2, "the load after the invalidation was cached");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let tag_commands = backend.commands_sent() - before;
+    // The reload's own commands (tag, lock, fenced write) plus the
+    // invalidation's chunk and publish: well under v2's three scripts + this.
+    assert!(tag_commands <= 6, "{tag_commands} commands");
+}
+
+/// With Redis hung, tagged misses count towards the breaker like every
+/// other command: it opens, and further tagged misses skip Redis at once
+/// (v2: every tagged miss paid a full command timeout in the tag write,
+/// and never tripped the breaker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_misses_trip_the_breaker_when_redis_hangs() {
+    let server = RedisServer::start();
+    let backend = backend(&server.url()).await;
+    let cache: Cache<u32, u32> = Cache::builder("writes.tag_breaker")
+        .tags(|_: &u32| ["writes.tag_breaker.t"])
+        .backend(backend.clone())
+        .build();
+    cache.get_or_load(0, |k| async move { k }).await;
+    server.freeze();
+    let started = Instant::now();
+    for key in 1..=10u32 {
+        assert_eq!(
+            bounded(cache.get_or_load(key, |k| async move { k })).await,
+            key
+        );
+    }
+    let took = started.elapsed();
+    server.thaw();
+    assert!(
+        backend.breaker_is_open() || backend.breaker_trips() >= 1,
+        "the breaker tripped"
+    );
+    // 3 timeouts (100 ms) trip it; the other 7 misses skip Redis.
+    assert!(
+        took < Duration::from_millis(700),
+        "10 tagged misses took {took:?}"
+    );
+}

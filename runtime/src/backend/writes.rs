@@ -231,14 +231,16 @@ impl Consumer {
                     Ok(()) => break,
                     Err(error) => {
                         (write.on_error)(&error);
-                        if Instant::now() + backoff >= write.give_up {
+                        let now = Instant::now();
+                        if now >= write.give_up {
                             writes.given_up.fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(cache = %write.cache, what = write.what, %error, "a write to the shared tier was given up: what it superseded has expired by now");
                             break;
                         }
                         writes.retries.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(cache = %write.cache, what = write.what, %error, retry_in = ?backoff, "write to the shared tier failed; retrying");
-                        tokio::time::sleep(backoff).await;
+                        // The last retry is at the give-up instant, never skipped.
+                        tokio::time::sleep(backoff.min(write.give_up - now)).await;
                         backoff = (backoff * 2).min(LAST_RETRY);
                     }
                 }
@@ -337,9 +339,25 @@ mod tests {
             started.elapsed() >= Duration::from_secs(1),
             "retried meanwhile"
         );
-        assert!(started.elapsed() <= Duration::from_secs(2));
+        assert!(
+            started.elapsed() <= Duration::from_millis(2005),
+            "given up after its last attempt, made at the give-up instant"
+        );
         assert_eq!(writes.lost(), 1);
         assert!(log.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_fails_until_just_before_it_is_moot_still_lands() {
+        // Backoff 20, 40, .., 640 ms: the sixth failure is at 650 ms, the next
+        // backoff would overshoot the 1.2 s give-up, so the retry is moved to
+        // the give-up instant instead of dropping a write that would land.
+        let writes = Arc::new(WriteBehind::default());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        writes.push(write("a", Duration::from_millis(1200), log.clone(), 6));
+        assert!(writes.settled(&["a"], Duration::from_secs(60)).await);
+        assert_eq!(*log.lock().unwrap(), ["a"], "the seventh attempt landed");
+        assert_eq!(writes.lost(), 0);
     }
 
     #[test]

@@ -1,6 +1,14 @@
 //! The machinery shared by the seeded model-based tests (`core_model`,
 //! `fleet_model`): a reference "database" with a version per key, loaders
-//! that check the at-most-one-load rule against it, and the seed runner.
+//! that check the at-most-one-load rule against it, a record of every load
+//! and call (for the failure rule), and the seed runner.
+//!
+//! Every loader invocation gets an id (its index in [`Model::loads`]) that
+//! its failure carries — in its error, `ModelError::Down { load }`, in its
+//! panic message, and so across processes in the failure record's text,
+//! `ModelError::Remote { load }` — so a call's `Err` names the load that
+//! produced it, and the model can tell whether that load was still running
+//! when the call began.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -8,7 +16,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 
 /// A row as the origin returns it: its key and the version it read.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -17,12 +25,18 @@ pub struct Row {
     pub version: u64,
 }
 
-/// The origin's error, and what a timeout or another process's failure becomes.
+/// The origin's error, and what a timeout or another process's failure
+/// becomes. A failure names the loader invocation that produced it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelError {
-    Down,
+    /// The origin failed in this process: loader invocation `load`.
+    Down { load: usize },
+    /// A load timeout: this process's flight's (its origin cut, or its wait
+    /// bounded) or, in a fleet, another process's (its failure record).
     Timeout,
-    Remote,
+    /// The load failed or panicked in another process: the invocation its
+    /// failure record names (`None`: the record named none).
+    Remote { load: Option<usize> },
 }
 
 impl From<stampede_cache::LoadTimeout> for ModelError {
@@ -32,9 +46,20 @@ impl From<stampede_cache::LoadTimeout> for ModelError {
 }
 
 impl From<stampede_cache::RemoteLoadError> for ModelError {
-    fn from(_: stampede_cache::RemoteLoadError) -> Self {
-        ModelError::Remote
+    fn from(remote: stampede_cache::RemoteLoadError) -> Self {
+        // The record carries the leader's error as its `Debug` text
+        // (`Down { load: 7 }`) or its panic message (`... (load: 7)`).
+        ModelError::Remote {
+            load: load_named_in(remote.message()),
+        }
     }
+}
+
+/// The loader invocation a failure's text names (`load: N`), if any.
+pub fn load_named_in(text: &str) -> Option<usize> {
+    let (_, rest) = text.rsplit_once("load: ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// How a load ends.
@@ -60,11 +85,62 @@ impl Behaviour {
     }
 }
 
-/// The panic message of a model loader.
+/// The panic message of a model loader (followed by `(load: N)`).
 pub const LOADER_PANIC: &str = "model loader panic";
 
 /// Panics a call may end with: a loader's, or the cache's after a retry.
 pub const EXPECTED_PANICS: [&str; 2] = [LOADER_PANIC, "panicked or was dropped"];
+
+/// A point in a seed's run: a logical clock (total order of the model's
+/// events on the one runtime thread) and the paused clock's instant.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub seq: u64,
+    pub at: Instant,
+}
+
+/// How a loader invocation ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum End {
+    Returned,
+    Failed,
+    Panicked,
+    /// Dropped before it finished: cut at the load timeout (or its runtime shut down).
+    Cut,
+}
+
+/// One loader invocation.
+#[derive(Clone, Debug)]
+pub struct LoadRecord {
+    pub key: u32,
+    /// The database version it read.
+    pub version: u64,
+    /// The cache (instance) whose flight ran it.
+    pub cache: usize,
+    pub start: Stamp,
+    pub end: Option<(Stamp, End)>,
+}
+
+/// One call of `try_get_or_load_with`.
+#[derive(Clone, Debug)]
+pub struct CallRecord {
+    pub key: u32,
+    /// The cache (instance) it was made on.
+    pub cache: usize,
+    pub start: Stamp,
+    /// `get` served a value at the call's start (no load needed then).
+    pub hit_at_start: bool,
+    /// Its end and answer; `None` while running, or if it was cancelled
+    /// or panicked.
+    pub end: Option<(Stamp, Result<Row, ModelError>)>,
+}
+
+impl CallRecord {
+    /// Whether the call had not finished when `stamp` happened.
+    pub fn running_at(&self, stamp: Stamp) -> bool {
+        self.start.seq <= stamp.seq && self.end.as_ref().is_none_or(|(end, _)| end.seq > stamp.seq)
+    }
+}
 
 /// The reference model: the database and the loads running against it.
 #[derive(Default)]
@@ -73,6 +149,18 @@ pub struct Model {
     pub db: HashMap<u32, u64>,
     /// Loads running, by (key, database version they read).
     running: HashMap<(u32, u64), usize>,
+    /// Until this instant a second load of a key and version beside a
+    /// running one is no violation: the shared backend was unreachable
+    /// (fleet_model's outages), so loads fail open, in every process.
+    pub fail_open_until: Option<Instant>,
+    /// The logical clock of [`Stamp`].
+    seq: u64,
+    /// The instant of the first stamp: messages give times from it.
+    epoch: Option<Instant>,
+    /// Every loader invocation, by id.
+    pub loads: Vec<LoadRecord>,
+    /// Every call, by id.
+    pub calls: Vec<CallRecord>,
     /// Every broken invariant, reported at the end of the seed.
     pub violations: Vec<String>,
 }
@@ -93,9 +181,44 @@ impl Model {
         *version
     }
 
+    /// Now, on both clocks.
+    pub fn stamp(&mut self) -> Stamp {
+        self.seq += 1;
+        let at = Instant::now();
+        self.epoch.get_or_insert(at);
+        Stamp { seq: self.seq, at }
+    }
+
+    /// `at` for a message: the time since the seed's first event.
+    pub fn ms(&self, at: Instant) -> String {
+        let since = at.saturating_duration_since(self.epoch.unwrap_or(at));
+        format!("{:.1} ms", since.as_secs_f64() * 1e3)
+    }
+
+    /// Records the start of a call of `key` on `cache` (right before its
+    /// future is first polled): its id.
+    pub fn begin_call(&mut self, key: u32, cache: usize, hit_at_start: bool) -> usize {
+        let start = self.stamp();
+        self.calls.push(CallRecord {
+            key,
+            cache,
+            start,
+            hit_at_start,
+            end: None,
+        });
+        self.calls.len() - 1
+    }
+
+    /// Records the answer of call `call`.
+    pub fn end_call(&mut self, call: usize, served: &Result<Row, ModelError>) {
+        let end = self.stamp();
+        self.calls[call].end = Some((end, served.clone()));
+    }
+
     /// Records what is wrong with one finished call of `key`: it waited
     /// longer than `bound`, or was served another key's row or a version
-    /// older than the one written before it started.
+    /// older than `started_at_version` (the last write completed before it
+    /// started).
     pub fn check_call(
         &mut self,
         key: u32,
@@ -120,6 +243,100 @@ impl Model {
             }
         }
     }
+
+    /// The failure rule for an error produced in the call's own process
+    /// (`Down`: its flight's origin failed): the failing loader invocation
+    /// loaded this key for this cache and ended after the call began — the
+    /// call joined (or started) that flight while it ran. A call that began
+    /// after a failed flight had ended starts a new flight, so it can never
+    /// be answered with that flight's error. (A flight ends in the very poll
+    /// its loader returns in: `Landing::fail` runs right after, and the
+    /// fleet tier's failure record is written by a backend whose operations
+    /// complete at once.)
+    pub fn check_own_failure(&mut self, call: usize, load: usize) {
+        let c = &self.calls[call];
+        let Some(l) = self.loads.get(load) else {
+            let msg = format!(
+                "call {call} of key {} got the error of unknown load {load}",
+                c.key
+            );
+            self.violations.push(msg);
+            return;
+        };
+        let wrong = if l.key != c.key {
+            Some(format!("loaded key {}", l.key))
+        } else if l.cache != c.cache {
+            Some(format!(
+                "ran on cache {}, not the call's {}",
+                l.cache, c.cache
+            ))
+        } else {
+            match l.end {
+                Some((end, End::Failed)) if end.seq > c.start.seq => None,
+                Some((end, End::Failed)) => Some(format!(
+                    "had failed at {} (seq {}), before the call began at {} (seq {}): \
+                     an ended flight's error answered a later call",
+                    self.ms(end.at),
+                    end.seq,
+                    self.ms(c.start.at),
+                    c.start.seq
+                )),
+                other => Some(format!("ended {other:?}, not with this error")),
+            }
+        };
+        if let Some(wrong) = wrong {
+            let msg = format!(
+                "call {call} (key {}, cache {}) got Err(Down) of load {load}, which {wrong}",
+                c.key, c.cache
+            );
+            self.violations.push(msg);
+        }
+    }
+
+    /// Whether a load of `key` (on `cache`, if given) was cut (dropped at
+    /// the load timeout) at or after `stamp` (by the logical clock when
+    /// `by_seq`, else at the same instant or later).
+    pub fn cut_since(&self, key: u32, cache: Option<usize>, stamp: Stamp, by_seq: bool) -> bool {
+        self.loads.iter().any(|l| {
+            l.key == key
+                && cache.is_none_or(|c| c == l.cache)
+                && matches!(l.end, Some((end, End::Cut))
+                    if if by_seq { end.seq > stamp.seq } else { end.at >= stamp.at })
+        })
+    }
+
+    /// The failure rule in one process (no shared tier): a call's `Err` is
+    /// the outcome of the flight it joined or started, so it names a load
+    /// of its key that was still running when the call began — `Down` by
+    /// its id, `Timeout` by a load of the key cut after the call began.
+    /// Never `Remote`.
+    pub fn check_failure_in_process(&mut self, call: usize) {
+        let c = self.calls[call].clone();
+        let Some((_, Err(error))) = &c.end else {
+            return;
+        };
+        match error {
+            ModelError::Down { load } => self.check_own_failure(call, *load),
+            ModelError::Timeout => {
+                if !self.cut_since(c.key, Some(c.cache), c.start, true) {
+                    let msg = format!(
+                        "call {call} (key {}) began at {} and got Err(Timeout), but no load of \
+                         the key was cut after it began: an ended flight's timeout answered it",
+                        c.key,
+                        self.ms(c.start.at)
+                    );
+                    self.violations.push(msg);
+                }
+            }
+            ModelError::Remote { .. } => {
+                let msg = format!(
+                    "call {call} (key {}) got {error:?} without a shared tier",
+                    c.key
+                );
+                self.violations.push(msg);
+            }
+        }
+    }
 }
 
 /// The end of a seed: every call finished (or panicked as expected); once
@@ -131,12 +348,7 @@ pub async fn settle(
     caches: &[stampede_cache::Cache<u32, Row>],
     keys: u32,
 ) {
-    for call in calls {
-        match tokio::time::timeout(Duration::from_secs(600), call).await {
-            Err(_) => panic!("a call never finished"),
-            Ok(joined) => expect_finished(joined),
-        }
-    }
+    join_calls(calls).await;
     // Background refreshes and failure records are bounded: let them end.
     sleep(Duration::from_secs(1)).await;
     for (i, cache) in caches.iter().enumerate() {
@@ -157,15 +369,42 @@ pub async fn settle(
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
+/// Awaits every call task: each finished, or panicked with an expected panic.
+pub async fn join_calls(calls: Vec<tokio::task::JoinHandle<()>>) {
+    for call in calls {
+        match tokio::time::timeout(Duration::from_secs(600), call).await {
+            Err(_) => panic!("a call never finished"),
+            Ok(joined) => expect_finished(joined),
+        }
+    }
+}
+
 /// Decrements the running count when the load ends, however it ends
-/// (returned, panicked, dropped at the load timeout or runtime shutdown).
-struct Running(Shared, (u32, u64));
+/// (returned, panicked, dropped at the load timeout or runtime shutdown),
+/// and records a load dropped before it finished as cut.
+struct Running {
+    model: Shared,
+    key_version: (u32, u64),
+    load: usize,
+}
+
+impl Running {
+    fn end(&self, how: End) {
+        let mut model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        let stamp = model.stamp();
+        model.loads[self.load].end = Some((stamp, how));
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut model = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = model.running.get_mut(&self.1) {
+        let mut model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = model.running.get_mut(&self.key_version) {
             *n -= 1;
+        }
+        if model.loads[self.load].end.is_none() {
+            let stamp = model.stamp();
+            model.loads[self.load].end = Some((stamp, End::Cut));
         }
     }
 }
@@ -173,35 +412,71 @@ impl Drop for Running {
 /// A boxed model load.
 pub type Load = Pin<Box<dyn Future<Output = Result<Row, ModelError>> + Send>>;
 
-/// The loader of one call: reads the row version when the load starts
-/// (`make_loader` runs right where the flight is registered) and records a
-/// violation if another load of that key and version is running; then it
-/// waits `delay` and behaves.
+/// The loader of one call on cache 0 (see [`loader_on`]).
 pub fn loader(
     model: Shared,
     behaviour: Behaviour,
     delay: Duration,
 ) -> impl FnOnce(u32) -> Load + Send + 'static {
+    loader_on(model, 0, behaviour, delay)
+}
+
+/// The loader of one call on cache `cache`: reads the row version when the
+/// load starts (the flight's task calls it when first polled) and records a
+/// violation if another load of that key and version is running (unless
+/// loads may fail open, [`Model::fail_open_until`]); then it waits `delay`
+/// and behaves. Its start and end are recorded in [`Model::loads`], its id
+/// carried by its failure.
+pub fn loader_on(
+    model: Shared,
+    cache: usize,
+    behaviour: Behaviour,
+    delay: Duration,
+) -> impl FnOnce(u32) -> Load + Send + 'static {
     move |key| {
-        let version = {
+        let (version, load) = {
             let mut m = model.lock().unwrap();
             let version = m.version(key);
+            let excused = m
+                .fail_open_until
+                .is_some_and(|until| Instant::now() <= until);
             let n = m.running.entry((key, version)).or_insert(0);
             *n += 1;
-            if *n > 1 {
+            if *n > 1 && !excused {
                 let msg = format!("{n} loads of key {key} at version {version} at once");
                 m.violations.push(msg);
             }
-            version
+            let start = m.stamp();
+            m.loads.push(LoadRecord {
+                key,
+                version,
+                cache,
+                start,
+                end: None,
+            });
+            (version, m.loads.len() - 1)
         };
-        let guard = Running(model, (key, version));
+        let guard = Running {
+            model,
+            key_version: (key, version),
+            load,
+        };
         Box::pin(async move {
-            let _guard = guard;
+            let guard = guard;
             sleep(delay).await;
             match behaviour {
-                Behaviour::Ok => Ok(Row { key, version }),
-                Behaviour::Error => Err(ModelError::Down),
-                Behaviour::Panic => panic!("{LOADER_PANIC}"),
+                Behaviour::Ok => {
+                    guard.end(End::Returned);
+                    Ok(Row { key, version })
+                }
+                Behaviour::Error => {
+                    guard.end(End::Failed);
+                    Err(ModelError::Down { load })
+                }
+                Behaviour::Panic => {
+                    guard.end(End::Panicked);
+                    panic!("{LOADER_PANIC} (load: {load})")
+                }
                 Behaviour::Hang => std::future::pending().await,
             }
         })
@@ -252,6 +527,10 @@ where
     std::panic::set_hook(Box::new(|_| {}));
     let mut failed = None;
     for &seed in &seeds {
+        // The cache draws from this thread's generator too (lock tokens,
+        // re-read naps, XFetch leads): seeded, a seed replays alone as it
+        // ran among the others.
+        fastrand::seed(seed);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tokio::runtime::Builder::new_current_thread()
                 .enable_time()

@@ -1,18 +1,24 @@
 //! Randomised model-based test of the in-process flight protocol (issue 8).
 //!
 //! Each seed builds a cache with a random configuration (strategy,
-//! fail-safe, soft and load timeouts) and drives random interleavings on the
-//! paused clock over a few keys: calls whose loader succeeds, errors, panics
-//! or hangs after a random delay; `insert`; `invalidate`; callers cancelled
-//! mid-wait; calls made on a short-lived runtime dropped before its load ran.
-//! It checks against a reference model — a "database" holding a version per
-//! key, bumped by every write:
+//! fail-safe, soft and load timeouts, a tags function or none) and drives
+//! random interleavings on the paused clock over a few keys: calls whose
+//! loader succeeds, errors, panics or hangs after a random delay; `insert`;
+//! `invalidate`; `invalidate_tag`; callers cancelled mid-wait; calls made on
+//! a short-lived runtime dropped before its load ran. It checks against a
+//! reference model — a "database" holding a version per key, bumped by
+//! every write (a tag invalidation writes every key carrying the tag):
 //!
 //! - at most one load per key runs at any moment for one database version
 //!   (a write may start a new load beside an older, superseded one);
 //! - every call finishes within its bound;
 //! - no call is served a value older than the last write completed before
 //!   the call started, nor another key's value;
+//! - the failure rule: a failed flight's outcome (`Err`, a load timeout)
+//!   reaches only the callers that waited on that flight — a call's `Err`
+//!   comes from a load of its key that was still running when the call
+//!   began, never from one that had ended before (the call then starts a
+//!   new flight, or is served a value the failure left servable);
 //! - after the storm, every key loads again at once (nothing is wedged).
 //!
 //! `MODEL_SEEDS=N` runs N seeds (default 2000); `MODEL_SEED=S` runs one. A
@@ -38,6 +44,19 @@ struct Config {
     cache: Cache<u32, Row>,
     hangs: bool,
     bound: Duration,
+    /// The tags of each key's entry (empty without a tags function).
+    tags: Vec<Vec<String>>,
+    /// The tags an `invalidate_tag` op picks from (some carried by no key).
+    tag_names: Vec<String>,
+}
+
+/// The seed's tag names: process-wide, so unique per seed.
+fn tag_names(seed: u64) -> Vec<String> {
+    vec![
+        format!("core_model.{seed}.t0"),
+        format!("core_model.{seed}.t1"),
+        format!("core_model.{seed}.all"),
+    ]
 }
 
 fn config(rng: &mut Rng, seed: u64) -> Config {
@@ -65,6 +84,22 @@ fn config(rng: &mut Rng, seed: u64) -> Config {
     if let Some(bound) = load_timeout {
         builder = builder.load_timeout::<ModelError>(bound);
     }
+    let tag_names = tag_names(seed);
+    let tags: Vec<Vec<String>> = match rng.u8(0..3) {
+        0 => vec![Vec::new(); KEYS as usize],
+        // One tag per key: its parity.
+        1 => (0..KEYS)
+            .map(|key| vec![tag_names[(key % 2) as usize].clone()])
+            .collect(),
+        // Its parity and one every key carries.
+        _ => (0..KEYS)
+            .map(|key| vec![tag_names[(key % 2) as usize].clone(), tag_names[2].clone()])
+            .collect(),
+    };
+    if tags.iter().any(|t| !t.is_empty()) {
+        let of_key = tags.clone();
+        builder = builder.tags(move |key: &u32| of_key[*key as usize].clone());
+    }
     // A call waits for at most two flights (a panicked one, then its retry),
     // each as long as the longest load, or a hung one (cut at the load timeout).
     let per_flight = load_timeout.map_or(Duration::from_millis(MAX_LOAD_MS), |t| {
@@ -74,6 +109,8 @@ fn config(rng: &mut Rng, seed: u64) -> Config {
         cache: builder.build(),
         hangs: load_timeout.is_some(),
         bound: per_flight * 2 + Duration::from_millis(5),
+        tags,
+        tag_names,
     }
 }
 
@@ -91,6 +128,8 @@ async fn run_seed(seed: u64) {
         cache,
         hangs,
         bound,
+        tags,
+        tag_names,
     } = config(&mut rng, seed);
     let model: Shared = Arc::default();
     let mut calls = Vec::new();
@@ -108,6 +147,7 @@ async fn run_seed(seed: u64) {
                     (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)));
                 let (cache, model) = (cache.clone(), model.clone());
                 calls.push(tokio::spawn(async move {
+                    let id = model.lock().unwrap().begin_call(key, 0, false);
                     let started = Instant::now();
                     let call = cache.try_get_or_load_with(key, move || load);
                     let served = match cancel_after {
@@ -118,13 +158,10 @@ async fn run_seed(seed: u64) {
                         None => call.await,
                     };
                     let waited = started.elapsed();
-                    model.lock().unwrap().check_call(
-                        key,
-                        started_at_version,
-                        &served,
-                        waited,
-                        bound,
-                    );
+                    let mut m = model.lock().unwrap();
+                    m.end_call(id, &served);
+                    m.check_call(key, started_at_version, &served, waited, bound);
+                    m.check_failure_in_process(id);
                 }));
             }
             13..=14 => {
@@ -160,6 +197,20 @@ async fn run_seed(seed: u64) {
                         assert!(polled, "a first poll never panics");
                     });
                 });
+            }
+            18 => {
+                // Supersedes the tagged keys' flights and drops their
+                // entries, as `invalidate` does for one key.
+                let tag = &tag_names[rng.usize(0..tag_names.len())];
+                {
+                    let mut m = model.lock().unwrap();
+                    for key in 0..KEYS {
+                        if tags[key as usize].contains(tag) {
+                            m.write(key);
+                        }
+                    }
+                }
+                stampede_cache::invalidate_tag(tag);
             }
             _ => {}
         }

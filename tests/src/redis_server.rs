@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,117 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// With [`RedisServer::start_tls`]: the TLS port and its certificates.
+    tls: Option<Tls>,
+}
+
+/// A TLS listener's port and the files made for it: a CA the test made,
+/// and a server certificate it signed for `localhost` and `127.0.0.1`.
+struct Tls {
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `openssl` with `args` in `dir`, panicking with its output on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run openssl ({e}): the TLS tests need it (apt-get install openssl)")
+        });
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Makes a self-signed CA `<name>.crt`/`<name>.key` in `dir` (P-256).
+pub fn make_ca(dir: &Path, name: &str) {
+    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+}
+
+fn make_server_cert(dir: &Path) {
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
+/// A fresh directory under the system's temp dir.
+pub fn temp_dir(what: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("stampede-{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temp dir");
+    dir
 }
 
 impl RedisServer {
@@ -21,9 +133,65 @@ impl RedisServer {
     /// If redis-server is missing or does not answer within 10 s.
     pub fn start() -> Self {
         let port = free_port();
-        let mut server = Self { port, child: None };
+        let mut server = Self {
+            port,
+            child: None,
+            tls: None,
+        };
         server.spawn();
         server
+    }
+
+    /// Starts redis-server with a TLS port too (`--tls-port`), serving a
+    /// certificate signed by a CA this call makes (see [`Self::ca_pem`]);
+    /// the plaintext port stays open for the test's own set-up (ACL users).
+    ///
+    /// # Panics
+    /// If openssl is missing, or redis-server was built without TLS.
+    pub fn start_tls() -> Self {
+        let dir = temp_dir("tls");
+        make_ca(&dir, "ca");
+        make_server_cert(&dir);
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+            tls: Some(Tls {
+                port: free_port(),
+                dir,
+            }),
+        };
+        server.spawn();
+        server
+    }
+
+    /// `rediss://localhost:<tls port>/` (with [`Self::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        let tls = self.tls.as_ref().expect("started with start_tls");
+        format!("rediss://localhost:{}/", tls.port)
+    }
+
+    /// The PEM of the CA that signed the server's certificate.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        let tls = self.tls.as_ref().expect("started with start_tls");
+        std::fs::read(tls.dir.join("ca.crt")).expect("read ca.crt")
+    }
+
+    /// Sends one command on the plaintext port as the default user and
+    /// returns the first line of the reply (e.g. `+OK`).
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+            reply.push(byte[0]);
+        }
+        String::from_utf8_lossy(&reply).trim_end().to_owned()
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -73,9 +241,25 @@ impl RedisServer {
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned());
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let child = Command::new(&bin)
-                .args(["--port", &self.port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            let mut command = Command::new(&bin);
+            command.args(["--port", &self.port.to_string()]).args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]);
+            if let Some(tls) = &self.tls {
+                let file = |name: &str| tls.dir.join(name).display().to_string();
+                command
+                    .args(["--tls-port", &tls.port.to_string()])
+                    .args(["--tls-cert-file", &file("server.crt")])
+                    .args(["--tls-key-file", &file("server.key")])
+                    .args(["--tls-ca-cert-file", &file("ca.crt")])
+                    .args(["--tls-auth-clients", "no"]);
+            }
+            let child = command
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

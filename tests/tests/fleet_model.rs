@@ -433,6 +433,9 @@ fn trace(fleet: &Fleet, m: &Model, writes: &[Write], outages: &[(Instant, Instan
     }
 }
 
+/// The backend outages drawn so far: when each began and, once over, ended.
+type Outages = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
 async fn run_seed(seed: u64) {
     let mut rng = Rng::with_seed(seed);
     let fleet = Fleet::random(&mut rng, seed);
@@ -449,7 +452,7 @@ async fn run_seed(seed: u64) {
     let mut calls = Vec::new();
     let mut writes: Vec<Write> = Vec::new();
     // Each outage's start and (once over) end.
-    let outages: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Arc::default();
+    let outages: Outages = Arc::default();
     let mut outage_ends = Vec::new();
     for _ in 0..OPS {
         let key = rng.u32(0..KEYS);

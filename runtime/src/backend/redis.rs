@@ -70,6 +70,33 @@
 //! re-establishment are logged (warn, info) and counted
 //! ([`RedisBackend::subscription_losses`]).
 //!
+//! # TLS and ACL users
+//!
+//! A `rediss://` URL connects over TLS (rustls, with ring as its crypto
+//! provider, installed as the process default unless the application
+//! installed one first); the server is verified against the system's roots,
+//! or the CA given with [`RedisBackendBuilder::tls`] ([`RedisTls`], which
+//! also takes a client certificate for mutual TLS). A user and password go
+//! in the URL (`rediss://user:password@host:port/`) or
+//! [`RedisBackendBuilder::credentials`]. A wrong password or an untrusted
+//! certificate fails [`connect`](RedisBackendBuilder::connect) with an error
+//! that names it (`authentication failed`, `TLS handshake failed`). Once
+//! connected, an error reply — a permission revoked at run time included —
+//! fails open like any other: calls load in process, counted in
+//! `fallbacks`, warned about once per 10 s.
+//!
+//! ## ACL permissions
+//!
+//! The user needs the backend's keys and channels and the commands it
+//! sends, nothing more — [`acl_rules`] writes them for a prefix:
+//!
+//! ```text
+//! ACL SETUSER stampede on >secret resetkeys ~stampede:* resetchannels &stampede:* -@all
+//!     +get +set +del +pttl +exists +pexpire +publish +incr +time +zadd
+//!     +zremrangebyscore +zrange +zrem +zcard +evalsha +script|load
+//!     +subscribe +unsubscribe +ping
+//! ```
+//!
 //! **An efficiency lock, not a correctness lock**: one primary, no Redlock.
 //! A failover or a long pause can let two processes load the same key; the
 //! fenced write keeps the value tier consistent, but do not rely on the lock
@@ -100,6 +127,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ::redis::IntoConnectionInfo;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub, PubSubSink, PubSubStream};
 use ::redis::{Client, Script, Value};
 use futures_util::StreamExt;
@@ -249,6 +277,49 @@ pub struct RedisBackend {
     inner: Arc<RedisInner>,
 }
 
+/// The ACL rules a Redis user needs for a backend with key prefix `prefix`
+/// (append them to `ACL SETUSER <user> on ><password>`): its keys and
+/// channels only, and exactly the commands the backend sends (and its
+/// scripts run). Redis 7 denies channels by default, hence `&<prefix>:*`.
+///
+/// ```
+/// let rules = stampede_cache::redis::acl_rules("stampede");
+/// assert!(rules.starts_with("resetkeys ~stampede:* resetchannels &stampede:* -@all"));
+/// // ACL SETUSER app on >secret resetkeys ~stampede:* resetchannels &stampede:* -@all +get ...
+/// ```
+pub fn acl_rules(prefix: &str) -> String {
+    let commands = [
+        // the scripts' commands (ACL checks commands a script runs, too)
+        "get",
+        "set",
+        "del",
+        "pttl",
+        "exists",
+        "pexpire",
+        "publish",
+        "incr",
+        "time",
+        "zadd",
+        "zremrangebyscore",
+        "zrange",
+        "zrem",
+        "zcard",
+        // scripts are sent by hash, loaded on NOSCRIPT
+        "evalsha",
+        "script|load",
+        // the notice connection
+        "subscribe",
+        "unsubscribe",
+        "ping",
+    ];
+    let mut rules = format!("resetkeys ~{prefix}:* resetchannels &{prefix}:* -@all");
+    for command in commands {
+        rules.push_str(" +");
+        rules.push_str(command);
+    }
+    rules
+}
+
 /// Configures a [`RedisBackend`]; from [`RedisBackend::builder`].
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .connect()"]
@@ -258,6 +329,62 @@ pub struct RedisBackendBuilder {
     command_timeout: Duration,
     breaker_cooldown: Duration,
     ping_interval: Duration,
+    tls: Option<RedisTls>,
+    /// ACL user and password, overriding the URL's.
+    credentials: Option<(Option<String>, String)>,
+}
+
+/// TLS settings of a `rediss://` connection beyond the URL: the CA that
+/// signed the server's certificate (instead of the system's roots) and a
+/// client certificate for mutual TLS. Without them a `rediss://` URL
+/// verifies the server against the system's trust store.
+///
+/// ```no_run
+/// # async fn start() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// use stampede_cache::redis::{RedisBackend, RedisTls};
+///
+/// let tls = RedisTls::new().ca_pem(std::fs::read("/etc/redis/ca.crt")?);
+/// let backend = RedisBackend::builder("rediss://cache.internal:6380/")
+///     .tls(tls)
+///     .credentials(Some("stampede"), "secret")
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    ca_pem: Option<Vec<u8>>,
+    client_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl RedisTls {
+    /// The system's trust store, no client certificate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trust the CA(s) in `pem` (PEM-encoded certificates) instead of the
+    /// system's roots: what a managed Redis's own CA, or a private one, needs.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Present this client certificate and key (both PEM) for mutual TLS.
+    pub fn client_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.client_pem = Some((cert.into(), key.into()));
+        self
+    }
+}
+
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never prints key material.
+        f.debug_struct("RedisTls")
+            .field("custom_ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_pem.is_some())
+            .finish()
+    }
 }
 
 struct Scripts {
@@ -312,6 +439,8 @@ impl RedisBackend {
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
             ping_interval: DEFAULT_PING_INTERVAL,
+            tls: None,
+            credentials: None,
         }
     }
 
@@ -437,9 +566,73 @@ impl RedisBackendBuilder {
         self
     }
 
+    /// TLS settings for a `rediss://` URL: a custom CA, a client
+    /// certificate (see [`RedisTls`]). Applies to every connection of the
+    /// backend (commands and notices).
+    pub fn tls(mut self, tls: RedisTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The ACL user (`None`: the `default` user) and password to
+    /// authenticate with, instead of any in the URL. The user needs the
+    /// permissions listed in the [module docs](self#acl-permissions).
+    pub fn credentials(mut self, username: Option<&str>, password: &str) -> Self {
+        self.credentials = Some((username.map(str::to_owned), password.to_owned()));
+        self
+    }
+
+    /// The client, with TLS and credentials applied. A `rediss://` URL uses
+    /// rustls; its crypto provider (ring) is installed as the process
+    /// default unless the application installed one already.
+    fn client(&self) -> Result<Client, BackendError> {
+        let mut info = self.url.as_str().into_connection_info().map_err(|error| {
+            BackendError::new(format!("redis: bad URL {:?}: {error}", redact(&self.url)))
+        })?;
+        if let Some((username, password)) = &self.credentials {
+            let mut settings = info.redis_settings().clone().set_password(password);
+            if let Some(username) = username {
+                settings = settings.set_username(username);
+            }
+            info = info.set_redis_settings(settings);
+        }
+        let tls = matches!(info.addr(), ::redis::ConnectionAddr::TcpTls { .. });
+        if tls && rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Err: another thread installed one meanwhile; either is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        if self.tls.is_some() && !tls {
+            return Err(BackendError::new(format!(
+                "redis: TLS settings were given but {:?} is not a rediss:// URL",
+                redact(&self.url)
+            )));
+        }
+        let client = match &self.tls {
+            Some(settings) => Client::build_with_tls(
+                info,
+                ::redis::TlsCertificates {
+                    client_tls: settings.client_pem.as_ref().map(|(cert, key)| {
+                        ::redis::ClientTlsConfig {
+                            client_cert: cert.clone(),
+                            client_key: key.clone(),
+                        }
+                    }),
+                    root_cert: settings.ca_pem.clone(),
+                },
+            ),
+            None => Client::open(info),
+        };
+        client.map_err(connect_error)
+    }
+
     /// Connects the command connection and the notice subscription.
+    ///
+    /// # Errors
+    /// Redis unreachable within four command timeouts; a wrong user or
+    /// password (the error says `authentication failed`); an untrusted or
+    /// mismatched server certificate (`TLS`); a malformed URL.
     pub async fn connect(self) -> Result<RedisBackend, BackendError> {
-        let client = Client::open(self.url.as_str()).map_err(redis_error)?;
+        let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.command_timeout))
             .set_response_timeout(Some(self.command_timeout))
@@ -447,11 +640,16 @@ impl RedisBackendBuilder {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(500));
         let connect_bound = self.command_timeout * 4;
-        let conn = bounded(
+        let conn = match tokio::time::timeout(
             connect_bound,
             ConnectionManager::new_with_config(client.clone(), config),
         )
-        .await?;
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(error)) => return Err(connect_error(error)),
+            Err(_) => return Err(BackendError::timeout(connect_bound)),
+        };
         let (subs, doorbell) = Subs::new(self.prefix.clone());
         let hub = Arc::new(Hub::with_subscriber(subs.clone(), self.command_timeout));
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
@@ -529,6 +727,41 @@ fn positive(what: &str, duration: Duration) -> Duration {
 
 fn redis_error(error: ::redis::RedisError) -> BackendError {
     BackendError::new(format!("redis: {error}"))
+}
+
+/// A failed connect, with its cause named: authentication, TLS, or other.
+fn connect_error(error: ::redis::RedisError) -> BackendError {
+    let text = error.to_string();
+    let lower = text.to_lowercase();
+    if error.kind() == ::redis::ErrorKind::AuthenticationFailed
+        || lower.contains("wrongpass")
+        || lower.contains("noauth")
+        || lower.contains("invalid username-password")
+    {
+        return BackendError::new(format!(
+            "redis: authentication failed (wrong user or password, or the ACL user is disabled): {text}"
+        ));
+    }
+    if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        return BackendError::new(format!(
+            "redis: TLS handshake failed (is the server's certificate signed by the CA given with RedisTls::ca_pem, or by a system root, and does it name this host?): {text}"
+        ));
+    }
+    redis_error(error)
+}
+
+/// `url` with any password replaced by `***`, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Runs `op` for at most `timeout`; a timeout (ours, or one redis-rs

@@ -550,3 +550,17 @@ where
     }
     println!("{} seeds passed", seeds.len());
 }
+
+/// The tags of a model's `keys` keys, drawn from `tag_names` (`[even, odd,
+/// all]`): none; each key its parity; or its parity and the one every key
+/// carries.
+pub fn draw_key_tags(rng: &mut fastrand::Rng, tag_names: &[String], keys: u32) -> Vec<Vec<String>> {
+    let parity = |key: u32| tag_names[(key % 2) as usize].clone();
+    match rng.u8(0..3) {
+        0 => vec![Vec::new(); keys as usize],
+        1 => (0..keys).map(|key| vec![parity(key)]).collect(),
+        _ => (0..keys)
+            .map(|key| vec![parity(key), tag_names[2].clone()])
+            .collect(),
+    }
+}

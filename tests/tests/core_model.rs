@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use fastrand::Rng;
 use stampede_cache::{Cache, Strategy};
-use stampede_cache_tests::model::{Behaviour, ModelError, Row, Shared, loader, run_seeds, settle};
+use stampede_cache_tests::model::{
+    Behaviour, ModelError, Row, Shared, draw_key_tags, loader, run_seeds, settle,
+};
 use tokio::time::{Instant, sleep, timeout};
 
 const KEYS: u32 = 3;
@@ -85,17 +87,7 @@ fn config(rng: &mut Rng, seed: u64) -> Config {
         builder = builder.load_timeout::<ModelError>(bound);
     }
     let tag_names = tag_names(seed);
-    let tags: Vec<Vec<String>> = match rng.u8(0..3) {
-        0 => vec![Vec::new(); KEYS as usize],
-        // One tag per key: its parity.
-        1 => (0..KEYS)
-            .map(|key| vec![tag_names[(key % 2) as usize].clone()])
-            .collect(),
-        // Its parity and one every key carries.
-        _ => (0..KEYS)
-            .map(|key| vec![tag_names[(key % 2) as usize].clone(), tag_names[2].clone()])
-            .collect(),
-    };
+    let tags = draw_key_tags(rng, &tag_names, KEYS);
     if tags.iter().any(|t| !t.is_empty()) {
         let of_key = tags.clone();
         builder = builder.tags(move |key: &u32| of_key[*key as usize].clone());

@@ -40,8 +40,8 @@ use std::time::Duration;
 use fastrand::Rng;
 use stampede_cache::{Cache, LocalBackend, Strategy};
 use stampede_cache_tests::model::{
-    Behaviour, CallRecord, End, Model, ModelError, Row, Shared, Stamp, join_calls, loader_on,
-    run_seeds, settle,
+    Behaviour, CallRecord, End, Model, ModelError, Row, Shared, Stamp, draw_key_tags, join_calls,
+    loader_on, run_seeds, settle,
 };
 use tokio::time::{Instant, sleep};
 
@@ -105,15 +105,7 @@ impl Fleet {
             backoff: Duration::from_millis(rng.u64(0..100)),
             fail_safe: rng.bool().then(|| Duration::from_millis(rng.u64(50..2000))),
             load_timeout: rng.bool().then(|| Duration::from_millis(rng.u64(20..150))),
-            tags: match rng.u8(0..3) {
-                0 => vec![Vec::new(); KEYS as usize],
-                1 => (0..KEYS)
-                    .map(|key| vec![tag_names[(key % 2) as usize].clone()])
-                    .collect(),
-                _ => (0..KEYS)
-                    .map(|key| vec![tag_names[(key % 2) as usize].clone(), tag_names[2].clone()])
-                    .collect(),
-            },
+            tags: draw_key_tags(rng, &tag_names, KEYS),
             tag_names,
             outages: rng.u8(0..3) != 0,
         }
@@ -458,7 +450,8 @@ async fn run_seed(seed: u64) {
         let key = rng.u32(0..KEYS);
         let pod = rng.usize(0..pods.len());
         let by = pods[pod].id;
-        match rng.u8(0..28) {
+        let op = rng.u8(0..28);
+        match op {
             0..=14 => {
                 let load = loader_on(
                     model.clone(),
@@ -474,7 +467,8 @@ async fn run_seed(seed: u64) {
                     model.lock().unwrap().end_call(call, &served);
                 }));
             }
-            15..=17 => {
+            15..=19 => {
+                let insert = op <= 17;
                 let (version, at) = {
                     let mut m = model.lock().unwrap();
                     (m.write(key), m.stamp())
@@ -483,25 +477,14 @@ async fn run_seed(seed: u64) {
                     key,
                     version,
                     by: Some(by),
-                    insert: true,
+                    insert,
                     at,
                 });
-                pods[pod].cache.insert(key, Row { key, version });
-                sleep(SETTLE).await;
-            }
-            18..=19 => {
-                let (version, at) = {
-                    let mut m = model.lock().unwrap();
-                    (m.write(key), m.stamp())
-                };
-                writes.push(Write {
-                    key,
-                    version,
-                    by: Some(by),
-                    insert: false,
-                    at,
-                });
-                pods[pod].cache.invalidate(&key);
+                if insert {
+                    pods[pod].cache.insert(key, Row { key, version });
+                } else {
+                    pods[pod].cache.invalidate(&key);
+                }
                 sleep(SETTLE).await;
             }
             20 => {

@@ -46,28 +46,27 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// `openssl req` arguments for a new unencrypted P-256 key.
+const NEW_EC_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
 /// Makes a self-signed CA `<name>.crt`/`<name>.key` in `dir` (P-256).
 pub fn make_ca(dir: &Path, name: &str) {
     let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
     openssl(
         dir,
         &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ],
+            &["req", "-x509"][..],
+            &NEW_EC_KEY,
+            &["-keyout", &key, "-out", &crt, "-days", "2"],
+            &["-subj", &format!("/CN={name}")],
+        ]
+        .concat(),
     );
 }
 
@@ -80,19 +79,18 @@ fn make_server_cert(dir: &Path) {
     openssl(
         dir,
         &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
+            &["req"][..],
+            &NEW_EC_KEY,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
     );
     openssl(
         dir,

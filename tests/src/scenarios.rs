@@ -8,7 +8,7 @@
 //! for timing bounds (zero on the paused clock, a few round trips on Redis).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use stampede_cache::{Cache, LoadTimeout, RemoteLoadError, SharedBackend};
@@ -437,4 +437,33 @@ pub async fn with_fail_safe_a_failure_throttles_the_fleet(name: &str, backends: 
         2,
         "after the backoff: one retry for the fleet"
     );
+}
+
+/// Every pod calls key `"k"` at once; the loader counts origin calls in
+/// `origin`, takes `load`, and returns `value-<its call number>`. Each call
+/// is bounded (a hang fails the test).
+pub async fn stampede(
+    pods: &[Cache<String, String>],
+    origin: &Arc<AtomicU64>,
+    load: Duration,
+) -> Vec<String> {
+    let calls: Vec<_> = pods
+        .iter()
+        .map(|pod| {
+            let (pod, origin) = (pod.clone(), origin.clone());
+            tokio::spawn(async move {
+                pod.get_or_load("k".to_owned(), move |_| async move {
+                    let n = origin.fetch_add(1, SeqCst) + 1;
+                    sleep(load).await;
+                    format!("value-{n}")
+                })
+                .await
+            })
+        })
+        .collect();
+    let mut values = Vec::new();
+    for call in calls {
+        values.push(bounded(call).await.expect("call completed"));
+    }
+    values
 }

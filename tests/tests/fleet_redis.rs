@@ -10,6 +10,7 @@ use std::time::Duration;
 use stampede_cache::redis::RedisBackend;
 use stampede_cache::{Cache, LocalBackend, SharedBackend, Strategy};
 use stampede_cache_tests::redis_server::RedisServer;
+use stampede_cache_tests::scenarios::stampede;
 use tokio::time::{Instant, sleep, timeout};
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -33,38 +34,6 @@ fn pod<V: stampede_cache::SharedValue>(
         .lock_ttl(lock_ttl)
         .backend(backend)
         .build()
-}
-
-/// Every pod calls `key` at once; the loader counts origin calls.
-async fn stampede(
-    pods: &[Cache<String, String>],
-    origin: &Arc<AtomicU64>,
-    load: Duration,
-) -> Vec<String> {
-    let calls: Vec<_> = pods
-        .iter()
-        .map(|pod| {
-            let (pod, origin) = (pod.clone(), origin.clone());
-            tokio::spawn(async move {
-                pod.get_or_load("k".to_owned(), move |_| async move {
-                    let n = origin.fetch_add(1, Ordering::SeqCst) + 1;
-                    sleep(load).await;
-                    format!("value-{n}")
-                })
-                .await
-            })
-        })
-        .collect();
-    let mut values = Vec::new();
-    for call in calls {
-        values.push(
-            timeout(BOUND, call)
-                .await
-                .expect("call bounded")
-                .expect("call completed"),
-        );
-    }
-    values
 }
 
 /// Four `lock` pods on `server`, each with its own connection and `command_timeout`.

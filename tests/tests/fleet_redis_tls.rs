@@ -12,7 +12,8 @@ use std::time::Duration;
 use stampede_cache::redis::{DEFAULT_PREFIX, RedisBackend, RedisTls, acl_rules};
 use stampede_cache::{Cache, Strategy};
 use stampede_cache_tests::redis_server::{RedisServer, make_ca, temp_dir};
-use tokio::time::{sleep, timeout};
+use stampede_cache_tests::scenarios::stampede;
+use tokio::time::timeout;
 
 const BOUND: Duration = Duration::from_secs(30);
 
@@ -65,27 +66,8 @@ async fn a_fleet_over_tls_as_an_acl_user_with_only_the_documented_rules_loads_on
         .map(|i| pod("users", if i % 2 == 0 { &a } else { &b }))
         .collect();
     let origin = Arc::new(AtomicU64::new(0));
-    let calls: Vec<_> = pods
-        .iter()
-        .map(|pod| {
-            let (pod, origin) = (pod.clone(), origin.clone());
-            tokio::spawn(async move {
-                pod.get_or_load("k".to_owned(), move |_| async move {
-                    origin.fetch_add(1, Ordering::SeqCst);
-                    sleep(Duration::from_millis(300)).await;
-                    "v".to_owned()
-                })
-                .await
-            })
-        })
-        .collect();
-    for call in calls {
-        let value = timeout(BOUND, call)
-            .await
-            .expect("answered")
-            .expect("no panic");
-        assert_eq!(value, "v");
-    }
+    let values = stampede(&pods, &origin, Duration::from_millis(300)).await;
+    assert!(values.iter().all(|v| v == "value-1"), "{values:?}");
     assert_eq!(origin.load(Ordering::SeqCst), 1, "one load for the fleet");
     for pod in &pods {
         let stats = pod.stats();
@@ -100,7 +82,7 @@ async fn a_fleet_over_tls_as_an_acl_user_with_only_the_documented_rules_loads_on
     let late = pod("users", &c)
         .get_or_load("k".to_owned(), |_| async { "reloaded".to_owned() })
         .await;
-    assert_eq!(late, "v");
+    assert_eq!(late, "value-1");
 }
 
 #[tokio::test]

@@ -323,9 +323,10 @@ where
     /// text. `#[stampede_cached(shared)]` sets this whenever the fn's error
     /// type implements `From<RemoteLoadError>`.
     ///
-    /// Without it, a process that finds its key's load failed elsewhere
-    /// loads in process (fail open, counted in `fallbacks`), since it has no
-    /// way to hand its callers that failure.
+    /// Without it — or for a call whose error type is not `E` (such as
+    /// `get_or_load`) — a remote failure never reaches the callers: a
+    /// flight that has a value to serve (stale, fail-safe) serves it, one
+    /// that has none loads in process (fail open, counted in `fallbacks`).
     pub fn remote_errors<E>(mut self) -> Self
     where
         E: From<RemoteLoadError> + std::fmt::Debug + Clone + Send + Sync + 'static,
@@ -341,7 +342,7 @@ where
         self.remote = Some(RemotePolicy {
             make_error: erase::<E>,
             describe: describe::<E>,
-            error_type: std::any::type_name::<E>(),
+            error_type: std::any::TypeId::of::<E>(),
         });
         self
     }

@@ -382,11 +382,15 @@ where
                     if let Some(timeout) = error.downcast_ref::<LoadTimeout>() {
                         return Err(inner.timeout_error::<E>(timeout));
                     }
-                    if let Some(remote) = error.downcast_ref::<RemoteLoadError>() {
-                        return Err(inner.remote_error::<E>(remote));
+                    if let Some(remote) = error.downcast_ref::<RemoteLoadError>()
+                        && let Some(error) = inner.remote_error::<E>(remote)
+                    {
+                        return Err(error);
                     }
                     // A concurrent caller of this key used another error
-                    // type; its error is not ours to return. Load ourselves.
+                    // type, or the cache converts remote failures into
+                    // another type than ours: that error is not ours to
+                    // return. Load ourselves.
                 }
                 Outcome::Panicked => {
                     if let Some(value) = inner.stand_in(&key) {
@@ -445,22 +449,6 @@ where
         Waited::Outcome(flight.wait().await)
     }
 
-    /// A load failed, panicked, timed out or was dropped: the value that
-    /// stands in for its outcome, if any (counted and logged as fail-safe).
-    fn stand_in(&self, key: &K) -> Option<V> {
-        let now = Instant::now();
-        let entry = self.entry(key)?;
-        if entry.freshness.fresh_at(now) {
-            return Some(entry.value);
-        }
-        if !entry.freshness.servable_at(now) {
-            return None;
-        }
-        self.counters.fail_safe_hits.incr();
-        tracing::debug!(cache = %self.name, "serving the fail-safe value instead of the failed load");
-        Some(entry.value)
-    }
-
     /// Counts a value served during a retry backoff.
     fn count_throttled(&self, freshness: &Freshness, now: Instant) {
         if freshness.stale_at(now) {
@@ -501,24 +489,13 @@ where
     }
 
     /// The caller's error for a load that failed in another process,
-    /// through the cache's `remote_errors::<E>` conversion.
-    ///
-    /// # Panics
-    /// If this call's `E` is not that type: the call cannot report it.
-    fn remote_error<E: Clone + 'static>(&self, remote: &RemoteLoadError) -> E {
-        if let Some(policy) = &self.remote {
-            if let Some(error) = (policy.make_error)(remote.clone()).downcast_ref::<E>() {
-                return error.clone();
-            }
-            panic!(
-                "{remote}, and no fail-safe value exists; this call's error type `{}` is not \
-                 the `{}` the cache converts remote failures into (CacheBuilder::remote_errors::<{}>)",
-                std::any::type_name::<E>(),
-                policy.error_type,
-                policy.error_type
-            );
-        }
-        panic!("{remote}")
+    /// through the cache's `remote_errors::<E>` conversion; `None` if this
+    /// call's `E` is not that type (the call loads itself instead).
+    fn remote_error<E: Clone + 'static>(&self, remote: &RemoteLoadError) -> Option<E> {
+        let policy = self.remote.as_ref()?;
+        (policy.make_error)(remote.clone())
+            .downcast_ref::<E>()
+            .cloned()
     }
 }
 

@@ -209,6 +209,22 @@ where
         self.store.clear();
     }
 
+    /// A load failed, panicked, timed out or was dropped: the value that
+    /// stands in for its outcome, if any (counted and logged as fail-safe).
+    pub(crate) fn stand_in(&self, key: &K) -> Option<V> {
+        let now = Instant::now();
+        let entry = self.entry(key)?;
+        if entry.freshness.fresh_at(now) {
+            return Some(entry.value);
+        }
+        if !entry.freshness.servable_at(now) {
+            return None;
+        }
+        self.counters.fail_safe_hits.incr();
+        tracing::debug!(cache = %self.name, "serving the fail-safe value instead of the failed load");
+        Some(entry.value)
+    }
+
     /// The cached value of `key` if it may be served at `now` instead of a
     /// load's outcome: fresh (an `insert` landed meanwhile), stale within
     /// `swr`'s window, or within the fail-safe window.
@@ -256,5 +272,9 @@ where
 
     fn forget_after_gap(&self) {
         Inner::forget_after_gap(self);
+    }
+
+    fn stand_in(&self, key: &K) -> Option<V> {
+        Inner::stand_in(self, key)
     }
 }

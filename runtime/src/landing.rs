@@ -127,6 +127,9 @@ where
             gaps_at_start: self.gaps.load(Ordering::Relaxed),
             tags,
             tag_epoch,
+            remote_errors: self
+                .remote
+                .is_some_and(|policy| policy.error_type == std::any::TypeId::of::<E>()),
             landed: false,
         };
         let origin = self.origin(key.clone(), make_loader());
@@ -184,6 +187,9 @@ pub(crate) struct Landing<K: Hash + Eq, V> {
     /// The entry's tags, and the tag epoch the load started at.
     tags: Option<Tags>,
     tag_epoch: u64,
+    /// Whether the starting call can return another process's failure
+    /// (see `Want::remote_errors`).
+    remote_errors: bool,
     /// Set once the outcome is published; `Drop` does nothing then.
     landed: bool,
 }
@@ -204,6 +210,7 @@ where
                 let want = Want {
                     need: self.need,
                     fallback,
+                    remote_errors: self.remote_errors,
                     tags: self.tags.clone(),
                     load_timeout: self.inner.load_timeout.map(|policy| policy.bound),
                 };

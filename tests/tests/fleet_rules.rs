@@ -242,3 +242,93 @@ async fn local_tag_records_follow_the_live_entries() {
     // the values' sweep twice theirs (v2 kept all 10 000 tag records).
     assert!(fleet.len() <= 1500, "{} entries held", fleet.len());
 }
+
+/// Issue 14, review item 3: a flight that started with a fail-safe value
+/// (so another pod's failure record may answer it) but whose cache has no
+/// `remote_errors`, and whose fail-safe window ends while it waits on that
+/// other pod's failing load (v2.x: the caller panicked with the remote
+/// failure it could not express). With nothing left to serve, the flight
+/// loads in process, as the same cache without `shared` would.
+#[tokio::test(start_paused = true)]
+async fn a_remote_failure_after_the_fail_safe_window_ends_is_loaded_not_panicked() {
+    let fleet = LocalBackend::new();
+    let pods: Vec<Cache<u32, u32>> = (0..2)
+        .map(|_| {
+            Cache::builder("rules.window_ends_in_wait")
+                .ttl(Duration::from_secs(1))
+                .fail_safe(Duration::from_secs(2))
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let calls = Arc::new(AtomicU32::new(0));
+    assert_eq!(pods[0].get_or_load(1, |_| async { 1 }).await, 1);
+    assert_eq!(pods[1].get_or_load(1, |_| async { 9 }).await, 1);
+    advance(Duration::from_millis(2500)).await;
+    let failing = tokio::spawn({
+        let pod = pods[1].clone();
+        async move {
+            pod.try_get_or_load(1, |_| async {
+                sleep(Duration::from_secs(1)).await;
+                Err::<u32, _>(RepoError::Down)
+            })
+            .await
+        }
+    });
+    sleep(Duration::from_millis(100)).await;
+    let waiter = tokio::spawn({
+        let (pod, calls) = (pods[0].clone(), calls.clone());
+        async move {
+            pod.try_get_or_load(1, move |_| async move {
+                calls.fetch_add(1, SeqCst);
+                Ok::<u32, RepoError>(2)
+            })
+            .await
+        }
+    });
+    assert_eq!(bounded(failing).await.unwrap(), Err(RepoError::Down));
+    let got = bounded(waiter).await;
+    assert!(got.is_ok(), "the waiting pod panicked: {got:?}");
+    assert_eq!(
+        got.unwrap(),
+        Ok(2),
+        "its own load, not a failure it cannot express"
+    );
+    assert_eq!(calls.load(SeqCst), 1);
+}
+
+/// Issue 14, review item 3, the other door: the cache converts remote
+/// failures into `RepoError`, but this call (`get_or_load`) cannot return
+/// an error at all. Another pod's failure must not reach it (v2.x: it
+/// panicked with that failure); it loads in process.
+#[tokio::test(start_paused = true)]
+async fn a_call_that_cannot_express_a_remote_failure_loads_instead() {
+    let fleet = LocalBackend::new();
+    let pods: Vec<Cache<u32, u32>> = (0..2)
+        .map(|_| {
+            Cache::builder("rules.inexpressible")
+                .remote_errors::<RepoError>()
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let failing = tokio::spawn({
+        let pod = pods[1].clone();
+        async move {
+            pod.try_get_or_load(1, |_| async {
+                sleep(Duration::from_millis(100)).await;
+                Err::<u32, _>(RepoError::Down)
+            })
+            .await
+        }
+    });
+    sleep(Duration::from_millis(10)).await;
+    let infallible = tokio::spawn({
+        let pod = pods[0].clone();
+        async move { pod.get_or_load(1, |_| async { 2 }).await }
+    });
+    assert_eq!(bounded(failing).await.unwrap(), Err(RepoError::Down));
+    let got = bounded(infallible).await;
+    assert!(got.is_ok(), "the infallible call panicked: {got:?}");
+    assert_eq!(got.unwrap(), 2);
+}

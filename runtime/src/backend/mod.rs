@@ -192,6 +192,9 @@ pub(crate) trait CacheCore<K, V>: Send + Sync {
     fn evict_all(&self);
     /// A gap in the notices: drop every value, keep the flights uncached.
     fn forget_after_gap(&self);
+    /// The value this process serves instead of a failed load, if any
+    /// (fresh, stale or fail-safe; counted and logged as fail-safe).
+    fn stand_in(&self, key: &K) -> Option<V>;
 }
 
 /// What one local flight asks of the shared tier.
@@ -203,6 +206,11 @@ pub(crate) struct Want {
     /// another flight's failure record answer this flight — throttling it
     /// for the retry backoff, as in process; with nothing to serve it loads.
     pub fallback: bool,
+    /// Whether the call that started this flight can return another
+    /// process's failure (its `E` is the cache's `remote_errors` type).
+    /// Without it, such a failure is answered by the value to serve, or
+    /// the flight loads in process.
+    pub remote_errors: bool,
     /// The entry's tags, computed once when the flight started.
     pub tags: Option<Tags>,
     /// The cache's `load_timeout`: it also bounds how long this flight
@@ -284,8 +292,9 @@ pub(crate) struct RemotePolicy {
     pub make_error: fn(RemoteLoadError) -> ErasedError,
     /// `format!("{:?}", error)` when the erased error is an `E`.
     pub describe: fn(&ErasedError) -> Option<String>,
-    /// `type_name::<E>()`, for the message when a call's error type differs.
-    pub error_type: &'static str,
+    /// `TypeId::of::<E>()`: a flight answers with a remote failure only
+    /// if the call that started it can return one.
+    pub error_type: std::any::TypeId,
 }
 
 /// A failed backend operation (connection lost, timeout, error reply).

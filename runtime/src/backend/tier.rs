@@ -376,6 +376,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         let Want {
             need,
             fallback,
+            remote_errors,
             tags,
             load_timeout,
         } = want;
@@ -439,7 +440,9 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             }
             let seen = match acquired {
                 Acquire::Failed(record) => {
-                    return self.remote_failure(&key, &record, origin, fallback).await;
+                    return self
+                        .remote_failure(&key, &record, origin, fallback, remote_errors)
+                        .await;
                 }
                 Acquire::Locked => {
                     let guard = self.guard(&slot, token);
@@ -484,7 +487,9 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                         }
                         continue;
                     }
-                    return self.remote_failure(&key, &record, origin, fallback).await;
+                    return self
+                        .remote_failure(&key, &record, origin, fallback, remote_errors)
+                        .await;
                 }
                 Ok(Waited::OutOfTime) => {
                     let timeout = self.out_of_time(deadline).expect("the deadline passed");
@@ -641,6 +646,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         record: &[u8],
         origin: OriginLoad<V>,
         fallback: bool,
+        remote_errors: bool,
     ) -> Result<Loaded<V>, ErasedError> {
         let Some(failure) = codec::decode_failure(record) else {
             let error = BackendError::new("undecodable failure record");
@@ -652,13 +658,30 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 let after = Duration::from_millis(failure.after_ms);
                 Err(Arc::new(LoadTimeout::new(&self.name, after)))
             }
-            // With a value to serve, the kind of error does not matter:
-            // the callers are served that value.
-            FailureKind::Error | FailureKind::Panic if self.remote.is_some() || fallback => {
+            FailureKind::Error | FailureKind::Panic if remote_errors && self.remote.is_some() => {
                 self.counters.remote_failures.incr();
                 let panicked = failure.kind == FailureKind::Panic;
                 let error = RemoteLoadError::new(&self.name, failure.message, panicked);
                 Err(Arc::new(error))
+            }
+            // No way to hand the callers that failure, but a value to serve
+            // instead: serve it, decided here once for the whole flight (a
+            // failure its callers cannot express must never reach them, even
+            // if the fail-safe window ends before they read it). Marked
+            // superseded: answered, never cached again.
+            FailureKind::Error | FailureKind::Panic
+                if fallback
+                    && let Some(value) = self.l1.upgrade().and_then(|l1| l1.stand_in(key)) =>
+            {
+                self.counters.remote_failures.incr();
+                Ok(Loaded {
+                    value,
+                    fresh_for: Duration::ZERO,
+                    stale_for: Duration::ZERO,
+                    delta: Duration::ZERO,
+                    refresh_lead: Duration::ZERO,
+                    superseded: true,
+                })
             }
             FailureKind::Error | FailureKind::Panic => {
                 let error = BackendError::new(format!(

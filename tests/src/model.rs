@@ -147,8 +147,23 @@ impl CallRecord {
 pub struct Model {
     /// Version of each key's row; bumped by every write.
     pub db: HashMap<u32, u64>,
-    /// Loads running, by (key, database version they read).
-    running: HashMap<(u32, u64), usize>,
+    /// Loads running, by (key, database version they read): how many, and
+    /// how many of them may have lost their lock to a write (see
+    /// [`Model::lock_loss_window`]).
+    running: HashMap<(u32, u64), (usize, usize)>,
+    /// The instant of each key's last write.
+    written_at: HashMap<u32, Instant>,
+    /// With a backend whose operations take a round trip, a write landing
+    /// during a leader's last round trip before its origin call (its lock
+    /// taken, then deleted by the write) is unseen by it: it loads the new
+    /// version, superseded, beside the flight the write let start. A load
+    /// that starts within this window after a write of its key may have a
+    /// twin (zero: operations complete at once, no twin is excused).
+    pub lock_loss_window: Duration,
+    /// How long after its loader returned a flight may still be running:
+    /// the leader's last backend write (its value or failure record) takes
+    /// a round trip. Zero when operations complete at once.
+    pub flight_end_slack: Duration,
     /// Until this instant a second load of a key and version beside a
     /// running one is no violation: the shared backend was unreachable
     /// (fleet_model's outages), so loads fail open, in every process.
@@ -176,6 +191,7 @@ impl Model {
 
     /// A write to `key`'s row: its new version.
     pub fn write(&mut self, key: u32) -> u64 {
+        self.written_at.insert(key, Instant::now());
         let version = self.db.entry(key).or_insert(0);
         *version += 1;
         *version
@@ -192,7 +208,7 @@ impl Model {
     /// `at` for a message: the time since the seed's first event.
     pub fn ms(&self, at: Instant) -> String {
         let since = at.saturating_duration_since(self.epoch.unwrap_or(at));
-        format!("{:.1} ms", since.as_secs_f64() * 1e3)
+        format!("{:.3} ms", since.as_secs_f64() * 1e3)
     }
 
     /// Records the start of a call of `key` on `cache` (right before its
@@ -252,7 +268,7 @@ impl Model {
     /// be answered with that flight's error. (A flight ends in the very poll
     /// its loader returns in: `Landing::fail` runs right after, and the
     /// fleet tier's failure record is written by a backend whose operations
-    /// complete at once.)
+    /// complete at once — else within [`Model::flight_end_slack`].)
     pub fn check_own_failure(&mut self, call: usize, load: usize) {
         let c = &self.calls[call];
         let Some(l) = self.loads.get(load) else {
@@ -272,7 +288,13 @@ impl Model {
             ))
         } else {
             match l.end {
-                Some((end, End::Failed)) if end.seq > c.start.seq => None,
+                Some((end, End::Failed))
+                    if end.seq > c.start.seq
+                        || (!self.flight_end_slack.is_zero()
+                            && c.start.at <= end.at + self.flight_end_slack) =>
+                {
+                    None
+                }
                 Some((end, End::Failed)) => Some(format!(
                     "had failed at {} (seq {}), before the call began at {} (seq {}): \
                      an ended flight's error answered a later call",
@@ -386,6 +408,8 @@ struct Running {
     model: Shared,
     key_version: (u32, u64),
     load: usize,
+    /// Started within [`Model::lock_loss_window`] of a write of its key.
+    at_risk: bool,
 }
 
 impl Running {
@@ -399,8 +423,9 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         let mut model = self.model.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = model.running.get_mut(&self.key_version) {
+        if let Some((n, risky)) = model.running.get_mut(&self.key_version) {
             *n -= 1;
+            *risky -= usize::from(self.at_risk);
         }
         if model.loads[self.load].end.is_none() {
             let stamp = model.stamp();
@@ -434,15 +459,23 @@ pub fn loader_on(
     delay: Duration,
 ) -> impl FnOnce(u32) -> Load + Send + 'static {
     move |key| {
-        let (version, load) = {
+        let (version, load, at_risk) = {
             let mut m = model.lock().unwrap();
             let version = m.version(key);
             let excused = m
                 .fail_open_until
                 .is_some_and(|until| Instant::now() <= until);
-            let n = m.running.entry((key, version)).or_insert(0);
+            let now = Instant::now();
+            let at_risk = m
+                .written_at
+                .get(&key)
+                .is_some_and(|at| now <= *at + m.lock_loss_window && !m.lock_loss_window.is_zero());
+            let (n, risky) = m.running.entry((key, version)).or_insert((0, 0));
             *n += 1;
-            if *n > 1 && !excused {
+            *risky += usize::from(at_risk);
+            let n = *n;
+            let excused = excused || *risky > 0;
+            if n > 1 && !excused {
                 let msg = format!("{n} loads of key {key} at version {version} at once");
                 m.violations.push(msg);
             }
@@ -454,12 +487,13 @@ pub fn loader_on(
                 start,
                 end: None,
             });
-            (version, m.loads.len() - 1)
+            (version, m.loads.len() - 1, at_risk)
         };
         let guard = Running {
             model,
             key_version: (key, version),
             load,
+            at_risk,
         };
         Box::pin(async move {
             let guard = guard;

@@ -49,7 +49,8 @@ const KEYS: u32 = 3;
 const OPS: usize = 40;
 const MAX_LOAD_MS: u64 = 80;
 /// A write (`insert`, `invalidate`) is applied by a spawned task: this long
-/// after the call it has reached the backend and every pod.
+/// after the call (plus a backend round trip) it has reached the backend
+/// and every pod.
 const SETTLE: Duration = Duration::from_millis(1);
 /// The most outages a seed starts.
 const MAX_OUTAGES: usize = 2;
@@ -67,6 +68,9 @@ const FAIL_OPEN_AFTER: Duration = Duration::from_millis(1500);
 
 struct Fleet {
     backend: LocalBackend,
+    /// How long each backend operation takes (zero: at once), so another
+    /// pod's command can land between two of a flight's.
+    round_trip: Duration,
     name: String,
     strategy: Strategy,
     ttl: Duration,
@@ -83,13 +87,25 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// How long after a write's call it has landed and reached every pod:
+    /// a tagged insert takes two operations (its tag record, then the value).
+    fn settle(&self) -> Duration {
+        SETTLE + self.round_trip * 2
+    }
+
     fn random(rng: &mut Rng, seed: u64) -> Fleet {
         let tag_names: Vec<String> = ["t0", "t1", "all"]
             .iter()
             .map(|t| format!("fleet_model.{seed}.{t}"))
             .collect();
+        // Whole milliseconds: tokio's timer does not resolve less.
+        let round_trip = match rng.u8(0..3) {
+            0 => Duration::ZERO,
+            _ => Duration::from_millis(2 * rng.u64(1..3)),
+        };
         Fleet {
-            backend: LocalBackend::new(),
+            backend: LocalBackend::with_round_trip(round_trip),
+            round_trip,
             name: format!("fleet_model.{seed}"),
             strategy: match rng.u8(0..3) {
                 0 => Strategy::Lock,
@@ -194,7 +210,7 @@ struct Write {
 /// When a write made at `at` has landed in the backend (and reached every
 /// pod): at once, unless an outage was on or its queue was still held up
 /// by one — then by [`LAND_AFTER_OUTAGE`] after that outage ended.
-fn landed_by(at: Instant, outages: &[(Instant, Instant)]) -> Instant {
+fn landed_by(at: Instant, outages: &[(Instant, Instant)], settle: Duration) -> Instant {
     let mut landed = at;
     for &(from, to) in outages {
         if landed < from {
@@ -205,19 +221,25 @@ fn landed_by(at: Instant, outages: &[(Instant, Instant)]) -> Instant {
             landed = to + LAND_AFTER_OUTAGE;
         }
     }
-    landed + SETTLE
+    landed + settle
 }
 
 /// The version a call must at least be served: the newest of its key's
 /// writes completed before it started — on its own pod (and tags
 /// everywhere) at once, elsewhere once landed.
-fn required_version(c: &CallRecord, writes: &[Write], outages: &[(Instant, Instant)]) -> u64 {
+fn required_version(
+    fleet: &Fleet,
+    c: &CallRecord,
+    writes: &[Write],
+    outages: &[(Instant, Instant)],
+) -> u64 {
     writes
         .iter()
         .filter(|w| w.key == c.key)
         .filter(|w| {
             let here = w.by.is_none_or(|by| by == c.cache);
-            (here && w.at.seq < c.start.seq) || landed_by(w.at.at, outages) <= c.start.at
+            (here && w.at.seq < c.start.seq)
+                || landed_by(w.at.at, outages, fleet.settle()) <= c.start.at
         })
         .map(|w| w.version)
         .max()
@@ -295,8 +317,9 @@ fn check_failure(fleet: &Fleet, m: &mut Model, writes: &[Write], call: usize, er
                     // Waiters are woken in the instant the record is written
                     // (LocalBackend's notices are synchronous): a flight that
                     // waited on that load ends then. One that consults the
-                    // record later started after the load had ended.
-                    if c.start.at > failed.at && !servable {
+                    // record later started after the load had ended. With
+                    // round trips, the waiting flight ends a little later.
+                    if c.start.at > failed.at + m.flight_end_slack && !servable {
                         m.violations.push(format!(
                             "{who} got Err(Remote) of load {load} (cache {}), which had failed at {}: \
                              an ended flight's failure answered a later call with nothing to serve",
@@ -354,7 +377,7 @@ fn check_calls(fleet: &Fleet, m: &mut Model, writes: &[Write], outages: &[(Insta
         let Some((end, served)) = &c.end else {
             continue;
         };
-        let required = required_version(c, writes, outages);
+        let required = required_version(fleet, c, writes, outages);
         let bound = fleet.bound_at(c.start.at, outages);
         m.check_call(c.key, required, served, end.at - c.start.at, bound);
         if let Err(error) = served {
@@ -368,9 +391,10 @@ fn check_calls(fleet: &Fleet, m: &mut Model, writes: &[Write], outages: &[(Insta
 fn trace(fleet: &Fleet, m: &Model, writes: &[Write], outages: &[(Instant, Instant)]) {
     let backend = stampede_cache::SharedBackend::from(fleet.backend.clone());
     eprintln!(
-        "{:?}, ttl {:?}, lock_ttl {:?}, backoff {:?}, fail_safe {:?}, load_timeout {:?}, tags {:?}; \
+        "{:?}, round trip {:?}, ttl {:?}, lock_ttl {:?}, backoff {:?}, fail_safe {:?}, load_timeout {:?}, tags {:?}; \
          writes retried {}, lost {}",
         fleet.strategy,
+        fleet.round_trip,
         fleet.ttl,
         fleet.lock_ttl,
         fleet.backoff,
@@ -394,7 +418,7 @@ fn trace(fleet: &Fleet, m: &Model, writes: &[Write], outages: &[(Instant, Instan
             w.key,
             w.version,
             m.ms(w.at.at),
-            m.ms(landed_by(w.at.at, outages))
+            m.ms(landed_by(w.at.at, outages, fleet.settle()))
         );
     }
     for (i, l) in m.loads.iter().enumerate() {
@@ -419,7 +443,7 @@ fn trace(fleet: &Fleet, m: &Model, writes: &[Write], outages: &[(Instant, Instan
             c.cache,
             m.ms(c.start.at),
             c.hit_at_start,
-            required_version(c, writes, outages),
+            required_version(fleet, c, writes, outages),
             end.unwrap_or_else(|| "cancelled or panicked".into())
         );
     }
@@ -441,6 +465,15 @@ async fn run_seed(seed: u64) {
     };
     let mut pods: Vec<Pod> = (0..rng.usize(2..5)).map(|_| new_pod()).collect();
     let model: Shared = Arc::default();
+    // A leader's lock reply and its origin call are at most a few round
+    // trips after the lock landed (a re-read included).
+    {
+        let mut m = model.lock().unwrap();
+        m.lock_loss_window = fleet.round_trip * 3 + SETTLE;
+        // The leader's failure record lands half a round trip after its
+        // loader returned; a waiter's read of it answers a round trip later.
+        m.flight_end_slack = fleet.round_trip * 2;
+    }
     let mut calls = Vec::new();
     let mut writes: Vec<Write> = Vec::new();
     // Each outage's start and (once over) end.
@@ -485,7 +518,7 @@ async fn run_seed(seed: u64) {
                 } else {
                     pods[pod].cache.invalidate(&key);
                 }
-                sleep(SETTLE).await;
+                sleep(fleet.settle()).await;
             }
             20 => {
                 {
@@ -502,7 +535,7 @@ async fn run_seed(seed: u64) {
                     }
                 }
                 pods[pod].cache.invalidate_all();
-                sleep(SETTLE).await;
+                sleep(fleet.settle()).await;
             }
             21 => {
                 // A restarted pod: an empty L1; the old one's loads run on.
@@ -528,7 +561,7 @@ async fn run_seed(seed: u64) {
                     }
                 }
                 stampede_cache::invalidate_tag(tag);
-                sleep(SETTLE).await;
+                sleep(fleet.settle()).await;
             }
             24 => {
                 let lasts = Duration::from_millis(rng.u64(10..=500));
@@ -580,7 +613,29 @@ async fn run_seed(seed: u64) {
     settle(&model, Vec::new(), &caches, KEYS).await;
 }
 
+/// Log lines stamped with tokio's (paused) clock, from the runtime's start
+/// (`tokio::time::Instant` read on a runtime thread; the wall clock elsewhere).
+struct PausedClock;
+
+impl tracing_subscriber::fmt::time::FormatTime for PausedClock {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let now = Instant::now();
+        let since = now.saturating_duration_since(*EPOCH.get_or_init(|| now));
+        write!(w, "{:>9.3} ms", since.as_secs_f64() * 1e3)
+    }
+}
+
 #[test]
 fn random_fleet_interleavings_keep_the_protocol_invariants() {
+    if std::env::var_os("FLEET_TRACE").is_some() {
+        // The runtime's own account (RUST_LOG, e.g. `stampede_cache=debug`),
+        // stamped with the paused clock, beside the model's.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_timer(PausedClock)
+            .with_test_writer()
+            .try_init();
+    }
     run_seeds("FLEET_SEED", "FLEET_SEEDS", 1000, run_seed);
 }

@@ -332,3 +332,97 @@ async fn a_call_that_cannot_express_a_remote_failure_loads_instead() {
     assert!(got.is_ok(), "the infallible call panicked: {got:?}");
     assert_eq!(got.unwrap(), 2);
 }
+
+/// Issue 14, review item 1: a tag invalidation took the tag's members out
+/// of its record, so a load recorded under the tag just before it — whose
+/// lock attempt landed just after — was in no record when the next
+/// invalidation came, and its load, read before that second write, landed
+/// in the shared tier. Swept over every instant invalidation #1 can land
+/// at, on a backend whose operations take a round trip (paused clock).
+#[tokio::test(start_paused = true)]
+async fn a_load_recorded_before_a_tag_invalidation_is_reached_by_the_next() {
+    let step = Duration::from_micros(250);
+    for offset in 0..48u32 {
+        let fleet = LocalBackend::with_round_trip(Duration::from_millis(2));
+        let tag: &'static str = format!("rules.recorded_before.{offset}").leak();
+        let pods: Vec<Cache<u32, u32>> = (0..2)
+            .map(|_| {
+                Cache::builder(format!("rules.recorded_before.{offset}"))
+                    .tags(move |_: &u32| [tag])
+                    .backend(fleet.clone())
+                    .build()
+            })
+            .collect();
+        let row = Arc::new(AtomicU32::new(1));
+        let load = |row: Arc<AtomicU32>| {
+            move |_| async move {
+                let read = row.load(SeqCst);
+                sleep(Duration::from_millis(30)).await;
+                read
+            }
+        };
+        let started = tokio::time::Instant::now();
+        let a = tokio::spawn({
+            let (pod, load) = (pods[0].clone(), load(row.clone()));
+            async move { pod.get_or_load(1, load).await }
+        });
+        sleep(step * offset).await;
+        row.store(2, SeqCst);
+        stampede_cache::invalidate_tag(tag);
+        tokio::time::sleep_until(started + Duration::from_millis(25)).await;
+        row.store(3, SeqCst);
+        stampede_cache::invalidate_tag(tag);
+        bounded(a).await.unwrap();
+        sleep(Duration::from_millis(200)).await;
+        let seen = pods[1].get_or_load(1, load(row.clone())).await;
+        assert_eq!(
+            seen,
+            3,
+            "invalidation #1 at {:?}: pod B was served a row from before write #2",
+            step * offset
+        );
+    }
+}
+
+/// Found by the fleet model once its backend took round trips: after a
+/// notice gap a pod forgets its cache generation, and the first envelope
+/// it decoded — one written before an `invalidate_all` — set it to that
+/// envelope's older generation, so every value from before the
+/// `invalidate_all` became servable again on that pod. Swept over every
+/// instant the gap can fall at during the pod's first flight.
+#[tokio::test(start_paused = true)]
+async fn a_gap_does_not_let_an_old_envelope_lower_the_generation() {
+    for offset in 0..40u64 {
+        let fleet = LocalBackend::with_round_trip(Duration::from_millis(10));
+        let name = format!("rules.gap_generation.{offset}");
+        let pods: Vec<Cache<u32, String>> = (0..2)
+            .map(|_| Cache::builder(name.clone()).backend(fleet.clone()).build())
+            .collect();
+        for key in [2, 3] {
+            let old = pods[0]
+                .get_or_load(key, |k| async move { format!("old {k}") })
+                .await;
+            assert_eq!(old, format!("old {key}"));
+        }
+        pods[0].invalidate_all();
+        sleep(Duration::from_millis(50)).await;
+        let first = tokio::spawn({
+            let pod = pods[1].clone();
+            async move {
+                pod.get_or_load(2, |k| async move { format!("new {k}") })
+                    .await
+            }
+        });
+        sleep(Duration::from_millis(offset)).await;
+        fleet.set_outage(true);
+        fleet.set_outage(false);
+        assert_eq!(bounded(first).await.unwrap(), "new 2");
+        let later = pods[1]
+            .get_or_load(3, |k| async move { format!("new {k}") })
+            .await;
+        assert_eq!(
+            later, "new 3",
+            "gap {offset} ms into the flight: a value from before invalidate_all was served"
+        );
+    }
+}

@@ -24,6 +24,7 @@ pub async fn run(backend: SharedBackend) {
     failures(&backend, &run_id).await;
     notices(&backend, &run_id).await;
     invalidation(&backend, &run_id).await;
+    tags(&backend, &run_id).await;
 }
 
 fn slot_of(backend: &SharedBackend, name: &str, key: &str) -> Slot {
@@ -367,4 +368,48 @@ async fn invalidation(backend: &SharedBackend, run: &str) {
     b.invalidate(&s_other, &other_cache, &notice(3, 0, Some("04")))
         .await
         .unwrap();
+}
+
+/// A tag record keeps its members across invalidations: a slot recorded
+/// before invalidation #1 whose lock is taken after it is reached by #2
+/// (whose lock and value it deletes), until the record's own instant passes.
+async fn tags(backend: &SharedBackend, run: &str) {
+    let b = &backend.inner;
+    let name = format!("conf.{run}.tags");
+    let tag: Arc<str> = Arc::from(format!("conf.{run}.tag"));
+    let s = slot_of(backend, &name, "05");
+    let untagged = slot_of(backend, &name, "06");
+    let keep = Duration::from_millis(500);
+    b.tag(&s, std::slice::from_ref(&tag), keep).await.unwrap();
+    b.invalidate_tag(&tag).await.unwrap();
+    assert_eq!(
+        b.lock(&s, "after", TTL, false, true).await.unwrap(),
+        Acquire::Locked
+    );
+    assert_eq!(
+        b.lock(&untagged, "bystander", TTL, false, true)
+            .await
+            .unwrap(),
+        Acquire::Locked
+    );
+    b.invalidate_tag(&tag).await.unwrap();
+    assert!(
+        !b.write(&s, "after", b"before write #2", TTL).await.unwrap(),
+        "invalidation #2 reaches the slot recorded before #1: its lock is gone"
+    );
+    assert!(
+        b.read(&untagged).await.unwrap().locked,
+        "a slot not under the tag is untouched"
+    );
+    assert!(b.release(&untagged, "bystander").await.unwrap());
+    tokio::time::sleep(keep * 2).await;
+    assert_eq!(
+        b.lock(&s, "late", TTL, false, true).await.unwrap(),
+        Acquire::Locked
+    );
+    b.invalidate_tag(&tag).await.unwrap();
+    assert!(
+        b.write(&s, "late", b"v", TTL).await.unwrap(),
+        "a record past its instant is forgotten"
+    );
 }

@@ -54,6 +54,9 @@ struct LocalInner {
     /// An outage in progress ([`LocalBackend::set_outage`]): every
     /// operation fails, as a Redis that cannot be reached.
     down: AtomicBool,
+    /// How long each operation takes ([`LocalBackend::with_round_trip`]);
+    /// zero: every operation completes when called.
+    round_trip: Duration,
 }
 
 /// Entries that expire at an instant, swept in amortised O(1).
@@ -139,13 +142,27 @@ impl LocalBackend {
     /// A new, empty shared tier whose keys carry `prefix` (only visible in
     /// logs; kept for symmetry with the Redis backend).
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
+        Self::build(prefix.into(), Duration::ZERO)
+    }
+
+    /// A new, empty shared tier whose every operation takes `round_trip`,
+    /// as a network backend's does: it takes effect half-way and answers at
+    /// the end. On a paused clock this gives fleet simulations the
+    /// interleavings a real Redis gives — another process's command landing
+    /// between two of ours — deterministically.
+    pub fn with_round_trip(round_trip: Duration) -> Self {
+        Self::build("stampede".to_owned(), round_trip)
+    }
+
+    fn build(prefix: String, round_trip: Duration) -> Self {
         Self {
             inner: Arc::new(LocalInner {
-                prefix: prefix.into(),
+                prefix,
                 hub: Arc::default(),
                 writes: Arc::default(),
                 state: Mutex::default(),
                 down: AtomicBool::new(false),
+                round_trip,
             }),
         }
     }
@@ -195,12 +212,7 @@ impl LocalInner {
 
     /// A fenced step: only if `token` holds `slot`'s lock, apply `step`,
     /// release the lock and wake the waiters (the leader's last write).
-    fn fenced(
-        &self,
-        slot: &Slot,
-        token: &str,
-        step: impl FnOnce(&mut State, Instant),
-    ) -> BackendFut<'static, bool> {
+    fn fenced(&self, slot: &Slot, token: &str, step: impl FnOnce(&mut State, Instant)) -> bool {
         let now = Instant::now();
         let held = {
             let mut state = self.lock();
@@ -214,7 +226,7 @@ impl LocalInner {
         if held {
             self.hub.ready(slot.as_str());
         }
-        ready(held)
+        held
     }
 
     fn name_of<'a>(&self, slot: &'a Slot) -> Option<&'a str> {
@@ -233,15 +245,31 @@ impl From<LocalBackend> for SharedBackend {
     }
 }
 
-fn ready<T: Send + 'static>(value: T) -> BackendFut<'static, T> {
-    Box::pin(std::future::ready(Ok(value)))
-}
-
-/// What every operation answers during a simulated outage.
-fn unreachable<T: Send + 'static>() -> BackendFut<'static, T> {
-    Box::pin(std::future::ready(Err(BackendError::new(
-        "local backend: simulated outage",
-    ))))
+impl LocalInner {
+    /// One operation as a remote backend runs it: `apply` takes effect half
+    /// a round trip after the call and answers half a round trip later
+    /// (at once with no round trip). During a simulated outage it fails.
+    fn op<'a, T: Send + 'a>(
+        &'a self,
+        apply: impl FnOnce() -> Result<T, BackendError> + Send + 'a,
+    ) -> BackendFut<'a, T> {
+        let apply = move || {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(BackendError::new("local backend: simulated outage"));
+            }
+            apply()
+        };
+        if self.round_trip.is_zero() {
+            return Box::pin(std::future::ready(apply()));
+        }
+        let half = self.round_trip / 2;
+        Box::pin(async move {
+            tokio::time::sleep(half).await;
+            let answer = apply();
+            tokio::time::sleep(self.round_trip - half).await;
+            answer
+        })
+    }
 }
 
 impl Backend for LocalInner {
@@ -258,17 +286,16 @@ impl Backend for LocalInner {
     }
 
     fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let now = Instant::now();
-        let mut state = self.lock();
-        let found = Found {
-            value: state.value(slot, now),
-            failure: state.failures.get(slot.as_str(), now).map(|(f, _)| f),
-            locked: state.holder(slot, now).is_some(),
-        };
-        ready(found)
+        self.op(move || {
+            let now = Instant::now();
+            let mut state = self.lock();
+            let found = Found {
+                value: state.value(slot, now),
+                failure: state.failures.get(slot.as_str(), now).map(|(f, _)| f),
+                locked: state.holder(slot, now).is_some(),
+            };
+            Ok(found)
+        })
     }
 
     fn lock<'a>(
@@ -279,26 +306,25 @@ impl Backend for LocalInner {
         or_value: bool,
         honour_failure: bool,
     ) -> BackendFut<'a, Acquire> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let now = Instant::now();
-        let mut state = self.lock();
-        if or_value && let Some((bytes, left)) = state.value(slot, now) {
-            return ready(Acquire::Value(bytes, left));
-        }
-        let failure = state.failures.get(slot.as_str(), now).map(|(f, _)| f);
-        if honour_failure && let Some(failure) = failure {
-            return ready(Acquire::Failed(failure));
-        }
-        if state.holder(slot, now).is_some() {
-            return ready(Acquire::Held(failure));
-        }
-        let until = after(now, lease);
-        state
-            .locks
-            .insert(slot.as_str().to_owned(), token.to_owned(), until, now);
-        ready(Acquire::Locked)
+        self.op(move || {
+            let now = Instant::now();
+            let mut state = self.lock();
+            if or_value && let Some((bytes, left)) = state.value(slot, now) {
+                return Ok(Acquire::Value(bytes, left));
+            }
+            let failure = state.failures.get(slot.as_str(), now).map(|(f, _)| f);
+            if honour_failure && let Some(failure) = failure {
+                return Ok(Acquire::Failed(failure));
+            }
+            if state.holder(slot, now).is_some() {
+                return Ok(Acquire::Held(failure));
+            }
+            let until = after(now, lease);
+            state
+                .locks
+                .insert(slot.as_str().to_owned(), token.to_owned(), until, now);
+            Ok(Acquire::Locked)
+        })
     }
 
     fn renew<'a>(
@@ -307,38 +333,36 @@ impl Backend for LocalInner {
         token: &'a str,
         lease: Duration,
     ) -> BackendFut<'a, bool> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let now = Instant::now();
-        let mut state = self.lock();
-        let held = state.holder(slot, now).as_deref() == Some(token);
-        if held {
-            let until = after(now, lease);
-            state
-                .locks
-                .insert(slot.as_str().to_owned(), token.to_owned(), until, now);
-        }
-        ready(held)
-    }
-
-    fn release<'a>(&'a self, slot: &'a Slot, token: &'a str) -> BackendFut<'a, bool> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let now = Instant::now();
-        let released = {
+        self.op(move || {
+            let now = Instant::now();
             let mut state = self.lock();
             let held = state.holder(slot, now).as_deref() == Some(token);
             if held {
-                state.locks.remove(slot.as_str());
+                let until = after(now, lease);
+                state
+                    .locks
+                    .insert(slot.as_str().to_owned(), token.to_owned(), until, now);
             }
-            held
-        };
-        if released {
-            self.hub.ready(slot.as_str());
-        }
-        ready(released)
+            Ok(held)
+        })
+    }
+
+    fn release<'a>(&'a self, slot: &'a Slot, token: &'a str) -> BackendFut<'a, bool> {
+        self.op(move || {
+            let now = Instant::now();
+            let released = {
+                let mut state = self.lock();
+                let held = state.holder(slot, now).as_deref() == Some(token);
+                if held {
+                    state.locks.remove(slot.as_str());
+                }
+                held
+            };
+            if released {
+                self.hub.ready(slot.as_str());
+            }
+            Ok(released)
+        })
     }
 
     fn write<'a>(
@@ -348,15 +372,14 @@ impl Backend for LocalInner {
         bytes: &'a [u8],
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        self.fenced(slot, token, |state, now| {
-            let until = after(now, ttl);
-            state
-                .values
-                .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
-            state.failures.remove(slot.as_str());
+        self.op(move || {
+            Ok(self.fenced(slot, token, |state, now| {
+                let until = after(now, ttl);
+                state
+                    .values
+                    .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
+                state.failures.remove(slot.as_str());
+            }))
         })
     }
 
@@ -367,14 +390,13 @@ impl Backend for LocalInner {
         record: &'a [u8],
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        self.fenced(slot, token, |state, now| {
-            let until = after(now, ttl);
-            state
-                .failures
-                .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
+        self.op(move || {
+            Ok(self.fenced(slot, token, |state, now| {
+                let until = after(now, ttl);
+                state
+                    .failures
+                    .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
+            }))
         })
     }
 
@@ -386,24 +408,23 @@ impl Backend for LocalInner {
         ttl: Duration,
         notice: &'a str,
     ) -> BackendFut<'a, ()> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let now = Instant::now();
-        {
-            let mut state = self.lock();
-            let until = after(now, ttl);
-            state
-                .values
-                .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
-            state.locks.remove(slot.as_str());
-            state.failures.remove(slot.as_str());
-        }
-        self.hub.ready(slot.as_str());
-        if let Some(name) = self.name_of(slot) {
-            self.publish_invalidation(name, notice);
-        }
-        ready(())
+        self.op(move || {
+            let now = Instant::now();
+            {
+                let mut state = self.lock();
+                let until = after(now, ttl);
+                state
+                    .values
+                    .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
+                state.locks.remove(slot.as_str());
+                state.failures.remove(slot.as_str());
+            }
+            self.hub.ready(slot.as_str());
+            if let Some(name) = self.name_of(slot) {
+                self.publish_invalidation(name, notice);
+            }
+            Ok(())
+        })
     }
 
     fn invalidate<'a>(
@@ -412,20 +433,19 @@ impl Backend for LocalInner {
         _cache: &'a CacheKeys,
         notice: &'a str,
     ) -> BackendFut<'a, ()> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        {
-            let mut state = self.lock();
-            state.values.remove(slot.as_str());
-            state.locks.remove(slot.as_str());
-            state.failures.remove(slot.as_str());
-        }
-        self.hub.ready(slot.as_str());
-        if let Some(name) = self.name_of(slot) {
-            self.publish_invalidation(name, notice);
-        }
-        ready(())
+        self.op(move || {
+            {
+                let mut state = self.lock();
+                state.values.remove(slot.as_str());
+                state.locks.remove(slot.as_str());
+                state.failures.remove(slot.as_str());
+            }
+            self.hub.ready(slot.as_str());
+            if let Some(name) = self.name_of(slot) {
+                self.publish_invalidation(name, notice);
+            }
+            Ok(())
+        })
     }
 
     fn tag<'a>(
@@ -434,83 +454,85 @@ impl Backend for LocalInner {
         tags: &'a [Arc<str>],
         ttl: Duration,
     ) -> BackendFut<'a, ()> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let now = Instant::now();
-        let until = after(now, ttl);
-        let mut state = self.lock();
-        for tag in tags {
-            let slots = state.tagged.entry(tag_set(&self.prefix, tag)).or_default();
-            slots.insert(slot.as_str().to_owned(), (), until, now);
-        }
-        if state.tagged.len() >= state.tags_sweep_at.max(64) {
-            for slots in state.tagged.values_mut() {
-                slots.entries.retain(|_, (_, until)| *until > now);
+        self.op(move || {
+            let now = Instant::now();
+            let until = after(now, ttl);
+            let mut state = self.lock();
+            for tag in tags {
+                let slots = state.tagged.entry(tag_set(&self.prefix, tag)).or_default();
+                slots.insert(slot.as_str().to_owned(), (), until, now);
             }
-            state.tagged.retain(|_, slots| !slots.entries.is_empty());
-            state.tags_sweep_at = state.tagged.len() * 2;
-        }
-        ready(())
+            if state.tagged.len() >= state.tags_sweep_at.max(64) {
+                for slots in state.tagged.values_mut() {
+                    slots.entries.retain(|_, (_, until)| *until > now);
+                }
+                state.tagged.retain(|_, slots| !slots.entries.is_empty());
+                state.tags_sweep_at = state.tagged.len() * 2;
+            }
+            Ok(())
+        })
     }
 
     fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BackendFut<'a, ()> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let mut state = self.lock();
-        let slots = state
-            .tagged
-            .remove(&tag_set(&self.prefix, tag))
-            .map(|set| set.entries)
-            .unwrap_or_default();
-        for slot in slots.keys() {
-            state.values.remove(slot);
-            state.locks.remove(slot);
-            state.failures.remove(slot);
-        }
-        drop(state);
-        // The processes of a LocalBackend fleet share this one: the tag was
-        // applied to their caches by `invalidate_tag` already. Waiters look again.
-        for slot in slots.keys() {
-            self.hub.ready(slot);
-        }
-        ready(())
+        self.op(move || {
+            let now = Instant::now();
+            let mut state = self.lock();
+            // The record keeps its members (they leave when their instant
+            // passes): a load recorded just before this invalidation whose
+            // lock lands just after it must be found by the next one.
+            let slots: Vec<String> = match state.tagged.get_mut(&tag_set(&self.prefix, tag)) {
+                Some(set) => {
+                    set.entries.retain(|_, (_, until)| *until > now);
+                    set.entries.keys().cloned().collect()
+                }
+                None => Vec::new(),
+            };
+            for slot in &slots {
+                state.values.remove(slot);
+                state.locks.remove(slot);
+                state.failures.remove(slot);
+            }
+            drop(state);
+            // The processes of a LocalBackend fleet share this one: the tag was
+            // applied to their caches by `invalidate_tag` already. Waiters look again.
+            for slot in &slots {
+                self.hub.ready(slot);
+            }
+            Ok(())
+        })
     }
 
     fn generation<'a>(&'a self, cache: &'a CacheKeys) -> BackendFut<'a, u64> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let generation = self
-            .lock()
-            .generations
-            .get(&cache.generation())
-            .copied()
-            .unwrap_or(0);
-        ready(generation)
+        self.op(move || {
+            let generation = self
+                .lock()
+                .generations
+                .get(&cache.generation())
+                .copied()
+                .unwrap_or(0);
+            Ok(generation)
+        })
     }
 
     fn invalidate_all<'a>(&'a self, cache: &'a CacheKeys, sender: u64) -> BackendFut<'a, u64> {
-        if self.down.load(Ordering::SeqCst) {
-            return unreachable();
-        }
-        let generation = {
-            let mut state = self.lock();
-            let generation = state.generations.entry(cache.generation()).or_insert(0);
-            *generation += 1;
-            *generation
-        };
-        // `<prefix>:{<name>}:gen` → the name between the braces.
-        let key = cache.generation();
-        if let Some(name) = key
-            .strip_prefix(self.prefix.as_str())
-            .and_then(|k| k.strip_prefix(":{"))
-            .and_then(|k| k.strip_suffix("}:gen"))
-        {
-            self.publish_invalidation(name, &notice(sender, generation, None));
-        }
-        ready(generation)
+        self.op(move || {
+            let generation = {
+                let mut state = self.lock();
+                let generation = state.generations.entry(cache.generation()).or_insert(0);
+                *generation += 1;
+                *generation
+            };
+            // `<prefix>:{<name>}:gen` → the name between the braces.
+            let key = cache.generation();
+            if let Some(name) = key
+                .strip_prefix(self.prefix.as_str())
+                .and_then(|k| k.strip_prefix(":{"))
+                .and_then(|k| k.strip_suffix("}:gen"))
+            {
+                self.publish_invalidation(name, &notice(sender, generation, None));
+            }
+            Ok(generation)
+        })
     }
 }
 
@@ -526,6 +548,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn passes_the_conformance_suite() {
         crate::backend::conformance::run(LocalBackend::new().into()).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passes_the_conformance_suite_with_a_round_trip() {
+        let backend = LocalBackend::with_round_trip(Duration::from_millis(1));
+        crate::backend::conformance::run(backend.into()).await;
     }
 
     fn pods(n: usize, backend: Option<&LocalBackend>, strategy: Strategy) -> Vec<Cache<u64, u64>> {

@@ -246,19 +246,37 @@ end
 return #KEYS
 ";
 
-/// KEYS: a tag set. ARGV: chunk size. Deletes the value, lock and failure
-/// record of up to a chunk of the tag's slots, wakes their waiters, drops
-/// them from the set; returns how many are left. Called until 0, so no one
-/// call blocks Redis for a whole large tag.
+/// KEYS: a tag set, a snapshot key beside it. ARGV: chunk size, `1` on the
+/// first call, the snapshot's lifetime (ms). The first call copies the
+/// tag's live members into the snapshot (one native copy); every call then
+/// deletes the value, lock and failure record of up to a chunk of the
+/// snapshot's slots and wakes their waiters; returns how many are left.
+/// Called until 0, so no one call blocks Redis for a whole large tag.
+///
+/// The tag's own record keeps its members: a load recorded under the tag
+/// just before this invalidation, whose lock lands just after it, must
+/// still be found by the next invalidation (members leave only when their
+/// instant passes).
 const INVALIDATE_TAG: &str = r"
-local slots = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-for _, slot in ipairs(slots) do
+if ARGV[2] == '1' then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZRANGESTORE', KEYS[2], KEYS[1], 0, -1) == 0 then return 0 end
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+local popped = redis.call('ZPOPMIN', KEYS[2], tonumber(ARGV[1]))
+for i = 1, #popped, 2 do
+  local slot = popped[i]
   redis.call('DEL', slot .. ':value', slot .. ':lock', slot .. ':fail')
   redis.call('PUBLISH', slot .. ':ready', '')
 end
-if #slots > 0 then redis.call('ZREM', KEYS[1], unpack(slots)) end
-return redis.call('ZCARD', KEYS[1])
+return redis.call('ZCARD', KEYS[2])
 ";
+
+/// How long an invalidation's snapshot of its tag may outlive a process
+/// that died half-way through it.
+const TAG_SNAPSHOT_TTL: Duration = Duration::from_secs(60);
 
 /// Slots one `INVALIDATE_TAG` call handles.
 const TAG_CHUNK: usize = 256;
@@ -1629,16 +1647,20 @@ impl Backend for RedisInner {
     fn invalidate_tag<'a>(&'a self, tag: &'a str) -> BackendFut<'a, ()> {
         Box::pin(async move {
             let set = tag_set(&self.prefix, tag);
+            // Beside the set (same hash slot), one per invalidation.
+            let snapshot = format!("{set}:inv:{:016x}", fastrand::u64(..));
+            let mut first = self.scripts.invalidate_tag.prepare_invoke();
+            first
+                .key(&set)
+                .key(&snapshot)
+                .arg(TAG_CHUNK)
+                .arg(1)
+                .arg(millis(TAG_SNAPSHOT_TTL));
+            let mut left: usize = self.invoke(&first).await?;
             let mut chunk = self.scripts.invalidate_tag.prepare_invoke();
-            chunk.key(&set).arg(TAG_CHUNK);
-            let mut left: usize = self.invoke(&chunk).await?;
-            // Slots recorded after the first call belong to loads that
-            // started after this invalidation: they need not be reached,
-            // so the rounds are bounded by what was there at first.
-            let mut rounds = left.div_ceil(TAG_CHUNK);
-            while left > 0 && rounds > 0 {
+            chunk.key(&set).key(&snapshot).arg(TAG_CHUNK).arg(0).arg(0);
+            while left > 0 {
                 left = self.invoke(&chunk).await?;
-                rounds -= 1;
             }
             // Last, once every slot is deleted: a process that drops its
             // copies on this notice and reloads cannot read an old value back.

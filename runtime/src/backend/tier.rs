@@ -241,7 +241,22 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         ))
     }
 
+    /// A generation some process has seen (an envelope's, a clear
+    /// notice's): a lower bound of the current one. It raises a known
+    /// generation but never sets an unknown one — after a gap, an envelope
+    /// written before an `invalidate_all` would make every value from
+    /// before it servable again; the next flight reads the counter instead.
     fn raise_generation(&self, generation: u64) {
+        let _ = self
+            .generation
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |known| {
+                (known != UNKNOWN && known < generation).then_some(generation)
+            });
+    }
+
+    /// The generation read from the backend's counter (or returned by its
+    /// increment): current as of that reply, so it may set an unknown one.
+    fn learn_generation(&self, generation: u64) {
         let _ = self
             .generation
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |known| {
@@ -256,8 +271,13 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             return Ok(known);
         }
         let read = self.backend.generation(&self.cache_keys).await?;
-        self.raise_generation(read);
-        Ok(self.generation.load(Ordering::Relaxed))
+        self.learn_generation(read);
+        // A gap may have made it unknown again meanwhile: this flight
+        // still goes by what it read.
+        Ok(match self.generation.load(Ordering::Relaxed) {
+            UNKNOWN => read,
+            known => known.max(read),
+        })
     }
 
     /// Queues a write of this cache behind this process's earlier writes

@@ -88,9 +88,10 @@ struct Fleet {
 
 impl Fleet {
     /// How long after a write's call it has landed and reached every pod:
-    /// a tagged insert takes two operations (its tag record, then the value).
+    /// a tagged insert takes up to three operations (the generation, if
+    /// not known; its tag record; the value).
     fn settle(&self) -> Duration {
-        SETTLE + self.round_trip * 2
+        SETTLE + self.round_trip * 3
     }
 
     fn random(rng: &mut Rng, seed: u64) -> Fleet {

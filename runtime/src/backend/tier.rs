@@ -116,7 +116,9 @@ impl<K: SharedKey, V: SharedValue> L1Sink for Sink<K, V> {
     }
 
     fn drop_all(&self, generation: u64) {
-        self.core.raise_generation(generation);
+        // The counter's value at that increment, told in order: current
+        // (a counter read still in flight may answer an older one).
+        self.core.learn_generation(generation);
         if let Some(l1) = self.l1.upgrade() {
             l1.evict_all();
         }
@@ -241,8 +243,8 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         ))
     }
 
-    /// A generation some process has seen (an envelope's, a clear
-    /// notice's): a lower bound of the current one. It raises a known
+    /// A generation some process wrote under (an envelope's): a lower
+    /// bound of the current one. It raises a known
     /// generation but never sets an unknown one — after a gap, an envelope
     /// written before an `invalidate_all` would make every value from
     /// before it servable again; the next flight reads the counter instead.
@@ -254,8 +256,8 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             });
     }
 
-    /// The generation read from the backend's counter (or returned by its
-    /// increment): current as of that reply, so it may set an unknown one.
+    /// The generation read from the backend's counter, or told by a clear
+    /// notice: current as of then, so it may set an unknown one.
     fn learn_generation(&self, generation: u64) {
         let _ = self
             .generation

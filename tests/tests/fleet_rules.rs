@@ -426,3 +426,35 @@ async fn a_gap_does_not_let_an_old_envelope_lower_the_generation() {
         );
     }
 }
+
+/// Issue 14, review item 2: a loaded value's tag record was kept for the
+/// lock hold + the cache's ttl + stale window, whatever the entry's own
+/// life (`ttl_for`, jitter). An entry that outlived its record was missed
+/// by `invalidate_tag`: another pod read it back from the shared tier.
+#[tokio::test(start_paused = true)]
+async fn a_long_lived_entry_stays_reachable_by_its_tag() {
+    let fleet = LocalBackend::new();
+    let tag = "rules.long_lived.t";
+    let pods: Vec<Cache<u32, String>> = (0..2)
+        .map(|_| {
+            Cache::builder("rules.long_lived")
+                .ttl(Duration::from_millis(100))
+                .ttl_for(|_: &u32, _: &String| Duration::from_secs(600))
+                .load_timeout::<RepoError>(Duration::from_millis(100))
+                .tags(move |_: &u32| [tag])
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let old = pods[0]
+        .get_or_load(1, |_| async { "old".to_owned() })
+        .await;
+    assert_eq!(old, "old");
+    sleep(Duration::from_secs(60)).await;
+    stampede_cache::invalidate_tag(tag);
+    assert!(SharedBackend::from(fleet.clone()).flush(Duration::from_secs(5)).await);
+    let seen = pods[1]
+        .get_or_load(1, |_| async { "new".to_owned() })
+        .await;
+    assert_eq!(seen, "new", "the tag must reach an entry that lives 600 s");
+}

@@ -243,6 +243,18 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         ))
     }
 
+    /// How long a loaded value of this cache lives in the shared tier, as
+    /// far as the tag record taken before its lock covers: ttl + jitter +
+    /// stale window (with a per-entry ttl, the cache's; a value that lives
+    /// longer extends its record before it is written).
+    fn record_life(&self) -> Duration {
+        if self.longest_life >= FOREVER {
+            self.ttl.saturating_add(self.stale)
+        } else {
+            self.longest_life
+        }
+    }
+
     /// A generation some process wrote under (an envelope's): a lower
     /// bound of the current one. It raises a known
     /// generation but never sets an unknown one — after a gap, an envelope
@@ -422,7 +434,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 // after a tag invalidation deleted the set included): a tag
                 // invalidation from now on deletes the lock this attempt
                 // may take, so its load cannot land stale.
-                let keep = self.max_hold + self.ttl + self.stale;
+                let keep = self.max_hold + self.record_life();
                 if let Err(error) = self.backend.tag(&slot, tags, keep).await {
                     return self.fall_back(&key, &error, origin).await;
                 }
@@ -484,7 +496,9 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                             Err(error) => self.backend_failed("re-read after lock", &error),
                         }
                     }
-                    return self.lead(&key, guard, lease, origin, generation).await;
+                    return self
+                        .lead(&key, guard, lease, origin, generation, tags)
+                        .await;
                 }
                 Acquire::Held(seen) => seen,
                 Acquire::Value(..) => None,
@@ -532,6 +546,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         first_lease: Duration,
         origin: OriginLoad<V>,
         generation: u64,
+        tags: &[Arc<str>],
     ) -> Result<Loaded<V>, ErasedError> {
         let renewer = AbortOnDrop(tokio::spawn(renew(
             self.backend.clone(),
@@ -583,6 +598,18 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             Ok(bytes) => {
                 // The drawn expiry (ttl + jitter) is what every process reads back.
                 let expiry = loaded.fresh_for.saturating_add(self.stale).min(FOREVER);
+                if !tags.is_empty() && expiry > self.record_life() {
+                    // Longer-lived than the tag record taken before the
+                    // lock covers (per-entry ttl): extend it to the value's
+                    // life first, so `invalidate_tag` reaches it for as
+                    // long as it can be read. Unrecorded, it is not shared.
+                    let keep = expiry.saturating_add(self.max_hold).min(FOREVER);
+                    if let Err(error) = self.backend.tag(&guard.slot, tags, keep).await {
+                        self.backend_failed("tag record", &error);
+                        guard.release_behind();
+                        return Ok(loaded);
+                    }
+                }
                 match self
                     .backend
                     .write(&guard.slot, &guard.token, &bytes, expiry)

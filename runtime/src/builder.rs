@@ -204,8 +204,8 @@ where
     /// process's load of the key (counted from when its own flight began):
     /// past it, its callers get the timeout (or the fail-safe value). A
     /// process whose wait ends because the other load timed out first takes
-    /// over and loads itself, bounded again, so a call waits at most about
-    /// twice the bound. The leader's lease is renewed no longer than the
+    /// over and loads itself in what is left of its own bound, so a call
+    /// waits at most the bound, with `shared` as without. The leader's lease is renewed no longer than the
     /// bound either, so a hung loader cannot hold the key for the fleet.
     /// Coming from FusionCache: this is its `FactoryHardTimeout`.
     ///

@@ -446,15 +446,56 @@ async fn a_long_lived_entry_stays_reachable_by_its_tag() {
                 .build()
         })
         .collect();
-    let old = pods[0]
-        .get_or_load(1, |_| async { "old".to_owned() })
-        .await;
+    let old = pods[0].get_or_load(1, |_| async { "old".to_owned() }).await;
     assert_eq!(old, "old");
     sleep(Duration::from_secs(60)).await;
     stampede_cache::invalidate_tag(tag);
-    assert!(SharedBackend::from(fleet.clone()).flush(Duration::from_secs(5)).await);
-    let seen = pods[1]
-        .get_or_load(1, |_| async { "new".to_owned() })
-        .await;
+    assert!(
+        SharedBackend::from(fleet.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    let seen = pods[1].get_or_load(1, |_| async { "new".to_owned() }).await;
     assert_eq!(seen, "new", "the tag must reach an entry that lives 600 s");
+}
+
+/// Issue 14, review item 4: `load_timeout` bounds a call, with `shared` as
+/// without. Pod A's loader hangs; pod B's call (bound 300 ms) waits on A's
+/// lock, and when A's load is cut, B takes over — v2.x with a whole new
+/// bound, so B answered 450 ms after its call began. B's own load now gets
+/// only what is left of B's bound: B answers within it.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_takes_over_stays_within_its_load_timeout() {
+    let fleet = LocalBackend::new();
+    let bound = Duration::from_millis(300);
+    let pods: Vec<Cache<u32, u32>> = (0..2)
+        .map(|_| {
+            Cache::builder("rules.takeover_bound")
+                .load_timeout::<RepoError>(bound)
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let hung = tokio::spawn({
+        let pod = pods[0].clone();
+        async move {
+            pod.try_get_or_load(1, |_| std::future::pending::<Result<u32, RepoError>>())
+                .await
+        }
+    });
+    sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    let waiter = pods[1]
+        .try_get_or_load(1, |_| async {
+            sleep(Duration::from_millis(250)).await;
+            Ok::<u32, RepoError>(2)
+        })
+        .await;
+    let waited = started.elapsed();
+    assert_eq!(bounded(hung).await.unwrap(), Err(RepoError::Timeout));
+    assert!(
+        waited <= bound,
+        "pod B's call took {waited:?} with a load_timeout of {bound:?} ({waiter:?})"
+    );
+    assert_eq!(waiter, Err(RepoError::Timeout));
 }

@@ -497,7 +497,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                         }
                     }
                     return self
-                        .lead(&key, guard, lease, origin, generation, tags)
+                        .lead(&key, guard, lease, origin, generation, tags, deadline)
                         .await;
                 }
                 Acquire::Held(seen) => seen,
@@ -547,7 +547,9 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         origin: OriginLoad<V>,
         generation: u64,
         tags: &[Arc<str>],
+        deadline: Option<(Instant, Duration)>,
     ) -> Result<Loaded<V>, ErasedError> {
+        let origin = self.within(deadline, origin);
         let renewer = AbortOnDrop(tokio::spawn(renew(
             self.backend.clone(),
             guard.slot.clone(),
@@ -793,6 +795,30 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
 
     /// This flight's `load_timeout` has passed (waiting on another
     /// process's load): the timeout its callers get, counted.
+    /// `origin` bounded by what is left of this flight's `load_timeout`: a
+    /// flight that waited on another process and then took over loads in
+    /// the time its callers have left, so a call waits at most its bound,
+    /// as without `shared`.
+    fn within(
+        &self,
+        deadline: Option<(Instant, Duration)>,
+        origin: OriginLoad<V>,
+    ) -> OriginLoad<V> {
+        let Some((at, bound)) = deadline else {
+            return origin;
+        };
+        let (counters, name) = (self.counters.clone(), self.name.clone());
+        Box::pin(async move {
+            match tokio::time::timeout_at(at, origin).await {
+                Ok(outcome) => outcome,
+                Err(_elapsed) => {
+                    counters.load_timeouts.incr();
+                    Err(Arc::new(LoadTimeout::new(&name, bound)) as ErasedError)
+                }
+            }
+        })
+    }
+
     fn out_of_time(&self, deadline: Option<(Instant, Duration)>) -> Option<ErasedError> {
         let (at, bound) = deadline?;
         if Instant::now() < at {

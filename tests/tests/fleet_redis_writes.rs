@@ -358,3 +358,54 @@ async fn tagged_misses_trip_the_breaker_when_redis_hangs() {
         "10 tagged misses took {took:?}"
     );
 }
+
+/// Issue 14, review item 5: a pod shutting down gracefully (its runtime
+/// dropped with a load in flight) left that load's lock in Redis for the
+/// rest of its lease: the fleet's callers of that key waited up to
+/// `lock_ttl` (10 s) for a process that was gone. `SharedBackend::shutdown`
+/// releases the locks of the process's loads in flight (their values are
+/// fenced out) and flushes its writes: pod B takes the key over at once.
+#[tokio::test]
+async fn a_pod_that_shuts_down_hands_its_keys_in_flight_to_the_fleet() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let (tell_held, held) = std::sync::mpsc::channel();
+    let leaving = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let backend = backend(&url).await;
+                let pod = pod("writes.shutdown", &backend);
+                tokio::spawn(async move {
+                    pod.get_or_load("hot".to_owned(), |_| std::future::pending::<String>())
+                        .await
+                });
+                sleep(Duration::from_millis(200)).await;
+                tell_held.send(()).unwrap();
+                assert!(
+                    SharedBackend::from(backend)
+                        .shutdown(Duration::from_secs(2))
+                        .await
+                );
+            });
+            // The runtime is dropped here, with the load still in flight.
+        })
+    };
+    held.recv().unwrap();
+    let backend = backend(&url).await;
+    let staying = pod("writes.shutdown", &backend);
+    leaving.join().unwrap();
+    let started = Instant::now();
+    let value =
+        bounded(staying.get_or_load("hot".to_owned(), |_| async { "from B".to_owned() })).await;
+    assert_eq!(value, "from B");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "pod B waited {:?} for the lock of a pod that had shut down",
+        started.elapsed()
+    );
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::held::HeldLocks;
 use super::hub::Hub;
 use super::slot::{CacheKeys, Slot, notice, parse_notice, split_tag, tag_set};
 use super::writes::WriteBehind;
@@ -50,6 +51,7 @@ struct LocalInner {
     prefix: String,
     hub: Arc<Hub>,
     writes: Arc<WriteBehind>,
+    held: Arc<HeldLocks>,
     state: Mutex<State>,
     /// An outage in progress ([`LocalBackend::set_outage`]): every
     /// operation fails, as a Redis that cannot be reached.
@@ -160,6 +162,7 @@ impl LocalBackend {
                 prefix,
                 hub: Arc::default(),
                 writes: Arc::default(),
+                held: Arc::default(),
                 state: Mutex::default(),
                 down: AtomicBool::new(false),
                 round_trip,
@@ -283,6 +286,10 @@ impl Backend for LocalInner {
 
     fn writes(&self) -> &Arc<WriteBehind> {
         &self.writes
+    }
+
+    fn held(&self) -> &Arc<HeldLocks> {
+        &self.held
     }
 
     fn read<'a>(&'a self, slot: &'a Slot) -> BackendFut<'a, Found> {

@@ -115,6 +115,7 @@ mod claims;
 pub(crate) mod codec;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod conformance;
+pub(crate) mod held;
 pub(crate) mod hub;
 mod local;
 #[cfg(feature = "redis")]
@@ -449,6 +450,8 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn hub(&self) -> &Arc<Hub>;
     /// This process's writes to this backend, in order, retried.
     fn writes(&self) -> &Arc<WriteBehind>;
+    /// The locks this process's loads hold through this backend.
+    fn held(&self) -> &Arc<held::HeldLocks>;
     /// The lease a lock is first taken with. A backend whose lock command
     /// may time out and still run later (Redis) starts short, so an orphan
     /// lock nobody renews lapses quickly; the leader extends it to the full
@@ -564,6 +567,46 @@ impl SharedBackend {
     /// ```
     pub async fn flush(&self, bound: Duration) -> bool {
         self.inner.writes().flushed(bound).await
+    }
+
+    /// The last call of a process leaving the fleet (a graceful shutdown,
+    /// a rolling deploy), at most `bound`: releases the locks of its loads
+    /// still in flight, so the fleet's callers of those keys load them at
+    /// once instead of waiting for a process that is gone (up to
+    /// `lock_ttl`); those loads' values are fenced out, never written. Then
+    /// [`flush`](Self::flush)es its writes. Whether every release and
+    /// write landed. A process killed without it leaves its locks to their
+    /// lease.
+    ///
+    /// ```no_run
+    /// # async fn main_loop(backend: stampede_cache::SharedBackend) {
+    /// use std::time::Duration;
+    /// // ... serve until SIGTERM ...
+    /// backend.shutdown(Duration::from_secs(2)).await;
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        let mut all_released = true;
+        for (slot, token) in self.inner.held().take_all() {
+            let release = self.inner.release(&slot, &token);
+            match tokio::time::timeout_at(deadline, release).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    all_released = false;
+                    tracing::warn!(%error, "shutdown: a lock was not released; it lapses with its lease");
+                }
+                Err(_elapsed) => {
+                    all_released = false;
+                    tracing::warn!(
+                        "shutdown: out of time releasing locks; the rest lapse with their lease"
+                    );
+                    break;
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.flush(left).await && all_released
     }
 
     /// Writes to the shared tier retried after a failure so far (an

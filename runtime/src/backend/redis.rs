@@ -135,6 +135,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::held::HeldLocks;
 use super::hub::{Hub, Subscriber};
 use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice, tag_set, tags_channel};
 use super::writes::WriteBehind;
@@ -425,6 +426,7 @@ struct RedisInner {
     conn: ConnectionManager,
     hub: Arc<Hub>,
     writes: Arc<WriteBehind>,
+    held: Arc<HeldLocks>,
     scripts: Scripts,
     breaker: Breaker,
     subs: Arc<Subs>,
@@ -700,6 +702,7 @@ impl RedisBackendBuilder {
                 conn,
                 hub,
                 writes: Arc::default(),
+                held: Arc::default(),
                 scripts: Scripts {
                     read: Script::new(READ),
                     lock: Script::new(LOCK),
@@ -1415,6 +1418,10 @@ impl Backend for RedisInner {
 
     fn writes(&self) -> &Arc<WriteBehind> {
         &self.writes
+    }
+
+    fn held(&self) -> &Arc<HeldLocks> {
+        &self.held
     }
 
     /// A lock command that times out may still run when Redis resumes; the

@@ -368,6 +368,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
 
     fn guard(&self, slot: &Slot, token: String) -> LockGuard {
         self.counters.lock_acquired.incr();
+        self.backend.held().hold(slot, &token);
         LockGuard {
             backend: self.backend.clone(),
             slot: slot.clone(),
@@ -935,6 +936,7 @@ struct LockGuard {
 impl LockGuard {
     fn disarm(mut self) {
         self.armed = false;
+        self.backend.held().let_go(&self.token);
     }
 
     /// Releases the lock in a spawned task, off the callers' path (a
@@ -949,6 +951,9 @@ impl Drop for LockGuard {
         if !self.armed {
             return;
         }
+        self.backend.held().let_go(&self.token);
+        // On a runtime shutting down this task never runs: the lock lapses
+        // with its lease, unless `SharedBackend::shutdown` released it.
         let (backend, slot, token) = (
             self.backend.clone(),
             self.slot.clone(),

@@ -499,3 +499,29 @@ async fn a_waiter_that_takes_over_stays_within_its_load_timeout() {
     );
     assert_eq!(waiter, Err(RepoError::Timeout));
 }
+
+/// Issue 14, review item 7: a load that outlived the lock hold (60 s without
+/// a `load_timeout`) lost its lease, its fenced write was refused, and the
+/// value was cached nowhere: every call ran the 90 s query again — the same
+/// cache without `shared` caches it. It is now cached in the pod that loaded
+/// it (not in the shared tier: its lock may be another load's by then).
+#[tokio::test(start_paused = true)]
+async fn a_load_longer_than_the_lock_hold_is_still_cached_where_it_ran() {
+    let fleet = LocalBackend::new();
+    let pod: Cache<u32, u32> = Cache::builder("rules.long_load")
+        .ttl(Duration::from_secs(600))
+        .lock_ttl(Duration::from_secs(1))
+        .backend(fleet.clone())
+        .build();
+    let calls = Arc::new(AtomicU32::new(0));
+    let load = |calls: Arc<AtomicU32>| {
+        move |_| async move {
+            calls.fetch_add(1, SeqCst);
+            sleep(Duration::from_secs(90)).await;
+            7
+        }
+    };
+    assert_eq!(pod.get_or_load(1, load(calls.clone())).await, 7);
+    assert_eq!(pod.get_or_load(1, load(calls.clone())).await, 7);
+    assert_eq!(calls.load(SeqCst), 1, "the 90 s load ran again");
+}

@@ -23,7 +23,7 @@
 
 use std::marker::PhantomData;
 use std::panic::resume_unwind;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -551,13 +551,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         deadline: Option<(Instant, Duration)>,
     ) -> Result<Loaded<V>, ErasedError> {
         let origin = self.within(deadline, origin);
+        let let_go = Arc::new(AtomicBool::new(false));
         let renewer = AbortOnDrop(tokio::spawn(renew(
             self.backend.clone(),
             guard.slot.clone(),
             guard.token.clone(),
             (first_lease, self.lock_ttl),
             self.max_hold,
-            self.name.clone(),
+            (self.name.clone(), let_go.clone()),
         )));
         let outcome = CatchUnwind::new(origin).await;
         drop(renewer);
@@ -619,9 +620,18 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     .await
                 {
                     Ok(true) => guard.disarm(),
+                    Ok(false) if let_go.load(Ordering::Relaxed) => {
+                        // Held past `max_hold`: the lease was let lapse, so
+                        // the lock may be another load's now and the shared
+                        // tier is not ours to write. Cached here only, as
+                        // without `shared`: a write or invalidation since
+                        // reaches this process's copy by its notice.
+                        guard.disarm();
+                        tracing::info!(cache = %self.name, "load outlived the lock hold: value cached in this process only");
+                    }
                     Ok(false) => {
                         // Not our lock any more: a write superseded this
-                        // load, or the lease lapsed. Nothing to release.
+                        // load. Nothing to release.
                         guard.disarm();
                         loaded.superseded = true;
                         self.counters.superseded_loads.incr();
@@ -881,7 +891,7 @@ async fn renew(
     token: String,
     (first_lease, lease): (Duration, Duration),
     max_hold: Duration,
-    cache: String,
+    (cache, let_go): (String, Arc<AtomicBool>),
 ) {
     let started = Instant::now();
     // The lease Redis holds now: the short initial one until a renewal
@@ -896,6 +906,7 @@ async fn renew(
                 held = ?started.elapsed(),
                 "a load has held its lock for the maximum; the lease is no longer renewed, so another process may take over"
             );
+            let_go.store(true, Ordering::Relaxed);
             return;
         }
         match backend.renew(&slot, &token, lease).await {

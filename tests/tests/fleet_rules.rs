@@ -525,3 +525,46 @@ async fn a_load_longer_than_the_lock_hold_is_still_cached_where_it_ran() {
     assert_eq!(pod.get_or_load(1, load(calls.clone())).await, 7);
     assert_eq!(calls.load(SeqCst), 1, "the 90 s load ran again");
 }
+
+/// Issue 14, review item 8: a loader that panics. Without `shared`, the
+/// callers that waited on it (not its own caller, which gets the panic)
+/// start a new flight and load — the panic is a bug of that one call, not
+/// an answer. With `shared`, a waiting pod was answered with
+/// `Err(Remote { panicked })`. It now takes over and loads, as in process.
+#[tokio::test(start_paused = true)]
+async fn a_remote_panic_makes_the_waiting_pods_load_as_in_process() {
+    let fleet = LocalBackend::new();
+    let pods: Vec<Cache<u32, u32>> = (0..2)
+        .map(|_| {
+            Cache::builder("rules.remote_panic")
+                .remote_errors::<RepoError>()
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let panicking = tokio::spawn({
+        let pod = pods[0].clone();
+        async move {
+            pod.try_get_or_load(1, |_| async {
+                sleep(Duration::from_millis(100)).await;
+                panic!("bug in the loader");
+                #[allow(unreachable_code)]
+                Ok::<u32, RepoError>(0)
+            })
+            .await
+        }
+    });
+    sleep(Duration::from_millis(10)).await;
+    let waiter = pods[1]
+        .try_get_or_load(1, |_| async { Ok::<u32, RepoError>(2) })
+        .await;
+    assert!(
+        bounded(panicking).await.is_err(),
+        "the panicking call panics"
+    );
+    assert_eq!(
+        waiter,
+        Ok(2),
+        "the waiting pod loads, as a waiter in process does"
+    );
+}

@@ -352,6 +352,12 @@ impl std::error::Error for BackendError {}
 /// Without it, a process that finds its key's load failed elsewhere falls
 /// back to loading in process (counted in `fallbacks`).
 ///
+/// A loader that *panicked* elsewhere is a bug of that call, not an answer:
+/// as waiters in process start a new flight, the waiting processes take
+/// over and one of them loads. Only a flight that had a value to serve
+/// (stale, fail-safe) can be answered with a panic's record — and then its
+/// callers are served that value.
+///
 /// ```
 /// use stampede_cache::{LoadTimeout, RemoteLoadError};
 ///

@@ -514,11 +514,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     return Ok(loaded);
                 }
                 Ok(Waited::Failed(record)) => {
-                    // A timeout is not an error of the origin: with nothing
-                    // to serve, the waiters take over (one of them loads).
-                    let timed_out = codec::decode_failure(&record)
-                        .is_some_and(|failure| failure.kind == FailureKind::Timeout);
-                    if timed_out && !fallback {
+                    // A timeout is not an error of the origin, nor a panic
+                    // an answer (a bug of that one call): with nothing to
+                    // serve, the waiters take over and one of them loads —
+                    // as waiters in process start a new flight.
+                    let takes_over = codec::decode_failure(&record).is_some_and(|failure| {
+                        matches!(failure.kind, FailureKind::Timeout | FailureKind::Panic)
+                    });
+                    if takes_over && !fallback {
                         if let Some(timeout) = self.out_of_time(deadline) {
                             return Err(timeout);
                         }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 pub mod model;
 #[cfg(feature = "redis")]
+pub mod redis_cluster;
+#[cfg(feature = "redis")]
 pub mod redis_server;
 pub mod scenarios;
 

@@ -15,6 +15,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// With [`RedisServer::start_tls`]: the TLS port and its certificates.
     tls: Option<Tls>,
+    /// More `redis-server` arguments (a cluster node's).
+    extra: Vec<String>,
 }
 
 /// A TLS listener's port and the files made for it: a CA the test made,
@@ -135,6 +137,7 @@ impl RedisServer {
             port,
             child: None,
             tls: None,
+            extra: Vec::new(),
         };
         server.spawn();
         server
@@ -157,6 +160,7 @@ impl RedisServer {
                 port: free_port(),
                 dir,
             }),
+            extra: Vec::new(),
         };
         server.spawn();
         server
@@ -172,6 +176,84 @@ impl RedisServer {
     pub fn ca_pem(&self) -> Vec<u8> {
         let tls = self.tls.as_ref().expect("started with start_tls");
         std::fs::read(tls.dir.join("ca.crt")).expect("read ca.crt")
+    }
+
+    /// A cluster node (`--cluster-enabled yes`, its `nodes.conf` in `dir`,
+    /// failures detected after `node_timeout`), started on a free port.
+    /// See [`crate::redis_cluster::RedisCluster`].
+    pub fn start_cluster_node(dir: &Path, node_timeout: Duration) -> Self {
+        let (port, bus) = (free_port(), free_port());
+        let conf = dir.join(format!("nodes-{port}.conf")).display().to_string();
+        let mut server = Self {
+            port,
+            child: None,
+            tls: None,
+            extra: [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                &node_timeout.as_millis().to_string(),
+                // Explicit: port + 10000 may not exist for an ephemeral port.
+                "--cluster-port",
+                &bus.to_string(),
+                "--dir",
+                &dir.display().to_string(),
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect(),
+        };
+        server.spawn();
+        server
+    }
+
+    /// Sends one command on the plaintext port as the default user and
+    /// returns its whole reply as text: a status or error line (`+OK`,
+    /// `-ERR ...`), an integer (`:1`), or a bulk string's contents.
+    pub fn query(&self, args: &[&str]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        stream.write_all(&resp_request(args)).expect("send");
+        let line = read_line(&mut stream);
+        match line.strip_prefix('$') {
+            Some(len) => match len.parse::<usize>() {
+                Ok(len) => {
+                    let mut body = vec![0u8; len + 2];
+                    stream.read_exact(&mut body).expect("read a bulk reply");
+                    body.truncate(len);
+                    String::from_utf8_lossy(&body).into_owned()
+                }
+                Err(_) => String::new(), // $-1: nil
+            },
+            None => line,
+        }
+    }
+
+    /// Like [`Self::query`], for a reply that is an array of bulk strings
+    /// (each element's contents; an error reply panics).
+    pub fn query_lines(&self, args: &[&str]) -> Vec<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        stream.write_all(&resp_request(args)).expect("send");
+        let head = read_line(&mut stream);
+        let count: usize = head
+            .strip_prefix('*')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{args:?}: not an array reply: {head}"));
+        (0..count)
+            .map(|_| {
+                let len: usize = read_line(&mut stream)
+                    .trim_start_matches('$')
+                    .parse()
+                    .expect("a bulk string");
+                let mut body = vec![0u8; len + 2];
+                stream.read_exact(&mut body).expect("read an element");
+                body.truncate(len);
+                String::from_utf8_lossy(&body).into_owned()
+            })
+            .collect()
     }
 
     /// Sends one command on the plaintext port as the default user and
@@ -199,6 +281,17 @@ impl RedisServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The cluster bus port of a node started with [`Self::start_cluster_node`].
+    pub fn bus_port(&self) -> Option<u16> {
+        let at = self.extra.iter().position(|a| a == "--cluster-port")?;
+        self.extra.get(at + 1)?.parse().ok()
+    }
+
+    /// Whether the server process is running (not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
@@ -248,6 +341,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ]);
+            command.args(&self.extra);
             if let Some(tls) = &self.tls {
                 let file = |name: &str| tls.dir.join(name).display().to_string();
                 command
@@ -294,7 +388,24 @@ impl Drop for RedisServer {
     }
 }
 
-fn free_port() -> u16 {
+fn resp_request(args: &[&str]) -> Vec<u8> {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    request.into_bytes()
+}
+
+fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    String::from_utf8_lossy(&line).trim_end().to_owned()
+}
+
+pub(crate) fn free_port() -> u16 {
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -43,17 +43,34 @@ impl RedisCluster {
         let per = SLOTS as usize / primaries;
         for i in 0..primaries {
             let lo = i * per;
-            let hi = if i + 1 == primaries { SLOTS as usize - 1 } else { lo + per - 1 };
-            let reply = cluster.nodes[i].query(&["CLUSTER", "ADDSLOTSRANGE", &lo.to_string(), &hi.to_string()]);
+            let hi = if i + 1 == primaries {
+                SLOTS as usize - 1
+            } else {
+                lo + per - 1
+            };
+            let reply = cluster.nodes[i].query(&[
+                "CLUSTER",
+                "ADDSLOTSRANGE",
+                &lo.to_string(),
+                &hi.to_string(),
+            ]);
             assert_eq!(reply, "+OK", "ADDSLOTSRANGE on node {i}");
         }
         for node in &cluster.nodes[1..] {
             let bus = node.bus_port().expect("a cluster node").to_string();
-            let reply = cluster.nodes[0].query(&["CLUSTER", "MEET", "127.0.0.1", &node.port().to_string(), &bus]);
+            let reply = cluster.nodes[0].query(&[
+                "CLUSTER",
+                "MEET",
+                "127.0.0.1",
+                &node.port().to_string(),
+                &bus,
+            ]);
             assert_eq!(reply, "+OK", "CLUSTER MEET");
         }
         cluster.wait_until("every node knows every other", |c| {
-            c.nodes.iter().all(|n| n.query(&["CLUSTER", "NODES"]).lines().count() == c.nodes.len())
+            c.nodes
+                .iter()
+                .all(|n| n.query(&["CLUSTER", "NODES"]).lines().count() == c.nodes.len())
         });
         for r in 0..replicas {
             for p in 0..primaries {
@@ -64,17 +81,24 @@ impl RedisCluster {
             }
         }
         cluster.wait_until("the cluster is ok and replicas in sync", |c| {
-            c.nodes.iter().all(|n| n.query(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
-                && c.nodes[primaries..]
-                    .iter()
-                    .all(|n| n.query(&["INFO", "replication"]).contains("master_link_status:up"))
+            c.nodes
+                .iter()
+                .all(|n| n.query(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                && c.nodes[primaries..].iter().all(|n| {
+                    n.query(&["INFO", "replication"])
+                        .contains("master_link_status:up")
+                })
         });
         cluster
     }
 
     /// One seed URL per node (a client given any of them finds the rest).
     pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().filter(|n| n.is_running()).map(RedisServer::url).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(RedisServer::url)
+            .collect()
     }
 
     pub fn node(&self, i: usize) -> &RedisServer {
@@ -96,8 +120,15 @@ impl RedisCluster {
     /// The hash slot of `key` (its `{hash tag}` if it has one), as a
     /// running node computes it.
     pub fn slot_of(&self, key: &str) -> u16 {
-        let any = self.nodes.iter().find(|n| n.is_running()).expect("a node runs");
-        any.query(&["CLUSTER", "KEYSLOT", key]).trim_start_matches(':').parse().expect("a slot")
+        let any = self
+            .nodes
+            .iter()
+            .find(|n| n.is_running())
+            .expect("a node runs");
+        any.query(&["CLUSTER", "KEYSLOT", key])
+            .trim_start_matches(':')
+            .parse()
+            .expect("a slot")
     }
 
     /// The running node that is the primary of `slot` now.
@@ -150,19 +181,36 @@ impl RedisCluster {
         let from = self.primary_of(slot);
         assert_ne!(from, to, "slot {slot} is on node {to} already");
         let (src, dst) = (&self.nodes[from], &self.nodes[to]);
-        let (src_id, dst_id) = (src.query(&["CLUSTER", "MYID"]), dst.query(&["CLUSTER", "MYID"]));
+        let (src_id, dst_id) = (
+            src.query(&["CLUSTER", "MYID"]),
+            dst.query(&["CLUSTER", "MYID"]),
+        );
         let s = slot.to_string();
-        assert_eq!(dst.query(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id]), "+OK");
-        assert_eq!(src.query(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id]), "+OK");
+        assert_eq!(
+            dst.query(&["CLUSTER", "SETSLOT", &s, "IMPORTING", &src_id]),
+            "+OK"
+        );
+        assert_eq!(
+            src.query(&["CLUSTER", "SETSLOT", &s, "MIGRATING", &dst_id]),
+            "+OK"
+        );
         loop {
             let keys = src.query_lines(&["CLUSTER", "GETKEYSINSLOT", &s, "100"]);
             if keys.is_empty() {
                 break;
             }
-            let mut args: Vec<String> = ["MIGRATE", "127.0.0.1", &dst.port().to_string(), "", "0", "5000", "KEYS"]
-                .iter()
-                .map(|a| a.to_string())
-                .collect();
+            let mut args: Vec<String> = [
+                "MIGRATE",
+                "127.0.0.1",
+                &dst.port().to_string(),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
             args.extend(keys);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let reply = src.query(&args);
@@ -170,15 +218,23 @@ impl RedisCluster {
         }
         for node in self.nodes.iter().filter(|n| n.is_running()) {
             let reply = node.query(&["CLUSTER", "SETSLOT", &s, "NODE", &dst_id]);
-            assert!(reply == "+OK" || reply.starts_with("-ERR"), "SETSLOT NODE: {reply}");
+            assert!(
+                reply == "+OK" || reply.starts_with("-ERR"),
+                "SETSLOT NODE: {reply}"
+            );
         }
-        self.wait_until("every node agrees on the slot's new owner", |c| c.find_primary(slot) == Some(to));
+        self.wait_until("every node agrees on the slot's new owner", |c| {
+            c.find_primary(slot) == Some(to)
+        });
     }
 
     fn wait_until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !done(self) {
-            assert!(Instant::now() < deadline, "redis cluster: {what}: not within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "redis cluster: {what}: not within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -191,7 +247,9 @@ fn covers(range: &str, slot: u16) -> bool {
         return false;
     }
     match range.split_once('-') {
-        Some((lo, hi)) => matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi),
+        Some((lo, hi)) => {
+            matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+        }
         None => range.parse::<u16>() == Ok(slot),
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use stampede_cache::redis::{DEFAULT_PREFIX, RedisBackend, RedisTls, acl_rules};
-use stampede_cache::{Cache, Strategy};
+use stampede_cache::{Cache, SharedBackend, Strategy};
 use stampede_cache_tests::redis_server::{RedisServer, make_ca, temp_dir};
 use stampede_cache_tests::scenarios::stampede;
 use tokio::time::timeout;
@@ -181,4 +181,80 @@ async fn a_permission_revoked_at_run_time_fails_open_and_is_counted() {
         stats.fallbacks, 2,
         "each denied call is counted as loaded without the shared tier: {stats:?}"
     );
+}
+
+/// Every write path as the ACL user with only [`acl_rules`]: a tagged load,
+/// `insert`, `invalidate`, `invalidate_tag` (its record, snapshot and
+/// chunked deletes), `invalidate_all` — each lands (nothing retried or
+/// lost) and reaches the other pod, with no command denied.
+#[tokio::test]
+async fn every_write_path_works_as_an_acl_user_with_only_the_documented_rules() {
+    let server = RedisServer::start_tls();
+    add_app_user(&server, "s3cret");
+    let (a, b) = (
+        app_backend(&server, "s3cret").await.expect("connect a"),
+        app_backend(&server, "s3cret").await.expect("connect b"),
+    );
+    let tagged = |backend: &RedisBackend| -> Cache<String, String> {
+        Cache::builder("acl.writes")
+            .ttl(Duration::from_secs(60))
+            .tags(|_: &String| ["acl.writes.tag"])
+            .backend(backend.clone())
+            .build()
+    };
+    let (pa, pb) = (tagged(&a), tagged(&b));
+    let load = |v: &'static str| move |_: String| async move { v.to_owned() };
+    assert_eq!(
+        pa.get_or_load("k".to_owned(), load("loaded")).await,
+        "loaded"
+    );
+    let flush = |backend: &RedisBackend| {
+        let shared = SharedBackend::from(backend.clone());
+        async move { shared.flush(BOUND).await }
+    };
+    stampede_cache::invalidate_tag("acl.writes.tag");
+    assert!(flush(&a).await && flush(&b).await, "invalidate_tag landed");
+    assert_eq!(
+        pb.get_or_load("k".to_owned(), load("after tag")).await,
+        "after tag"
+    );
+    pa.insert("k".to_owned(), "inserted".to_owned());
+    assert!(flush(&a).await, "insert landed");
+    assert_eq!(
+        timeout(BOUND, async {
+            loop {
+                if let Some(v) = pb.get(&"k".to_owned()).filter(|v| v == "inserted") {
+                    return v;
+                }
+                let v = pb.get_or_load("k".to_owned(), load("stale")).await;
+                if v == "inserted" {
+                    return v;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("pod b sees the insert"),
+        "inserted"
+    );
+    pa.invalidate(&"k".to_owned());
+    pa.invalidate_all();
+    assert!(flush(&a).await, "invalidate and invalidate_all landed");
+    assert_eq!(pb.get_or_load("k".to_owned(), load("fresh")).await, "fresh");
+    for (name, backend) in [("a", &a), ("b", &b)] {
+        let shared = SharedBackend::from(backend.clone());
+        assert_eq!(
+            (shared.write_retries(), shared.writes_lost()),
+            (0, 0),
+            "pod {name}: a write was refused"
+        );
+    }
+    for pod in [&pa, &pb] {
+        let stats = pod.stats();
+        assert_eq!(
+            (stats.backend_errors, stats.fallbacks),
+            (0, 0),
+            "no command was denied by the ACL rules"
+        );
+    }
 }

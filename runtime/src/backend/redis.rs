@@ -93,7 +93,7 @@
 //! ```text
 //! ACL SETUSER stampede on >secret resetkeys ~stampede:* resetchannels &stampede:* -@all
 //!     +get +set +del +pttl +exists +pexpire +publish +incr +time +zadd
-//!     +zremrangebyscore +zrange +zrem +zcard +evalsha +script|load
+//!     +zremrangebyscore +zrangestore +zpopmin +zcard +evalsha +script|load
 //!     +subscribe +unsubscribe +ping
 //! ```
 //!
@@ -320,8 +320,8 @@ pub fn acl_rules(prefix: &str) -> String {
         "time",
         "zadd",
         "zremrangebyscore",
-        "zrange",
-        "zrem",
+        "zrangestore",
+        "zpopmin",
         "zcard",
         // scripts are sent by hash, loaded on NOSCRIPT
         "evalsha",

@@ -1,16 +1,345 @@
 //! The fleet on a real Redis Cluster (issue 15): three primaries with a
-//! replica each, started by the harness on free ports.
+//! replica each, started by the harness on free ports; every pod has its
+//! own `RedisBackend` (its own cluster connection and notice connection).
+//! Faults are real: a primary killed and its replica promoted, a slot
+//! migrated between primaries mid-traffic, the node a pod's notices come
+//! from killed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use stampede_cache::redis::RedisBackend;
+use stampede_cache::{Cache, SharedBackend};
+use stampede_cache_tests::bounded;
 use stampede_cache_tests::redis_cluster::RedisCluster;
+use tokio::time::{Instant, sleep};
 
-#[test]
-fn the_harness_starts_a_cluster_and_fails_a_primary_over() {
+async fn backend(cluster: &RedisCluster) -> RedisBackend {
+    RedisBackend::cluster_builder(cluster.urls())
+        .command_timeout(Duration::from_millis(300))
+        .breaker_cooldown(Duration::from_millis(300))
+        .ping_interval(Duration::from_millis(200))
+        .connect()
+        .await
+        .expect("connect to the cluster")
+}
+
+fn pod(name: &str, backend: &RedisBackend) -> Cache<u32, String> {
+    Cache::builder(name.to_owned())
+        .ttl(Duration::from_secs(60))
+        .lock_ttl(Duration::from_secs(2))
+        .tags(|key: &u32| [format!("cluster.tag.{}", key % 2)])
+        .backend(backend.clone())
+        .build()
+}
+
+/// Every pod calls every key at once; returns the values, per call.
+async fn stampede(
+    pods: &[Cache<u32, String>],
+    keys: u32,
+    origin: &Arc<AtomicU64>,
+    version: &str,
+) -> Vec<String> {
+    let mut calls = Vec::new();
+    for key in 0..keys {
+        for pod in pods {
+            let (pod, origin, version) = (pod.clone(), origin.clone(), version.to_owned());
+            calls.push(tokio::spawn(async move {
+                pod.get_or_load(key, move |k| async move {
+                    origin.fetch_add(1, Ordering::SeqCst);
+                    sleep(Duration::from_millis(100)).await;
+                    format!("{version}-{k}")
+                })
+                .await
+            }));
+        }
+    }
+    let mut values = Vec::new();
+    for call in calls {
+        values.push(bounded(call).await.unwrap());
+    }
+    values
+}
+
+fn errors(pods: &[Cache<u32, String>]) -> (u64, u64) {
+    pods.iter().fold((0, 0), |(e, f), pod| {
+        let stats = pod.stats();
+        (e + stats.backend_errors, f + stats.fallbacks)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_passes_the_conformance_suite_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    let b = backend(&cluster).await;
+    bounded(stampede_cache::testing::backend_conformance(b.into())).await;
+}
+
+/// 24 keys spread over the three shards, four pods: one load per key for
+/// the fleet; an `invalidate` on one pod, `invalidate_tag` (keys on every
+/// shard) and `invalidate_all` each reach every pod and cost one load per
+/// key again; nothing failed open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_a_cluster_loads_each_key_once_and_every_write_reaches_it() {
+    let cluster = RedisCluster::start(3, 0);
+    let mut backends = Vec::new();
+    for _ in 0..4 {
+        backends.push(backend(&cluster).await);
+    }
+    let pods: Vec<_> = backends.iter().map(|b| pod("cluster.fleet", b)).collect();
+    let keys = 24;
+    let slots: std::collections::HashSet<usize> = (0..keys)
+        .map(|k| cluster.primary_of(cluster.slot_of(&format!("{{cluster.fleet:{k}}}"))))
+        .collect();
+    assert_eq!(slots.len(), 3, "the keys' slots are on every primary");
+    let origin = Arc::new(AtomicU64::new(0));
+    let values = stampede(&pods, keys, &origin, "v1").await;
+    assert!(values.iter().all(|v| v.starts_with("v1-")));
+    assert_eq!(
+        origin.swap(0, Ordering::SeqCst),
+        u64::from(keys),
+        "one load per key"
+    );
+
+    pods[0].invalidate(&3);
+    let flushed = SharedBackend::from(backends[0].clone())
+        .flush(Duration::from_secs(5))
+        .await;
+    assert!(flushed);
+    sleep(Duration::from_millis(100)).await;
+    let values = stampede(&pods, keys, &origin, "v2").await;
+    assert_eq!(
+        origin.swap(0, Ordering::SeqCst),
+        1,
+        "one reload of the invalidated key"
+    );
+    assert!(values.iter().filter(|v| v.as_str() == "v2-3").count() == pods.len());
+
+    stampede_cache::invalidate_tag("cluster.tag.0");
+    for b in &backends {
+        assert!(
+            SharedBackend::from(b.clone())
+                .flush(Duration::from_secs(5))
+                .await
+        );
+    }
+    sleep(Duration::from_millis(100)).await;
+    let values = stampede(&pods, keys, &origin, "v3").await;
+    assert_eq!(
+        origin.swap(0, Ordering::SeqCst),
+        u64::from(keys / 2),
+        "one reload per even key, on every shard"
+    );
+    let reloaded = values.iter().filter(|v| v.starts_with("v3-")).count();
+    assert_eq!(reloaded, (keys / 2) as usize * pods.len());
+
+    pods[1].invalidate_all();
+    assert!(
+        SharedBackend::from(backends[1].clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    sleep(Duration::from_millis(100)).await;
+    let values = stampede(&pods, keys, &origin, "v4").await;
+    assert_eq!(
+        origin.load(Ordering::SeqCst),
+        u64::from(keys),
+        "one reload per key"
+    );
+    assert!(values.iter().all(|v| v.starts_with("v4-")));
+    assert_eq!(errors(&pods), (0, 0), "nothing failed open");
+}
+
+/// The primary of a hot key's slot is killed mid-traffic; its replica is
+/// promoted (node timeout 500 ms). Calls keep being answered (failing open
+/// while the slot has no primary), none hangs; once promoted, the fleet is
+/// back to one load per key and invalidations reach every pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_fail_over_mid_traffic_costs_no_call_and_the_fleet_recovers() {
     let mut cluster = RedisCluster::start(3, 1);
-    assert_eq!(cluster.len(), 6);
-    let slot = cluster.slot_of("{probe}");
-    let before = cluster.primary_of(slot);
-    cluster.migrate_slot(slot, (before + 1) % 3);
-    assert_eq!(cluster.primary_of(slot), (before + 1) % 3);
-    let killed = cluster.fail_over(slot);
-    assert_ne!(cluster.primary_of(slot), killed);
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        backends.push(backend(&cluster).await);
+    }
+    let pods: Vec<_> = backends
+        .iter()
+        .map(|b| pod("cluster.failover", b))
+        .collect();
+    let origin = Arc::new(AtomicU64::new(0));
+    stampede(&pods, 6, &origin, "v1").await;
+    let slot = cluster.slot_of("{cluster.failover:1}");
+    let traffic = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            let mut slowest = Duration::ZERO;
+            let until = Instant::now() + Duration::from_secs(4);
+            let mut n = 0u32;
+            while Instant::now() < until {
+                for pod in &pods {
+                    let started = Instant::now();
+                    let key = n % 6;
+                    let got = pod
+                        .get_or_load(key, move |k| async move { format!("during-{k}") })
+                        .await;
+                    assert!(got.ends_with(&format!("-{key}")), "{got}");
+                    slowest = slowest.max(started.elapsed());
+                    pod.invalidate(&key);
+                }
+                n += 1;
+                sleep(Duration::from_millis(20)).await;
+            }
+            slowest
+        })
+    };
+    sleep(Duration::from_millis(300)).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.fail_over(slot);
+        cluster
+    })
+    .await
+    .unwrap();
+    let slowest = bounded(traffic).await.unwrap();
+    assert!(
+        slowest < Duration::from_secs(3),
+        "a call took {slowest:?} during the fail-over"
+    );
+    // Settled: one load per key for the fleet again.
+    sleep(Duration::from_secs(1)).await;
+    pods[0].invalidate_all();
+    assert!(
+        SharedBackend::from(backends[0].clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    sleep(Duration::from_millis(200)).await;
+    origin.store(0, Ordering::SeqCst);
+    let values = stampede(&pods, 6, &origin, "after").await;
+    assert!(values.iter().all(|v| v.starts_with("after-")), "{values:?}");
+    assert_eq!(
+        origin.load(Ordering::SeqCst),
+        6,
+        "one load per key after the fail-over"
+    );
+    drop(cluster);
+}
+
+/// A hot key's slot migrates to another primary (IMPORTING/MIGRATING, keys
+/// moved, ownership switched) while pods call it: every call is answered,
+/// and afterwards the pods follow the slot (MOVED) with nothing failing
+/// open: one load for the fleet, its value read back from the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_migration_mid_traffic_is_followed() {
+    let cluster = RedisCluster::start(3, 0);
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        backends.push(backend(&cluster).await);
+    }
+    let pods: Vec<_> = backends.iter().map(|b| pod("cluster.migrate", b)).collect();
+    let origin = Arc::new(AtomicU64::new(0));
+    stampede(&pods, 1, &origin, "v1").await;
+    assert_eq!(origin.swap(0, Ordering::SeqCst), 1);
+    let slot = cluster.slot_of("{cluster.migrate:0}");
+    let to = (cluster.primary_of(slot) + 1) % 3;
+    let traffic = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                for pod in &pods {
+                    let got = pod.get_or_load(0, |_| async { "during".to_owned() }).await;
+                    assert!(got == "v1-0" || got == "during", "{got}");
+                }
+                sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.migrate_slot(slot, to);
+        cluster
+    })
+    .await
+    .unwrap();
+    bounded(traffic).await.unwrap();
+    let before = errors(&pods);
+    pods[0].invalidate(&0);
+    assert!(
+        SharedBackend::from(backends[0].clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    sleep(Duration::from_millis(100)).await;
+    origin.store(0, Ordering::SeqCst);
+    let values = stampede(&pods, 1, &origin, "v2").await;
+    assert!(values.iter().all(|v| v == "v2-0"), "{values:?}");
+    assert_eq!(
+        origin.load(Ordering::SeqCst),
+        1,
+        "one load for the fleet on the new owner"
+    );
+    assert_eq!(
+        errors(&pods),
+        before,
+        "nothing failed open after the migration"
+    );
+    drop(cluster);
+}
+
+/// The node a pod's notice connection is on is killed: the pod drops its L1
+/// copies (invalidations may have been missed) and moves its notices to
+/// another seed node; an invalidation made after that reaches it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_notice_node_moves_the_subscription_and_invalidations_still_arrive() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let (a, b) = (backend(&cluster).await, backend(&cluster).await);
+    let (pa, pb) = (pod("cluster.notices", &a), pod("cluster.notices", &b));
+    let origin = Arc::new(AtomicU64::new(0));
+    stampede(&[pa.clone(), pb.clone()], 1, &origin, "v1").await;
+    let losses = a.subscription_losses();
+    // The notice connection is on the first seed: node 0, a primary.
+    let slot_of_node0 = (0..16384u16)
+        .find(|s| cluster.primary_of(*s) == 0)
+        .expect("node 0 serves slots");
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.fail_over(slot_of_node0);
+        cluster
+    })
+    .await
+    .unwrap();
+    bounded(async {
+        while a.subscription_losses() == losses {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    bounded(async {
+        while a.subscribed_channels() == 0 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        pa.get(&0),
+        None,
+        "the pod dropped its L1 copies on the loss"
+    );
+    let got = pa.get_or_load(0, |_| async { "reloaded".to_owned() }).await;
+    assert!(got == "v1-0" || got == "reloaded");
+    pb.insert(0, "written by b".to_owned());
+    assert!(
+        SharedBackend::from(b.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    bounded(async {
+        while pa.get(&0).as_deref() != Some("written by b") && pa.get(&0).is_some() {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let seen = pa.get_or_load(0, |_| async { "stale".to_owned() }).await;
+    assert_eq!(
+        seen, "written by b",
+        "the insert reached pod a through its new notice node"
+    );
+    drop(cluster);
 }

@@ -94,7 +94,7 @@
 //! ACL SETUSER stampede on >secret resetkeys ~stampede:* resetchannels &stampede:* -@all
 //!     +get +set +del +pttl +exists +pexpire +publish +incr +time +zadd
 //!     +zremrangebyscore +zrangestore +zpopmin +zcard +evalsha +script|load
-//!     +subscribe +unsubscribe +ping
+//!     +cluster|slots +asking +subscribe +unsubscribe +ping
 //! ```
 //!
 //! **An efficiency lock, not a correctness lock**: one primary, no Redlock.
@@ -128,15 +128,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::IntoConnectionInfo;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub, PubSubSink, PubSubStream};
+use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
 use ::redis::{Client, Script, Value};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::held::HeldLocks;
 use super::hub::{Hub, Subscriber};
+use super::redis_conn::Commands;
 use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice, tag_set, tags_channel};
 use super::writes::WriteBehind;
 use super::{Acquire, Backend, BackendError, BackendFut, BackendResult, Found, SharedBackend};
@@ -166,7 +167,10 @@ return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1]), redis.call('GET
 /// KEYS: value, lock, fail. ARGV: token, lease ms, or_value, honour_failure.
 /// Returns {1, value, PTTL} | {2, failure record} | {3} (locked) |
 /// {4, failure record or false} (held).
+/// Idempotent: a replay of an attempt that already took the lock (the
+/// client re-sends a command whose connection dropped) answers `{3}` again.
 const LOCK: &str = r"
+if redis.call('GET', KEYS[2]) == ARGV[1] then return {3} end
 if ARGV[3] == '1' then
   local v = redis.call('GET', KEYS[1])
   if v then return {1, v, redis.call('PTTL', KEYS[1])} end
@@ -247,39 +251,57 @@ end
 return #KEYS
 ";
 
-/// KEYS: a tag set, a snapshot key beside it. ARGV: chunk size, `1` on the
-/// first call, the snapshot's lifetime (ms). The first call copies the
-/// tag's live members into the snapshot (one native copy); every call then
-/// deletes the value, lock and failure record of up to a chunk of the
-/// snapshot's slots and wakes their waiters; returns how many are left.
-/// Called until 0, so no one call blocks Redis for a whole large tag.
+/// KEYS: a tag set, a snapshot key beside it (one hash slot). ARGV: chunk
+/// size, `1` on the first call, the snapshot's lifetime (ms), `1` to drop
+/// the slots here. The first call copies the tag's live members into the
+/// snapshot (one native copy); every call pops up to a chunk of the
+/// snapshot's slots and returns `{slots left, slots popped}`. On one
+/// primary the popped slots are dropped here (their value, lock and failure
+/// record deleted, their waiters woken); on a Cluster — where a script may
+/// only touch its own hash slot — they are returned, and each is dropped by
+/// [`DROP_SLOT`] on its own shard. Called until none is left, so no one
+/// call blocks Redis for a whole large tag.
 ///
 /// The tag's own record keeps its members: a load recorded under the tag
 /// just before this invalidation, whose lock lands just after it, must
 /// still be found by the next invalidation (members leave only when their
 /// instant passes).
-const INVALIDATE_TAG: &str = r"
+const TAG_SNAPSHOT_POP: &str = r"
 if ARGV[2] == '1' then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if redis.call('ZRANGESTORE', KEYS[2], KEYS[1], 0, -1) == 0 then return 0 end
+  if redis.call('ZRANGESTORE', KEYS[2], KEYS[1], 0, -1) == 0 then return {0, {}} end
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 local popped = redis.call('ZPOPMIN', KEYS[2], tonumber(ARGV[1]))
+local slots = {}
 for i = 1, #popped, 2 do
   local slot = popped[i]
-  redis.call('DEL', slot .. ':value', slot .. ':lock', slot .. ':fail')
-  redis.call('PUBLISH', slot .. ':ready', '')
+  if ARGV[4] == '1' then
+    redis.call('DEL', slot .. ':value', slot .. ':lock', slot .. ':fail')
+    redis.call('PUBLISH', slot .. ':ready', '')
+  else
+    slots[#slots + 1] = slot
+  end
 end
-return redis.call('ZCARD', KEYS[2])
+return {redis.call('ZCARD', KEYS[2]), slots}
+";
+
+/// KEYS: value, lock, fail. ARGV: ready channel. A tag invalidation's
+/// step for one slot: its value, lock and failure record deleted, its
+/// waiters woken.
+const DROP_SLOT: &str = r"
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('PUBLISH', ARGV[1], '')
+return 1
 ";
 
 /// How long an invalidation's snapshot of its tag may outlive a process
 /// that died half-way through it.
 const TAG_SNAPSHOT_TTL: Duration = Duration::from_secs(60);
 
-/// Slots one `INVALIDATE_TAG` call handles.
+/// Slots one `TAG_SNAPSHOT_POP` call hands out.
 const TAG_CHUNK: usize = 256;
 
 /// KEYS: generation. ARGV: invalidation channel, sender.
@@ -326,6 +348,9 @@ pub fn acl_rules(prefix: &str) -> String {
         // scripts are sent by hash, loaded on NOSCRIPT
         "evalsha",
         "script|load",
+        // a Cluster's slot map, and a redirect during a slot migration
+        "cluster|slots",
+        "asking",
         // the notice connection
         "subscribe",
         "unsubscribe",
@@ -344,6 +369,10 @@ pub fn acl_rules(prefix: &str) -> String {
 #[must_use = "a builder does nothing until .connect()"]
 pub struct RedisBackendBuilder {
     url: String,
+    /// With [`RedisBackend::cluster_builder`]: the other seed nodes (`url`
+    /// is the first), and that it is a Cluster.
+    seeds: Vec<String>,
+    cluster: bool,
     prefix: String,
     command_timeout: Duration,
     breaker_cooldown: Duration,
@@ -416,14 +445,15 @@ struct Scripts {
     insert: Script,
     invalidate: Script,
     invalidate_all: Script,
-    invalidate_tag: Script,
+    tag_snapshot_pop: Script,
+    drop_slot: Script,
     tag: Script,
 }
 
 struct RedisInner {
     prefix: String,
     timeout: Duration,
-    conn: ConnectionManager,
+    conn: Commands,
     hub: Arc<Hub>,
     writes: Arc<WriteBehind>,
     held: Arc<HeldLocks>,
@@ -451,10 +481,50 @@ impl RedisBackend {
         Self::builder(url).connect().await
     }
 
+    /// Connects to the Redis Cluster that `nodes` (seed URLs, any of them
+    /// reachable is enough) belong to, with the defaults; see
+    /// [`cluster_builder`](Self::cluster_builder).
+    pub async fn connect_cluster<I, S>(nodes: I) -> Result<Self, BackendError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::cluster_builder(nodes).connect().await
+    }
+
+    /// Starts configuring a backend on a Redis Cluster (or a managed
+    /// cluster endpoint: ElastiCache, MemoryDB, Azure Cache in cluster mode)
+    /// from seed URLs — `redis://` or `rediss://`, every one with the same
+    /// credentials. Commands follow the cluster's slot map (redirects,
+    /// fail-overs and slot migrations are followed by redis-rs); each key's
+    /// value, lock and failure record share one hash slot, so every script
+    /// touches one slot. Notices travel as classic pub/sub, which a Cluster
+    /// delivers on every node: the notice connection is on one node at a
+    /// time and moves to the next seed when that one is lost.
+    pub fn cluster_builder<I, S>(nodes: I) -> RedisBackendBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let url = if nodes.is_empty() {
+            String::new()
+        } else {
+            nodes.remove(0)
+        };
+        RedisBackendBuilder {
+            seeds: nodes,
+            cluster: true,
+            ..Self::builder(&url)
+        }
+    }
+
     /// Starts configuring a backend for `url`.
     pub fn builder(url: &str) -> RedisBackendBuilder {
         RedisBackendBuilder {
             url: url.to_owned(),
+            seeds: Vec::new(),
+            cluster: false,
             prefix: DEFAULT_PREFIX.to_owned(),
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
@@ -605,9 +675,9 @@ impl RedisBackendBuilder {
     /// The client, with TLS and credentials applied. A `rediss://` URL uses
     /// rustls; its crypto provider (ring) is installed as the process
     /// default unless the application installed one already.
-    fn client(&self) -> Result<Client, BackendError> {
-        let mut info = self.url.as_str().into_connection_info().map_err(|error| {
-            BackendError::new(format!("redis: bad URL {:?}: {error}", redact(&self.url)))
+    fn client(&self, url: &str) -> Result<(Client, ::redis::ConnectionInfo), BackendError> {
+        let mut info = url.into_connection_info().map_err(|error| {
+            BackendError::new(format!("redis: bad URL {:?}: {error}", redact(url)))
         })?;
         if let Some((username, password)) = &self.credentials {
             let mut settings = info.redis_settings().clone().set_password(password);
@@ -624,25 +694,28 @@ impl RedisBackendBuilder {
         if self.tls.is_some() && !tls {
             return Err(BackendError::new(format!(
                 "redis: TLS settings were given but {:?} is not a rediss:// URL",
-                redact(&self.url)
+                redact(url)
             )));
         }
-        let client = match &self.tls {
-            Some(settings) => Client::build_with_tls(
-                info,
-                ::redis::TlsCertificates {
-                    client_tls: settings.client_pem.as_ref().map(|(cert, key)| {
-                        ::redis::ClientTlsConfig {
-                            client_cert: cert.clone(),
-                            client_key: key.clone(),
-                        }
-                    }),
-                    root_cert: settings.ca_pem.clone(),
-                },
-            ),
-            None => Client::open(info),
+        let client = match self.certificates() {
+            Some(certificates) => Client::build_with_tls(info.clone(), certificates),
+            None => Client::open(info.clone()),
         };
-        client.map_err(connect_error)
+        Ok((client.map_err(connect_error)?, info))
+    }
+
+    /// The TLS certificates given with [`tls`](Self::tls), in redis-rs's terms.
+    fn certificates(&self) -> Option<::redis::TlsCertificates> {
+        self.tls.as_ref().map(|settings| ::redis::TlsCertificates {
+            client_tls: settings
+                .client_pem
+                .as_ref()
+                .map(|(cert, key)| ::redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: settings.ca_pem.clone(),
+        })
     }
 
     /// Connects the command connection and the notice subscription.
@@ -652,20 +725,33 @@ impl RedisBackendBuilder {
     /// password (the error says `authentication failed`); an untrusted or
     /// mismatched server certificate (`TLS`); a malformed URL.
     pub async fn connect(self) -> Result<RedisBackend, BackendError> {
-        let client = self.client()?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.command_timeout))
-            .set_response_timeout(Some(self.command_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(500));
+        if self.url.is_empty() {
+            return Err(BackendError::new("redis: no node URL given"));
+        }
+        let urls: Vec<String> = std::iter::once(self.url.clone())
+            .chain(self.seeds.iter().cloned())
+            .collect();
+        let mut clients = Vec::with_capacity(urls.len());
+        let mut infos = Vec::with_capacity(urls.len());
+        for url in &urls {
+            let (client, info) = self.client(url)?;
+            clients.push(client);
+            infos.push(info);
+        }
         let connect_bound = self.command_timeout * 4;
-        let conn = match tokio::time::timeout(
-            connect_bound,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        {
+        let commands = if self.cluster {
+            let credentials = self.credentials.clone();
+            Commands::cluster(
+                infos,
+                credentials,
+                self.certificates(),
+                self.command_timeout,
+            )
+            .boxed()
+        } else {
+            Commands::single(clients[0].clone(), self.command_timeout).boxed()
+        };
+        let conn = match tokio::time::timeout(connect_bound, commands).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => return Err(connect_error(error)),
             Err(_) => return Err(BackendError::timeout(connect_bound)),
@@ -674,7 +760,7 @@ impl RedisBackendBuilder {
         let hub = Arc::new(Hub::with_subscriber(subs.clone(), self.command_timeout));
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let subscriber = tokio::spawn(subscription(
-            client,
+            clients,
             subs.clone(),
             hub.clone(),
             SubConfig {
@@ -713,7 +799,8 @@ impl RedisBackendBuilder {
                     insert: Script::new(INSERT),
                     invalidate: Script::new(INVALIDATE),
                     invalidate_all: Script::new(INVALIDATE_ALL),
-                    invalidate_tag: Script::new(INVALIDATE_TAG),
+                    tag_snapshot_pop: Script::new(TAG_SNAPSHOT_POP),
+                    drop_slot: Script::new(DROP_SLOT),
                     tag: Script::new(TAG),
                 },
                 breaker: Breaker::new(self.breaker_cooldown),
@@ -1137,7 +1224,7 @@ impl Drop for AbortOnDrop {
 /// connection's subscriptions in line with what the hub needs, checks its
 /// liveness. The first connection's outcome goes to `first`.
 async fn subscription(
-    client: Client,
+    clients: Vec<Client>,
     subs: Arc<Subs>,
     hub: Arc<Hub>,
     config: SubConfig,
@@ -1146,7 +1233,11 @@ async fn subscription(
 ) {
     let mut first = Some(first);
     let mut backoff = MIN_BACKOFF;
+    // On a Cluster, the seed nodes in turn: classic pub/sub reaches every
+    // node, so any one will do, and a lost one is not waited for.
+    let mut node = 0;
     loop {
+        let client = &clients[node % clients.len()];
         let outcome = match bounded(config.attempt_bound(), client.get_async_pubsub()).await {
             Ok(pubsub) => serve(pubsub, &subs, &hub, &config, &mut first, &mut doorbell).await,
             Err(error) => Err(error),
@@ -1154,13 +1245,17 @@ async fn subscription(
         match outcome {
             Ok(()) => backoff = MIN_BACKOFF,
             Err(error) => {
-                if let Some(tx) = first.take() {
+                if first.is_some() && node + 1 < clients.len() {
+                    tracing::debug!(%error, "redis notice subscription: seed node unreachable, trying the next");
+                } else if let Some(tx) = first.take() {
                     let _ = tx.send(Err(error));
                     return;
+                } else {
+                    tracing::debug!(%error, "redis notice subscription: reconnect attempt failed");
                 }
-                tracing::debug!(%error, "redis notice subscription: reconnect attempt failed");
             }
         }
+        node += 1;
         tokio::time::sleep(backoff.mul_f64(0.5 + fastrand::f64())).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
@@ -1639,14 +1734,23 @@ impl Backend for RedisInner {
         ttl: Duration,
     ) -> BackendFut<'a, ()> {
         Box::pin(async move {
-            let mut invocation = self.scripts.tag.prepare_invoke();
-            for tag in tags {
-                invocation.key(tag_set(&self.prefix, tag));
+            // On a Cluster each tag's record is in its own hash slot: one
+            // script per tag. On one primary, one for all.
+            let groups: Vec<&[Arc<str>]> = if self.conn.is_cluster() {
+                tags.chunks(1).collect()
+            } else {
+                vec![tags]
+            };
+            for group in groups {
+                let mut invocation = self.scripts.tag.prepare_invoke();
+                for tag in group {
+                    invocation.key(tag_set(&self.prefix, tag));
+                }
+                invocation.arg(slot.as_str()).arg(millis(ttl));
+                // Through the breaker like every command: with Redis hung,
+                // tagged misses are refused at once, and count towards tripping it.
+                let _: i64 = self.invoke(&invocation).await?;
             }
-            invocation.arg(slot.as_str()).arg(millis(ttl));
-            // Through the breaker like every command: with Redis hung,
-            // tagged misses are refused at once, and count towards tripping it.
-            let _: i64 = self.invoke(&invocation).await?;
             Ok(())
         })
     }
@@ -1656,18 +1760,35 @@ impl Backend for RedisInner {
             let set = tag_set(&self.prefix, tag);
             // Beside the set (same hash slot), one per invalidation.
             let snapshot = format!("{set}:inv:{:016x}", fastrand::u64(..));
-            let mut first = self.scripts.invalidate_tag.prepare_invoke();
-            first
-                .key(&set)
-                .key(&snapshot)
-                .arg(TAG_CHUNK)
-                .arg(1)
-                .arg(millis(TAG_SNAPSHOT_TTL));
-            let mut left: usize = self.invoke(&first).await?;
-            let mut chunk = self.scripts.invalidate_tag.prepare_invoke();
-            chunk.key(&set).key(&snapshot).arg(TAG_CHUNK).arg(0).arg(0);
-            while left > 0 {
-                left = self.invoke(&chunk).await?;
+            let here = !self.conn.is_cluster();
+            let mut first = true;
+            loop {
+                let mut pop = self.scripts.tag_snapshot_pop.prepare_invoke();
+                pop.key(&set)
+                    .key(&snapshot)
+                    .arg(TAG_CHUNK)
+                    .arg(u8::from(first))
+                    .arg(millis(TAG_SNAPSHOT_TTL))
+                    .arg(u8::from(here));
+                first = false;
+                let (left, slots): (usize, Vec<String>) = self.invoke(&pop).await?;
+                // One script per slot, sent together (pipelined on the
+                // connection; spread over the shards on a Cluster).
+                let drops = slots.into_iter().map(|raw| async move {
+                    let slot = Slot::recorded(raw);
+                    let mut drop = self.scripts.drop_slot.prepare_invoke();
+                    drop.key(slot.value())
+                        .key(slot.lock())
+                        .key(slot.fail())
+                        .arg(slot.ready());
+                    self.invoke::<i64>(&drop).await
+                });
+                for dropped in futures_util::future::join_all(drops).await {
+                    dropped?;
+                }
+                if left == 0 {
+                    break;
+                }
             }
             // Last, once every slot is deleted: a process that drops its
             // copies on this notice and reloads cannot read an old value back.

@@ -32,6 +32,12 @@ impl Slot {
         Slot(format!("{prefix}:{{{name}:{encoded}}}"))
     }
 
+    /// A slot as a tag record holds it (its `as_str`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn recorded(raw: String) -> Self {
+        Slot(raw)
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }

@@ -497,9 +497,13 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                             Err(error) => self.backend_failed("re-read after lock", &error),
                         }
                     }
-                    return self
-                        .lead(&key, guard, lease, origin, generation, tags, deadline)
-                        .await;
+                    let leading = Leading {
+                        first_lease: lease,
+                        generation,
+                        tags,
+                        deadline,
+                    };
+                    return self.lead(&key, guard, origin, leading).await;
                 }
                 Acquire::Held(seen) => seen,
                 Acquire::Value(..) => None,
@@ -547,12 +551,15 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         &self,
         key: &K,
         guard: LockGuard,
-        first_lease: Duration,
         origin: OriginLoad<V>,
-        generation: u64,
-        tags: &[Arc<str>],
-        deadline: Option<(Instant, Duration)>,
+        leading: Leading<'_>,
     ) -> Result<Loaded<V>, ErasedError> {
+        let Leading {
+            first_lease,
+            generation,
+            tags,
+            deadline,
+        } = leading;
         let origin = self.within(deadline, origin);
         let let_go = Arc::new(AtomicBool::new(false));
         let renewer = AbortOnDrop(tokio::spawn(renew(
@@ -940,6 +947,18 @@ impl Drop for AbortOnDrop {
 /// A held lock. Disarmed by the fenced write (which releases it); if the
 /// flight is dropped first, `Drop` releases it in a spawned task, so a lock
 /// is never leaked for longer than the release takes (or its lease).
+/// What a leader knows of its flight besides the key, its lock and origin.
+struct Leading<'a> {
+    /// The lease the lock was taken with (short at first on Redis).
+    first_lease: Duration,
+    /// The cache generation the flight read: its value is written under it.
+    generation: u64,
+    /// The entry's tags, recorded before the lock.
+    tags: &'a [Arc<str>],
+    /// The flight's `load_timeout` deadline and bound, if any.
+    deadline: Option<(Instant, Duration)>,
+}
+
 struct LockGuard {
     backend: Arc<dyn Backend>,
     slot: Slot,

@@ -86,9 +86,18 @@ async fn values_and_fencing(backend: &SharedBackend, run: &str) {
         b.lock(&s, "new", TTL, true, true).await.unwrap(),
         Acquire::Locked
     );
+    assert_eq!(
+        b.lock(&s, "new", TTL, true, true).await.unwrap(),
+        Acquire::Locked,
+        "a replayed lock attempt (its connection dropped after it ran) is its own"
+    );
     assert!(
         b.write(&s, "new", b"newer", TTL).await.unwrap(),
         "holder writes"
+    );
+    assert!(
+        b.write(&s, "new", b"newer", TTL).await.unwrap(),
+        "a replayed fenced write is not mistaken for a lost lease"
     );
     assert!(
         !b.write(&s, "old", b"older", TTL).await.unwrap(),

@@ -215,21 +215,29 @@ impl LocalInner {
 
     /// A fenced step: only if `token` holds `slot`'s lock, apply `step`,
     /// release the lock and wake the waiters (the leader's last write).
-    fn fenced(&self, slot: &Slot, token: &str, step: impl FnOnce(&mut State, Instant)) -> bool {
+    /// Without the lock, `landed` says whether this very step ran already
+    /// (a replay: answered `true`, as the Redis scripts do).
+    fn fenced(
+        &self,
+        slot: &Slot,
+        token: &str,
+        step: impl FnOnce(&mut State, Instant),
+        landed: impl FnOnce(&mut State, Instant) -> bool,
+    ) -> bool {
         let now = Instant::now();
-        let held = {
+        let (held, ok) = {
             let mut state = self.lock();
             let held = state.holder(slot, now).as_deref() == Some(token);
             if held {
                 step(&mut state, now);
                 state.locks.remove(slot.as_str());
             }
-            held
+            (held, held || landed(&mut state, now))
         };
         if held {
             self.hub.ready(slot.as_str());
         }
-        held
+        ok
     }
 
     fn name_of<'a>(&self, slot: &'a Slot) -> Option<&'a str> {
@@ -316,6 +324,9 @@ impl Backend for LocalInner {
         self.op(move || {
             let now = Instant::now();
             let mut state = self.lock();
+            if state.holder(slot, now).as_deref() == Some(token) {
+                return Ok(Acquire::Locked);
+            }
             if or_value && let Some((bytes, left)) = state.value(slot, now) {
                 return Ok(Acquire::Value(bytes, left));
             }
@@ -380,13 +391,18 @@ impl Backend for LocalInner {
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
         self.op(move || {
-            Ok(self.fenced(slot, token, |state, now| {
-                let until = after(now, ttl);
-                state
-                    .values
-                    .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
-                state.failures.remove(slot.as_str());
-            }))
+            Ok(self.fenced(
+                slot,
+                token,
+                |state, now| {
+                    let until = after(now, ttl);
+                    state
+                        .values
+                        .insert(slot.as_str().to_owned(), bytes.to_vec(), until, now);
+                    state.failures.remove(slot.as_str());
+                },
+                |state, now| state.value(slot, now).is_some_and(|(v, _)| v == bytes),
+            ))
         })
     }
 
@@ -398,12 +414,22 @@ impl Backend for LocalInner {
         ttl: Duration,
     ) -> BackendFut<'a, bool> {
         self.op(move || {
-            Ok(self.fenced(slot, token, |state, now| {
-                let until = after(now, ttl);
-                state
-                    .failures
-                    .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
-            }))
+            Ok(self.fenced(
+                slot,
+                token,
+                |state, now| {
+                    let until = after(now, ttl);
+                    state
+                        .failures
+                        .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
+                },
+                |state, now| {
+                    state
+                        .failures
+                        .get(slot.as_str(), now)
+                        .is_some_and(|(f, _)| f == record)
+                },
+            ))
         })
     }
 

@@ -200,8 +200,13 @@ return 0
 ";
 
 /// KEYS: lock, value, fail. ARGV: token, bytes, ttl ms, ready channel.
+/// Idempotent: a replay of a write that already ran (the lock is gone, the
+/// value is these bytes) answers 1 again, not "superseded".
 const WRITE_FENCED: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+  return 0
+end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[1], KEYS[3])
 redis.call('PUBLISH', ARGV[4], '')
@@ -209,8 +214,12 @@ return 1
 ";
 
 /// KEYS: lock, fail. ARGV: token, record, ttl ms, ready channel.
+/// Idempotent under replay, as [`WRITE_FENCED`].
 const FAIL_FENCED: &str = r"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if redis.call('GET', KEYS[2]) == ARGV[2] then return 1 end
+  return 0
+end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[4], '')

@@ -343,3 +343,53 @@ async fn losing_the_notice_node_moves_the_subscription_and_invalidations_still_a
     );
     drop(cluster);
 }
+
+async fn cluster_backends(cluster: &RedisCluster, pods: usize) -> Vec<SharedBackend> {
+    let mut backends = Vec::new();
+    for _ in 0..pods {
+        backends.push(backend(cluster).await.into());
+    }
+    backends
+}
+
+/// The fleet scenarios of `stampede_cache_tests::scenarios` — written once,
+/// run on LocalBackend pods and on one `redis-server` — on the cluster, each
+/// pod with its own cluster connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_scenarios_hold_on_a_cluster() {
+    use stampede_cache_tests::scenarios;
+    let slack = Duration::from_millis(200);
+    let settle = Duration::from_millis(150);
+    let cluster = RedisCluster::start(3, 0);
+    let b = cluster_backends(&cluster, 10).await;
+    scenarios::a_failing_origin_is_called_once_per_flight("cluster.failing", &b, 10, slack).await;
+    let b = cluster_backends(&cluster, 3).await;
+    scenarios::an_insert_wins_over_a_load_running_elsewhere("cluster.insert_wins", &b, settle)
+        .await;
+    for all in [false, true] {
+        let b = cluster_backends(&cluster, 3).await;
+        let name = format!("cluster.invalidate_wins.{all}");
+        scenarios::an_invalidation_wins_over_a_load_running_elsewhere(&name, &b, all, settle).await;
+    }
+    let b = cluster_backends(&cluster, 5).await;
+    scenarios::a_load_timeout_ends_the_flight_fleet_wide("cluster.timeout", &b, slack).await;
+    let b = cluster_backends(&cluster, 3).await;
+    scenarios::a_tag_reaches_every_pod("cluster.tags", &b, settle).await;
+    let b = cluster_backends(&cluster, 2).await;
+    scenarios::a_timeout_in_one_pod_does_not_answer_another_pods_later_calls(
+        "cluster.timeout_is_local",
+        &b,
+    )
+    .await;
+    for remote_errors in [true, false] {
+        let b = cluster_backends(&cluster, 2).await;
+        scenarios::a_transient_error_does_not_answer_the_calls_after_its_flight(
+            &format!("cluster.transient_err.{remote_errors}"),
+            &b,
+            remote_errors,
+        )
+        .await;
+    }
+    let b = cluster_backends(&cluster, 4).await;
+    scenarios::with_fail_safe_a_failure_throttles_the_fleet("cluster.fail_safe_throttle", &b).await;
+}

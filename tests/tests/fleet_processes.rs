@@ -117,7 +117,29 @@ fn origin_calls(url: &str, name: &str) -> u64 {
 #[test]
 fn eight_processes_times_a_hundred_callers_make_one_origin_call() {
     let server = RedisServer::start();
-    let url = server.url();
+    eight_times_a_hundred(&server.url(), || origin_calls(&server.url(), "fleet.8x100"));
+}
+
+/// The same on a real 3-primary Redis Cluster: every process its own
+/// cluster connection (the pod binary takes the seeds comma-separated).
+#[test]
+fn eight_processes_times_a_hundred_callers_make_one_origin_call_on_a_cluster() {
+    let cluster = stampede_cache_tests::redis_cluster::RedisCluster::start(3, 0);
+    let seeds = cluster.urls().join(",");
+    eight_times_a_hundred(&seeds, || {
+        let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        redis::cmd("GET")
+            .arg("origin:fleet.8x100:hot-key")
+            .query::<Option<u64>>(&mut con)
+            .unwrap()
+            .unwrap_or(0)
+    });
+}
+
+/// 8 pod processes × 100 callers of one key on `url`: one origin call.
+fn eight_times_a_hundred(url: &str, origin_calls: impl FnOnce() -> u64) {
+    let url = url.to_owned();
     let mut pods: Vec<Pod> = (0..8)
         .map(|_| Pod::spawn(&url, "fleet.8x100", 100, 2_000, 200))
         .collect();
@@ -133,7 +155,7 @@ fn eight_processes_times_a_hundred_callers_make_one_origin_call() {
         loads += l;
         all_values.extend(values);
     }
-    let origin = origin_calls(&url, "fleet.8x100");
+    let origin = origin_calls();
     eprintln!(
         "8 processes x 100 callers: origin calls {origin}, completed {completed}, values {all_values:?}"
     );

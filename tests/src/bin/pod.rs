@@ -61,7 +61,8 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use stampede_cache::redis::RedisBackend;
 use stampede_cache::{Cache, RemoteLoadError, Strategy};
 use tokio::time::Instant;
@@ -93,24 +94,68 @@ fn wait_for_go() {
     std::io::stdin().lock().read_line(&mut line).unwrap();
 }
 
-async fn connect(url: &str) -> (RedisBackend, MultiplexedConnection) {
+/// The connection the origin counts its calls on: to the one server, or
+/// to the cluster (`<url>,<url>,...` as the Redis URL argument).
+#[derive(Clone)]
+enum Counter {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Counter {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Counter::Single(c) => c.req_packed_command(cmd),
+            Counter::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Counter::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Counter::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+/// A Redis URL argument, or several separated by commas: a Cluster's seeds.
+async fn connect(url: &str) -> (RedisBackend, Counter) {
+    if url.contains(',') {
+        let seeds: Vec<&str> = url.split(',').collect();
+        let backend = RedisBackend::connect_cluster(seeds.clone())
+            .await
+            .expect("connect to the cluster");
+        let counter = redis::cluster::ClusterClient::new(seeds)
+            .expect("cluster urls")
+            .get_async_connection()
+            .await
+            .expect("counter connection");
+        return (backend, Counter::Cluster(counter));
+    }
     let backend = RedisBackend::connect(url).await.expect("connect to redis");
     let counter = redis::Client::open(url)
         .expect("redis url")
         .get_multiplexed_async_connection()
         .await
         .expect("counter connection");
-    (backend, counter)
+    (backend, Counter::Single(counter))
 }
 
 /// The origin: INCRs the fleet's counter (and, with `starts`, RPUSHes the load's
 /// start time in ms since the UNIX epoch), sleeps `load`, returns `value-<counter>`.
-async fn origin(
-    mut counter: MultiplexedConnection,
-    name: String,
-    starts: bool,
-    load: Duration,
-) -> String {
+async fn origin(mut counter: Counter, name: String, starts: bool, load: Duration) -> String {
     let started_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::redis_server::{RedisServer, temp_dir};
+use crate::redis_server::{RedisServer, make_tls_files, temp_dir};
 
 /// How long a node waits before it declares a silent peer failed.
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -18,6 +18,8 @@ pub const SLOTS: u16 = 16384;
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     dir: PathBuf,
+    /// With [`RedisCluster::start_tls`]: the CA and server certificate.
+    tls: Option<PathBuf>,
 }
 
 impl Drop for RedisCluster {
@@ -26,6 +28,9 @@ impl Drop for RedisCluster {
             node.kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(tls) = &self.tls {
+            let _ = std::fs::remove_dir_all(tls);
+        }
     }
 }
 
@@ -34,12 +39,25 @@ impl RedisCluster {
     /// replicas; returns once every node reports `cluster_state:ok` and
     /// every replica is in sync.
     pub fn start(primaries: usize, replicas: usize) -> Self {
+        Self::form(primaries, replicas, None)
+    }
+
+    /// As [`Self::start`], every node serving TLS (clients, bus and
+    /// replication) with a certificate signed by a CA this call makes
+    /// ([`Self::ca_pem`]); set-up goes over the plaintext ports.
+    pub fn start_tls(primaries: usize, replicas: usize) -> Self {
+        let tls = temp_dir("cluster-tls");
+        make_tls_files(&tls);
+        Self::form(primaries, replicas, Some(tls))
+    }
+
+    fn form(primaries: usize, replicas: usize, tls: Option<PathBuf>) -> Self {
         assert!(primaries >= 1);
         let dir = temp_dir("cluster");
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
-            .map(|_| RedisServer::start_cluster_node(&dir, NODE_TIMEOUT))
+            .map(|_| RedisServer::start_cluster_node(&dir, NODE_TIMEOUT, tls.as_deref()))
             .collect();
-        let cluster = Self { nodes, dir };
+        let cluster = Self { nodes, dir, tls };
         let per = SLOTS as usize / primaries;
         for i in 0..primaries {
             let lo = i * per;
@@ -99,6 +117,17 @@ impl RedisCluster {
             .filter(|n| n.is_running())
             .map(RedisServer::url)
             .collect()
+    }
+
+    /// One `rediss://localhost:<tls port>/` seed URL per running node.
+    pub fn tls_urls(&self) -> Vec<String> {
+        self.nodes.iter().filter(|n| n.is_running()).map(RedisServer::tls_url).collect()
+    }
+
+    /// The PEM of the CA that signed the nodes' certificate.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        let dir = self.tls.as_ref().expect("started with start_tls");
+        std::fs::read(dir.join("ca.crt")).expect("read ca.crt")
     }
 
     pub fn node(&self, i: usize) -> &RedisServer {

@@ -24,11 +24,15 @@ pub struct RedisServer {
 struct Tls {
     port: u16,
     dir: PathBuf,
+    /// Whether this server made `dir` (a cluster's nodes share their CA's).
+    owns_dir: bool,
 }
 
 impl Drop for Tls {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if self.owns_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -116,6 +120,13 @@ fn make_server_cert(dir: &Path) {
     );
 }
 
+/// A CA and a server certificate it signed (for `localhost` and
+/// `127.0.0.1`) in `dir`, as a TLS server of the tests serves them.
+pub fn make_tls_files(dir: &Path) {
+    make_ca(dir, "ca");
+    make_server_cert(dir);
+}
+
 /// A fresh directory under the system's temp dir.
 pub fn temp_dir(what: &str) -> PathBuf {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -159,6 +170,7 @@ impl RedisServer {
             tls: Some(Tls {
                 port: free_port(),
                 dir,
+                owns_dir: true,
             }),
             extra: Vec::new(),
         };
@@ -181,13 +193,26 @@ impl RedisServer {
     /// A cluster node (`--cluster-enabled yes`, its `nodes.conf` in `dir`,
     /// failures detected after `node_timeout`), started on a free port.
     /// See [`crate::redis_cluster::RedisCluster`].
-    pub fn start_cluster_node(dir: &Path, node_timeout: Duration) -> Self {
+    /// With `tls` (a directory holding `ca.crt`, `server.crt`, `server.key`
+    /// as [`Self::start_tls`] makes them), clients and the cluster bus speak
+    /// TLS, and the node advertises its TLS port.
+    pub fn start_cluster_node(dir: &Path, node_timeout: Duration, tls: Option<&Path>) -> Self {
         let (port, bus) = (free_port(), free_port());
         let conf = dir.join(format!("nodes-{port}.conf")).display().to_string();
+        let tls = tls.map(|dir| Tls {
+            port: free_port(),
+            dir: dir.to_owned(),
+            owns_dir: false,
+        });
+        let tls_cluster: &[&str] = if tls.is_some() {
+            &["--tls-cluster", "yes", "--tls-replication", "yes"]
+        } else {
+            &[]
+        };
         let mut server = Self {
             port,
             child: None,
-            tls: None,
+            tls,
             extra: [
                 "--cluster-enabled",
                 "yes",
@@ -202,6 +227,7 @@ impl RedisServer {
                 &dir.display().to_string(),
             ]
             .iter()
+            .chain(tls_cluster)
             .map(|a| a.to_string())
             .collect(),
         };

@@ -393,3 +393,47 @@ async fn the_fleet_scenarios_hold_on_a_cluster() {
     let b = cluster_backends(&cluster, 4).await;
     scenarios::with_fail_safe_a_failure_throttles_the_fleet("cluster.fail_safe_throttle", &b).await;
 }
+
+/// TLS (clients, bus, replication) and an ACL user with exactly
+/// `acl_rules` on every node: the whole conformance suite and a fleet that
+/// loads once, with nothing denied or failed open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_as_an_acl_user_a_cluster_passes_the_conformance_suite_and_loads_once() {
+    use stampede_cache::redis::{DEFAULT_PREFIX, RedisTls, acl_rules};
+    let cluster = RedisCluster::start_tls(3, 0);
+    for i in 0..cluster.len() {
+        let mut args = vec!["ACL", "SETUSER", "app", "on", ">s3cret"];
+        let rules = acl_rules(DEFAULT_PREFIX);
+        args.extend(rules.split(' '));
+        assert_eq!(cluster.node(i).query(&args), "+OK", "ACL SETUSER on node {i}");
+    }
+    let connect = || async {
+        RedisBackend::cluster_builder(cluster.tls_urls())
+            .tls(RedisTls::new().ca_pem(cluster.ca_pem()))
+            .credentials(Some("app"), "s3cret")
+            .command_timeout(Duration::from_millis(500))
+            .connect()
+            .await
+            .expect("connect over TLS as the ACL user")
+    };
+    bounded(stampede_cache::testing::backend_conformance(connect().await.into())).await;
+    let (a, b) = (connect().await, connect().await);
+    let pods = vec![pod("cluster.tls", &a), pod("cluster.tls", &b), pod("cluster.tls", &a)];
+    let origin = Arc::new(AtomicU64::new(0));
+    let values = stampede(&pods, 9, &origin, "v1").await;
+    assert!(values.iter().all(|v| v.starts_with("v1-")));
+    assert_eq!(origin.load(Ordering::SeqCst), 9, "one load per key for the fleet");
+    stampede_cache::invalidate_tag("cluster.tag.1");
+    assert!(SharedBackend::from(a.clone()).flush(Duration::from_secs(5)).await);
+    assert_eq!(errors(&pods), (0, 0), "no command denied, nothing failed open");
+    let wrong = RedisBackend::cluster_builder(cluster.tls_urls())
+        .tls(RedisTls::new().ca_pem(cluster.ca_pem()))
+        .credentials(Some("app"), "wrong")
+        .connect()
+        .await
+        .expect_err("a wrong password fails connect");
+    assert!(
+        wrong.to_string().contains("authentication failed"),
+        "the error names the cause: {wrong}"
+    );
+}

@@ -121,7 +121,11 @@ impl RedisCluster {
 
     /// One `rediss://localhost:<tls port>/` seed URL per running node.
     pub fn tls_urls(&self) -> Vec<String> {
-        self.nodes.iter().filter(|n| n.is_running()).map(RedisServer::tls_url).collect()
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(RedisServer::tls_url)
+            .collect()
     }
 
     /// The PEM of the CA that signed the nodes' certificate.

@@ -62,6 +62,13 @@ async fn stampede(
     values
 }
 
+/// The hash-tagged slot name of key `key` (< 128) of cache `name`, as the
+/// backend lays it out: `{<name>:<hex of the key's MessagePack bytes>}`.
+fn slot_key(name: &str, key: u32) -> String {
+    assert!(key < 128, "one MessagePack byte");
+    format!("{{{name}:{key:02x}}}")
+}
+
 fn errors(pods: &[Cache<u32, String>]) -> (u64, u64) {
     pods.iter().fold((0, 0), |(e, f), pod| {
         let stats = pod.stats();
@@ -90,7 +97,7 @@ async fn a_fleet_on_a_cluster_loads_each_key_once_and_every_write_reaches_it() {
     let pods: Vec<_> = backends.iter().map(|b| pod("cluster.fleet", b)).collect();
     let keys = 24;
     let slots: std::collections::HashSet<usize> = (0..keys)
-        .map(|k| cluster.primary_of(cluster.slot_of(&format!("{{cluster.fleet:{k}}}"))))
+        .map(|k| cluster.primary_of(cluster.slot_of(&slot_key("cluster.fleet", k))))
         .collect();
     assert_eq!(slots.len(), 3, "the keys' slots are on every primary");
     let origin = Arc::new(AtomicU64::new(0));
@@ -168,7 +175,7 @@ async fn a_primary_fail_over_mid_traffic_costs_no_call_and_the_fleet_recovers() 
         .collect();
     let origin = Arc::new(AtomicU64::new(0));
     stampede(&pods, 6, &origin, "v1").await;
-    let slot = cluster.slot_of("{cluster.failover:1}");
+    let slot = cluster.slot_of(&slot_key("cluster.failover", 1));
     let traffic = {
         let pods = pods.clone();
         tokio::spawn(async move {
@@ -178,7 +185,8 @@ async fn a_primary_fail_over_mid_traffic_costs_no_call_and_the_fleet_recovers() 
             while Instant::now() < until {
                 for pod in &pods {
                     let started = Instant::now();
-                    let key = n % 6;
+                    // Key 1 is left to the write below.
+                    let key = [0, 2, 3, 4, 5][n as usize % 5];
                     let got = pod
                         .get_or_load(key, move |k| async move { format!("during-{k}") })
                         .await;
@@ -193,13 +201,30 @@ async fn a_primary_fail_over_mid_traffic_costs_no_call_and_the_fleet_recovers() 
         })
     };
     sleep(Duration::from_millis(300)).await;
-    let cluster = tokio::task::spawn_blocking(move || {
+    let failing_over = tokio::task::spawn_blocking(move || {
         cluster.fail_over(slot);
         cluster
-    })
-    .await
-    .unwrap();
+    });
+    // A write made while the slot has no primary: retried until it lands.
+    sleep(Duration::from_millis(200)).await;
+    pods[0].insert(1, "written during the fail-over".to_owned());
+    let cluster = failing_over.await.unwrap();
     let slowest = bounded(traffic).await.unwrap();
+    assert!(
+        SharedBackend::from(backends[0].clone())
+            .flush(Duration::from_secs(10))
+            .await
+    );
+    sleep(Duration::from_millis(200)).await;
+    for (i, pod) in pods.iter().enumerate() {
+        let seen = pod
+            .get_or_load(1, |_| async { "stale reload".to_owned() })
+            .await;
+        assert_eq!(
+            seen, "written during the fail-over",
+            "pod {i} after the fail-over: the write made during it must win"
+        );
+    }
     assert!(
         slowest < Duration::from_secs(3),
         "a call took {slowest:?} during the fail-over"
@@ -239,7 +264,7 @@ async fn a_slot_migration_mid_traffic_is_followed() {
     let origin = Arc::new(AtomicU64::new(0));
     stampede(&pods, 1, &origin, "v1").await;
     assert_eq!(origin.swap(0, Ordering::SeqCst), 1);
-    let slot = cluster.slot_of("{cluster.migrate:0}");
+    let slot = cluster.slot_of(&slot_key("cluster.migrate", 0));
     let to = (cluster.primary_of(slot) + 1) % 3;
     let traffic = {
         let pods = pods.clone();
@@ -405,7 +430,11 @@ async fn over_tls_as_an_acl_user_a_cluster_passes_the_conformance_suite_and_load
         let mut args = vec!["ACL", "SETUSER", "app", "on", ">s3cret"];
         let rules = acl_rules(DEFAULT_PREFIX);
         args.extend(rules.split(' '));
-        assert_eq!(cluster.node(i).query(&args), "+OK", "ACL SETUSER on node {i}");
+        assert_eq!(
+            cluster.node(i).query(&args),
+            "+OK",
+            "ACL SETUSER on node {i}"
+        );
     }
     let connect = || async {
         RedisBackend::cluster_builder(cluster.tls_urls())
@@ -416,16 +445,35 @@ async fn over_tls_as_an_acl_user_a_cluster_passes_the_conformance_suite_and_load
             .await
             .expect("connect over TLS as the ACL user")
     };
-    bounded(stampede_cache::testing::backend_conformance(connect().await.into())).await;
+    bounded(stampede_cache::testing::backend_conformance(
+        connect().await.into(),
+    ))
+    .await;
     let (a, b) = (connect().await, connect().await);
-    let pods = vec![pod("cluster.tls", &a), pod("cluster.tls", &b), pod("cluster.tls", &a)];
+    let pods = vec![
+        pod("cluster.tls", &a),
+        pod("cluster.tls", &b),
+        pod("cluster.tls", &a),
+    ];
     let origin = Arc::new(AtomicU64::new(0));
     let values = stampede(&pods, 9, &origin, "v1").await;
     assert!(values.iter().all(|v| v.starts_with("v1-")));
-    assert_eq!(origin.load(Ordering::SeqCst), 9, "one load per key for the fleet");
+    assert_eq!(
+        origin.load(Ordering::SeqCst),
+        9,
+        "one load per key for the fleet"
+    );
     stampede_cache::invalidate_tag("cluster.tag.1");
-    assert!(SharedBackend::from(a.clone()).flush(Duration::from_secs(5)).await);
-    assert_eq!(errors(&pods), (0, 0), "no command denied, nothing failed open");
+    assert!(
+        SharedBackend::from(a.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    assert_eq!(
+        errors(&pods),
+        (0, 0),
+        "no command denied, nothing failed open"
+    );
     let wrong = RedisBackend::cluster_builder(cluster.tls_urls())
         .tls(RedisTls::new().ca_pem(cluster.ca_pem()))
         .credentials(Some("app"), "wrong")
@@ -436,4 +484,65 @@ async fn over_tls_as_an_acl_user_a_cluster_passes_the_conformance_suite_and_load
         wrong.to_string().contains("authentication failed"),
         "the error names the cause: {wrong}"
     );
+}
+
+/// Waiters wait on a load whose key's slot migrates to another primary
+/// mid-load (the lock moves with it): the leader's fenced write follows the
+/// slot, and the waiters are woken with its value — one origin call, every
+/// waiter answered well within one lease (2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_a_key_whose_slot_migrates_are_woken_with_the_leaders_value() {
+    let cluster = RedisCluster::start(3, 0);
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        backends.push(backend(&cluster).await);
+    }
+    let pods: Vec<_> = backends
+        .iter()
+        .map(|b| pod("cluster.migrate_wait", b))
+        .collect();
+    let origin = Arc::new(AtomicU64::new(0));
+    let slot = cluster.slot_of(&slot_key("cluster.migrate_wait", 0));
+    let to = (cluster.primary_of(slot) + 1) % 3;
+    let started = Instant::now();
+    let calls: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let (pod, origin) = (pod.clone(), origin.clone());
+            tokio::spawn(async move {
+                // The first pod leads; the others start once it holds the lock.
+                sleep(Duration::from_millis(if i == 0 { 0 } else { 100 })).await;
+                let value = pod
+                    .get_or_load(0, move |_| async move {
+                        origin.fetch_add(1, Ordering::SeqCst);
+                        sleep(Duration::from_millis(800)).await;
+                        "led".to_owned()
+                    })
+                    .await;
+                (value, started.elapsed())
+            })
+        })
+        .collect();
+    sleep(Duration::from_millis(250)).await;
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.migrate_slot(slot, to);
+        cluster
+    })
+    .await
+    .unwrap();
+    for call in calls {
+        let (value, took) = bounded(call).await.unwrap();
+        assert_eq!(value, "led");
+        assert!(
+            took < Duration::from_secs(2),
+            "a waiter was answered after {took:?}"
+        );
+    }
+    assert_eq!(
+        origin.load(Ordering::SeqCst),
+        1,
+        "one origin call across the migration"
+    );
+    drop(cluster);
 }

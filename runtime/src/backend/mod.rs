@@ -120,8 +120,6 @@ pub(crate) mod hub;
 mod local;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(feature = "redis")]
-mod redis_conn;
 pub(crate) mod slot;
 mod tier;
 pub(crate) mod writes;

@@ -282,6 +282,33 @@ impl RedisServer {
             .collect()
     }
 
+    /// Like [`Self::query_lines`], for an array whose elements may be bulk
+    /// strings or integers: each element's text (`:3` for an integer).
+    pub fn query_lines_raw(&self, args: &[&str]) -> Vec<String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        stream.write_all(&resp_request(args)).expect("send");
+        let head = read_line(&mut stream);
+        let count: usize = head
+            .strip_prefix('*')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{args:?}: not an array reply: {head}"));
+        (0..count)
+            .map(|_| {
+                let line = read_line(&mut stream);
+                match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    Some(len) => {
+                        let mut body = vec![0u8; len + 2];
+                        stream.read_exact(&mut body).expect("read an element");
+                        body.truncate(len);
+                        String::from_utf8_lossy(&body).into_owned()
+                    }
+                    None => line,
+                }
+            })
+            .collect()
+    }
+
     /// Sends one command on the plaintext port as the default user and
     /// returns the first line of the reply (e.g. `+OK`).
     pub fn command(&self, args: &[&str]) -> String {

@@ -546,3 +546,131 @@ async fn waiters_on_a_key_whose_slot_migrates_are_woken_with_the_leaders_value()
     );
     drop(cluster);
 }
+
+/// On a Cluster notices travel over sharded pub/sub: a cache's invalidation
+/// channel is subscribed (`SSUBSCRIBE`) on the primary that owns its slot
+/// and no classic subscription exists anywhere, so a notice is not
+/// broadcast over the cluster bus to every node. Notices still arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_use_sharded_pub_sub_on_the_shard_that_owns_the_channel() {
+    let cluster = RedisCluster::start(3, 0);
+    let (a, b) = (backend(&cluster).await, backend(&cluster).await);
+    let (pa, pb) = (pod("cluster.sharded", &a), pod("cluster.sharded", &b));
+    assert_eq!(pa.get_or_load(0, |_| async { "v1".to_owned() }).await, "v1");
+    assert_eq!(pb.get_or_load(0, |_| async { "v9".to_owned() }).await, "v1");
+    let channel = format!(
+        "{}:{{cluster.sharded}}:inval",
+        stampede_cache::redis::DEFAULT_PREFIX
+    );
+    let owner = cluster.primary_of(cluster.slot_of(&channel));
+    let subscribers = |node: usize, command: &str| -> u64 {
+        let reply = cluster
+            .node(node)
+            .query_lines_raw(&["PUBSUB", command, &channel]);
+        reply
+            .get(1)
+            .and_then(|n| n.trim_start_matches(':').parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        subscribers(owner, "SHARDNUMSUB"),
+        2,
+        "both pods, on the owner shard"
+    );
+    for node in 0..cluster.len() {
+        assert_eq!(
+            subscribers(node, "NUMSUB"),
+            0,
+            "no classic subscription on node {node}"
+        );
+    }
+    pa.insert(0, "v2".to_owned());
+    assert!(
+        SharedBackend::from(a.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    bounded(async {
+        while pb.get(&0).as_deref() == Some("v1") {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        pb.get_or_load(0, |_| async { "stale".to_owned() }).await,
+        "v2"
+    );
+}
+
+/// The slot of a cache's invalidation channel migrates to another shard:
+/// the old owner unsubscribes every pod from it (an unsolicited
+/// `SUNSUBSCRIBE`). Each pod counts that as a lost subscription — drops its
+/// L1 copies — and subscribes again where the slot went, so an insert made
+/// afterwards still reaches the other pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_notice_channel_is_subscribed_again_where_its_slot_went() {
+    let cluster = RedisCluster::start(3, 0);
+    let (a, b) = (backend(&cluster).await, backend(&cluster).await);
+    let (pa, pb) = (
+        pod("cluster.channel_moves", &a),
+        pod("cluster.channel_moves", &b),
+    );
+    assert_eq!(pa.get_or_load(0, |_| async { "v1".to_owned() }).await, "v1");
+    assert_eq!(pb.get_or_load(0, |_| async { "v9".to_owned() }).await, "v1");
+    let channel = format!(
+        "{}:{{cluster.channel_moves}}:inval",
+        stampede_cache::redis::DEFAULT_PREFIX
+    );
+    let slot = cluster.slot_of(&channel);
+    let to = (cluster.primary_of(slot) + 1) % 3;
+    let losses = b.subscription_losses();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.migrate_slot(slot, to);
+        cluster
+    })
+    .await
+    .unwrap();
+    bounded(async {
+        while b.subscription_losses() == losses || b.subscribed_channels() == 0 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        pb.get(&0),
+        None,
+        "pod b dropped its copies when the channel was taken away"
+    );
+    assert_eq!(pb.get_or_load(0, |_| async { "v9".to_owned() }).await, "v1");
+    let sharded = |node: usize| -> u64 {
+        let reply = cluster
+            .node(node)
+            .query_lines_raw(&["PUBSUB", "SHARDNUMSUB", &channel]);
+        reply
+            .get(1)
+            .and_then(|n| n.trim_start_matches(':').parse().ok())
+            .unwrap_or(0)
+    };
+    bounded(async {
+        while sharded(to) < 2 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    pa.insert(0, "v2".to_owned());
+    assert!(
+        SharedBackend::from(a.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    bounded(async {
+        while pb.get(&0).as_deref() == Some("v1") {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        pb.get_or_load(0, |_| async { "stale".to_owned() }).await,
+        "v2"
+    );
+}

@@ -216,28 +216,31 @@ impl RedisBackendBuilder {
             infos.push(info);
         }
         let connect_bound = self.command_timeout * 4;
-        let commands = if self.cluster {
-            let credentials = self.credentials.clone();
-            Commands::cluster(
-                infos,
-                credentials,
-                self.certificates(),
-                self.command_timeout,
-            )
-            .boxed()
-        } else {
-            Commands::single(clients[0].clone(), self.command_timeout).boxed()
+        let topology = self.cluster.then(|| ClusterTopology {
+            seeds: infos,
+            credentials: self.credentials.clone(),
+            tls: self.certificates(),
+            timeout: self.command_timeout,
+        });
+        let commands = match &topology {
+            Some(topology) => Commands::cluster(topology).boxed(),
+            None => Commands::single(clients[0].clone(), self.command_timeout).boxed(),
         };
         let conn = match tokio::time::timeout(connect_bound, commands).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => return Err(connect_error(error)),
             Err(_) => return Err(BackendError::timeout(connect_bound)),
         };
+        let conn_is_cluster = conn.is_cluster();
+        let source = match topology {
+            Some(topology) => NoticeSource::Shards(topology),
+            None => NoticeSource::Nodes(clients),
+        };
         let (subs, doorbell) = Subs::new(self.prefix.clone());
         let hub = Arc::new(Hub::with_subscriber(subs.clone(), self.command_timeout));
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let subscriber = tokio::spawn(subscription(
-            clients,
+            source,
             subs.clone(),
             hub.clone(),
             SubConfig {
@@ -266,7 +269,7 @@ impl RedisBackendBuilder {
                 hub,
                 writes: Arc::default(),
                 held: Arc::default(),
-                scripts: Scripts::new(),
+                scripts: Scripts::new(conn_is_cluster),
                 breaker: Breaker::new(self.breaker_cooldown),
                 subs,
                 subscriber,

@@ -9,7 +9,10 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClientBuilder;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Client, Cmd, ConnectionInfo, Pipeline, RedisFuture, TlsCertificates, Value};
+use ::redis::{
+    Client, Cmd, ConnectionInfo, Pipeline, PushInfo, RedisFuture, TlsCertificates, Value,
+};
+use tokio::sync::mpsc;
 
 /// Where commands go.
 #[derive(Clone)]
@@ -36,41 +39,68 @@ impl Commands {
         ))
     }
 
-    /// A connection to the cluster that `seeds` belong to (any reachable
-    /// one reveals the rest), with the seeds' credentials and `tls`.
+    /// A connection to the cluster (any reachable seed reveals the rest).
     ///
     /// Explicit bounds, not redis-rs's defaults (16 retries, no response
     /// timeout): a command gets `timeout` per node request and two retries
     /// — a redirect, a fail-over in progress — within about three timeouts
     /// overall; past that the backend's own bound fails it open.
-    pub(crate) async fn cluster(
-        seeds: Vec<ConnectionInfo>,
-        credentials: Option<(Option<String>, String)>,
-        tls: Option<TlsCertificates>,
-        timeout: Duration,
-    ) -> Result<Self, ::redis::RedisError> {
-        let mut builder = ClusterClientBuilder::new(seeds)
+    pub(crate) async fn cluster(topology: &ClusterTopology) -> Result<Self, ::redis::RedisError> {
+        let client = topology.builder().build()?;
+        Ok(Commands::Cluster(client.get_async_connection().await?))
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Commands::Cluster(_))
+    }
+}
+
+/// How to reach a Cluster: its seeds, credentials, TLS and the command
+/// timeout. Commands and the notice connection are each made from it.
+#[derive(Clone)]
+pub(crate) struct ClusterTopology {
+    pub(crate) seeds: Vec<ConnectionInfo>,
+    pub(crate) credentials: Option<(Option<String>, String)>,
+    pub(crate) tls: Option<TlsCertificates>,
+    pub(crate) timeout: Duration,
+}
+
+impl ClusterTopology {
+    /// A notice connection: RESP3 (sharded pub/sub arrives as pushes), its
+    /// pushes — messages, the server's `SUNSUBSCRIBE` when a slot moves,
+    /// a node connection's loss — on the returned receiver. Its own
+    /// connections, so no command's reply can be mistaken for a push.
+    pub(crate) async fn notices(
+        &self,
+    ) -> Result<(ClusterConnection, mpsc::UnboundedReceiver<PushInfo>), ::redis::RedisError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = self
+            .builder()
+            .use_protocol(::redis::ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .build()?;
+        Ok((client.get_async_connection().await?, rx))
+    }
+
+    fn builder(&self) -> ClusterClientBuilder {
+        let timeout = self.timeout;
+        let mut builder = ClusterClientBuilder::new(self.seeds.clone())
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .overall_response_timeout(Some(timeout * 3))
             .retries(2)
             .min_retry_wait(10)
             .max_retry_wait(200);
-        if let Some((username, password)) = credentials {
+        if let Some((username, password)) = &self.credentials {
             builder = builder.password(password);
             if let Some(username) = username {
                 builder = builder.username(username);
             }
         }
-        if let Some(certificates) = tls {
-            builder = builder.certs(certificates);
+        if let Some(certificates) = &self.tls {
+            builder = builder.certs(certificates.clone());
         }
-        let client = builder.build()?;
-        Ok(Commands::Cluster(client.get_async_connection().await?))
-    }
-
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self, Commands::Cluster(_))
+        builder
     }
 }
 

@@ -44,9 +44,10 @@
 //! # Notices: what a process subscribes to
 //!
 //! Each process keeps ONE extra connection for notices, subscribed (plain
-//! `SUBSCRIBE`, no pattern; on a Cluster, classic pub/sub reaches every
-//! node, so the connection is on one seed node and moves to the next when
-//! that one is lost) to
+//! `SUBSCRIBE`, no pattern; on a Cluster, sharded `SSUBSCRIBE` on a RESP3
+//! cluster connection of its own, each channel on the shard that owns its
+//! slot, so no notice is broadcast to every node — a slot that moves
+//! counts as a lost subscription, see `subscription.rs`) to
 //! - the invalidation channel of each `shared` cache built on this backend
 //!   (`<prefix>:{<name>}:inval`), from the cache's construction on — a
 //!   backend command waits (at most one command timeout) until those of the
@@ -105,7 +106,8 @@
 //! ACL SETUSER stampede on >secret resetkeys ~stampede:* resetchannels &stampede:* -@all
 //!     +get +set +del +pttl +exists +pexpire +publish +incr +time +zadd
 //!     +zremrangebyscore +zrangestore +zpopmin +zcard +evalsha +script|load
-//!     +cluster|slots +asking +subscribe +unsubscribe +ping
+//!     +cluster|slots +asking +subscribe +unsubscribe +ssubscribe +sunsubscribe
+//!     +spublish +ping
 //! ```
 //!
 //! **An efficiency lock, not a correctness lock**: one primary, no Redlock.
@@ -142,7 +144,7 @@ pub use builder::{MAX_SETTING, RedisBackendBuilder, RedisTls};
 
 use breaker::{Breaker, BreakerState, Pass};
 use scripts::{Scripts, TAG_CHUNK, TAG_SNAPSHOT_TTL};
-use subscription::{SubConfig, Subs, subscription};
+use subscription::{NoticeSource, SubConfig, Subs, subscription};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -152,7 +154,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::redis::IntoConnectionInfo;
-use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
+use ::redis::aio::{PubSubSink, PubSubStream};
 use ::redis::{Client, Value};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -164,7 +166,7 @@ use super::hub::{Hub, Subscriber};
 use super::slot::{CacheKeys, Channel, Slot, parse_channel, parse_notice, tag_set, tags_channel};
 use super::writes::WriteBehind;
 use super::{Acquire, Backend, BackendError, BackendFut, BackendResult, Found, SharedBackend};
-use conn::Commands;
+use conn::{ClusterTopology, Commands};
 
 /// Default bound on one Redis command.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
@@ -217,9 +219,12 @@ pub fn acl_rules(prefix: &str) -> String {
         // a Cluster's slot map, and a redirect during a slot migration
         "cluster|slots",
         "asking",
-        // the notice connection
+        // the notice connection (classic on one primary, sharded on a Cluster)
         "subscribe",
         "unsubscribe",
+        "ssubscribe",
+        "sunsubscribe",
+        "spublish",
         "ping",
     ];
     let mut rules = format!("resetkeys ~{prefix}:* resetchannels &{prefix}:* -@all");
@@ -277,10 +282,10 @@ impl RedisBackend {
     /// from seed URLs — `redis://` or `rediss://`, every one with the same
     /// credentials. Commands follow the cluster's slot map (redirects,
     /// fail-overs and slot migrations are followed by redis-rs); each key's
-    /// value, lock and failure record share one hash slot, so every script
-    /// touches one slot. Notices travel as classic pub/sub, which a Cluster
-    /// delivers on every node: the notice connection is on one node at a
-    /// time and moves to the next seed when that one is lost.
+    /// value, lock, failure record and ready channel share one hash slot,
+    /// so every script touches one slot. Notices travel over sharded
+    /// pub/sub (`SPUBLISH`/`SSUBSCRIBE`): each reaches only the shard that
+    /// owns its channel and the processes subscribed there.
     pub fn cluster_builder<I, S>(nodes: I) -> RedisBackendBuilder
     where
         I: IntoIterator<Item = S>,

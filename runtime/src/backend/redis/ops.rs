@@ -98,6 +98,41 @@ pub(super) fn time_left(pttl: i64) -> Duration {
     }
 }
 
+impl RedisInner {
+    /// `PUBLISH`, or on a Cluster `SPUBLISH` (sharded: to the one shard
+    /// that owns the channel, not broadcast to every node).
+    fn publish_command(&self) -> &'static str {
+        if self.conn.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    /// The invalidation channel as a script publishing it takes it: on a
+    /// Cluster none (it hashes to another slot than the key's script), and
+    /// [`publish_after`](Self::publish_after) sends the notice instead.
+    fn in_script(&self, cache: &CacheKeys) -> String {
+        if self.conn.is_cluster() {
+            String::new()
+        } else {
+            cache.invalidations()
+        }
+    }
+
+    /// On a Cluster, the invalidation notice of a write that just landed,
+    /// sent to the channel's own shard (after the write, so a process that
+    /// drops its copy on it and reloads reads the write).
+    async fn publish_after(&self, channel: &str, notice: &str) -> BackendResult<()> {
+        if self.conn.is_cluster() {
+            let mut publish = ::redis::cmd("SPUBLISH");
+            publish.arg(channel).arg(notice);
+            let _: i64 = self.command(&publish).await?;
+        }
+        Ok(())
+    }
+}
+
 impl Backend for RedisInner {
     fn prefix(&self) -> &str {
         &self.prefix
@@ -292,11 +327,11 @@ impl Backend for RedisInner {
                         .arg(bytes)
                         .arg(millis(ttl))
                         .arg(slot.ready())
-                        .arg(cache.invalidations())
+                        .arg(self.in_script(cache))
                         .arg(notice),
                 )
                 .await?;
-            Ok(())
+            self.publish_after(&cache.invalidations(), notice).await
         })
     }
 
@@ -315,11 +350,11 @@ impl Backend for RedisInner {
                         .key(slot.lock())
                         .key(slot.fail())
                         .arg(slot.ready())
-                        .arg(cache.invalidations())
+                        .arg(self.in_script(cache))
                         .arg(notice),
                 )
                 .await?;
-            Ok(())
+            self.publish_after(&cache.invalidations(), notice).await
         })
     }
 
@@ -388,13 +423,11 @@ impl Backend for RedisInner {
             }
             // Last, once every slot is deleted: a process that drops its
             // copies on this notice and reloads cannot read an old value back.
-            let _: i64 = self
-                .command(
-                    ::redis::cmd("PUBLISH")
-                        .arg(tags_channel(&self.prefix))
-                        .arg(format!("{} {tag}", self.subs.id)),
-                )
-                .await?;
+            let mut publish = ::redis::cmd(self.publish_command());
+            publish
+                .arg(tags_channel(&self.prefix))
+                .arg(format!("{} {tag}", self.subs.id));
+            let _: i64 = self.command(&publish).await?;
             Ok(())
         })
     }

@@ -31,10 +31,12 @@ pub(super) const WRITE_FENCED: &str = include_str!("lua/write_fenced.lua");
 /// Idempotent under replay, as [`WRITE_FENCED`].
 pub(super) const FAIL_FENCED: &str = include_str!("lua/fail_fenced.lua");
 
-/// KEYS: value, lock, fail. ARGV: bytes, ttl ms, ready channel, invalidation channel, notice.
+/// KEYS: value, lock, fail. ARGV: bytes, ttl ms, ready channel, invalidation
+/// channel (empty on a Cluster: another slot's, published after), notice.
 pub(super) const INSERT: &str = include_str!("lua/insert.lua");
 
-/// KEYS: value, lock, fail. ARGV: ready channel, invalidation channel, notice.
+/// KEYS: value, lock, fail. ARGV: ready channel, invalidation channel (empty
+/// on a Cluster: another slot's, published after), notice.
 pub(super) const INVALIDATE: &str = include_str!("lua/invalidate.lua");
 
 /// KEYS: tag sets (sorted sets: slot → the instant it may be forgotten,
@@ -92,20 +94,53 @@ pub(super) struct Scripts {
 }
 
 impl Scripts {
-    pub(super) fn new() -> Self {
+    /// The scripts; `sharded` (a Cluster): their notices go out with
+    /// `SPUBLISH` to the shard that owns the channel — always the script's
+    /// own slot — instead of being broadcast to every node.
+    pub(super) fn new(sharded: bool) -> Self {
+        let script = |source: &str| {
+            if sharded {
+                Script::new(&source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'"))
+            } else {
+                Script::new(source)
+            }
+        };
         Scripts {
-            read: Script::new(READ),
-            lock: Script::new(LOCK),
-            renew: Script::new(RENEW),
-            release: Script::new(RELEASE),
-            write_fenced: Script::new(WRITE_FENCED),
-            fail_fenced: Script::new(FAIL_FENCED),
-            insert: Script::new(INSERT),
-            invalidate: Script::new(INVALIDATE),
-            invalidate_all: Script::new(INVALIDATE_ALL),
-            tag_snapshot_pop: Script::new(TAG_SNAPSHOT_POP),
-            drop_slot: Script::new(DROP_SLOT),
-            tag: Script::new(TAG),
+            read: script(READ),
+            lock: script(LOCK),
+            renew: script(RENEW),
+            release: script(RELEASE),
+            write_fenced: script(WRITE_FENCED),
+            fail_fenced: script(FAIL_FENCED),
+            insert: script(INSERT),
+            invalidate: script(INVALIDATE),
+            invalidate_all: script(INVALIDATE_ALL),
+            tag_snapshot_pop: script(TAG_SNAPSHOT_POP),
+            drop_slot: script(DROP_SLOT),
+            tag: script(TAG),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sharded_scripts_publish_with_spublish_only() {
+        for source in [
+            RELEASE,
+            WRITE_FENCED,
+            FAIL_FENCED,
+            INSERT,
+            INVALIDATE,
+            INVALIDATE_ALL,
+            TAG_SNAPSHOT_POP,
+            DROP_SLOT,
+        ] {
+            assert!(source.contains("redis.call('PUBLISH'"), "{source}");
+            let sharded = source.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'");
+            assert!(!sharded.contains("'PUBLISH'"), "{sharded}");
         }
     }
 }

@@ -1,8 +1,145 @@
 //! The notice subscription: one connection per process, subscribed to the
 //! channels the hub needs (invalidations of every cache built, ready
 //! channels of the keys waited on), PINGed for liveness, re-made on loss.
+//!
+//! On one primary it is a classic `SUBSCRIBE` connection. On a Cluster it
+//! is a RESP3 cluster connection of its own, subscribed with `SSUBSCRIBE`,
+//! one channel per command (several channels of different slots in one
+//! command are refused, CROSSSLOT), each on the shard that owns it. Any
+//! node connection lost, or the server unsubscribing a channel we still
+//! want (its slot moved to another shard), counts as losing the whole
+//! subscription: L1 copies are dropped, and a fresh connection subscribes
+//! everything again where the slots are now — redis-rs's own re-subscribing
+//! is not relied on (it does not follow a server's `SUNSUBSCRIBE`).
+
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use ::redis::{PushInfo, PushKind};
 
 use super::*;
+
+/// Where notices come from.
+pub(super) enum NoticeSource {
+    /// Classic pub/sub on one primary — or on any node of these (each
+    /// connection attempt tries the next).
+    Nodes(Vec<Client>),
+    /// Sharded pub/sub on a Cluster.
+    Shards(ClusterTopology),
+}
+
+/// One notice connection's subscribe side, whatever its kind.
+pub(super) trait NoticeSink: Send {
+    fn subscribe(
+        &mut self,
+        channels: &[String],
+    ) -> impl Future<Output = ::redis::RedisResult<()>> + Send;
+    fn unsubscribe(
+        &mut self,
+        channels: &[String],
+    ) -> impl Future<Output = ::redis::RedisResult<()>> + Send;
+    fn ping(&mut self) -> impl Future<Output = ::redis::RedisResult<()>> + Send;
+}
+
+impl NoticeSink for PubSubSink {
+    async fn subscribe(&mut self, channels: &[String]) -> ::redis::RedisResult<()> {
+        PubSubSink::subscribe(self, channels).await
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> ::redis::RedisResult<()> {
+        PubSubSink::unsubscribe(self, channels).await
+    }
+
+    async fn ping(&mut self) -> ::redis::RedisResult<()> {
+        PubSubSink::ping::<Value>(self).await.map(drop)
+    }
+}
+
+/// Sharded subscriptions on a Cluster connection of their own.
+pub(super) struct ShardSink {
+    con: ClusterConnection,
+    /// Channels we are unsubscribing: their `SUNSUBSCRIBE` push is ours,
+    /// not the server taking them away.
+    leaving: Arc<Mutex<HashSet<String>>>,
+}
+
+impl NoticeSink for ShardSink {
+    async fn subscribe(&mut self, channels: &[String]) -> ::redis::RedisResult<()> {
+        // One command per channel, all at once (each to its own shard).
+        let each = channels.iter().map(|channel| {
+            let mut con = self.con.clone();
+            async move { con.ssubscribe(channel).await }
+        });
+        futures_util::future::try_join_all(each).await.map(drop)
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> ::redis::RedisResult<()> {
+        self.leaving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(channels.iter().cloned());
+        let each = channels.iter().map(|channel| {
+            let mut con = self.con.clone();
+            async move { con.sunsubscribe(channel).await }
+        });
+        futures_util::future::try_join_all(each).await.map(drop)
+    }
+
+    async fn ping(&mut self) -> ::redis::RedisResult<()> {
+        // Every primary: a silent node connection is a subscription lost.
+        let routing = RoutingInfo::MultiNode((
+            MultipleNodeRoutingInfo::AllMasters,
+            Some(ResponsePolicy::AllSucceeded),
+        ));
+        self.con
+            .route_command(::redis::cmd("PING"), routing)
+            .await
+            .map(drop)
+    }
+}
+
+/// Dispatches a Cluster notice connection's pushes until it is lost: a
+/// node connection closed, or the server unsubscribed a channel we did not
+/// leave (its slot moved). Returns why.
+async fn read_pushes(
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<PushInfo>,
+    hub: Arc<Hub>,
+    subs: Arc<Subs>,
+    leaving: Arc<Mutex<HashSet<String>>>,
+) -> String {
+    let text = |value: Option<&Value>| match value {
+        Some(Value::BulkString(bytes)) => Some(bytes.clone()),
+        Some(Value::SimpleString(s)) => Some(s.clone().into_bytes()),
+        _ => None,
+    };
+    while let Some(push) = pushes.recv().await {
+        match push.kind {
+            PushKind::SMessage => {
+                let (Some(channel), Some(payload)) =
+                    (text(push.data.first()), text(push.data.get(1)))
+                else {
+                    continue;
+                };
+                subs.notices.fetch_add(1, Ordering::Relaxed);
+                dispatch(&hub, &subs, &String::from_utf8_lossy(&channel), &payload);
+            }
+            PushKind::Disconnection => return "a node connection closed".to_owned(),
+            PushKind::SUnsubscribe => {
+                let channel = text(push.data.first())
+                    .map(|c| String::from_utf8_lossy(&c).into_owned())
+                    .unwrap_or_default();
+                let ours = leaving
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&channel);
+                if !ours {
+                    return format!("the server unsubscribed {channel} (its slot moved)");
+                }
+            }
+            _ => {}
+        }
+    }
+    "the connection closed".to_owned()
+}
 
 /// Reconnect backoff of the notice connection.
 pub(super) const MIN_BACKOFF: Duration = Duration::from_millis(20);
@@ -221,9 +358,9 @@ impl SubConfig {
     }
 }
 
-pub(super) struct AbortOnDrop(JoinHandle<()>);
+pub(super) struct AbortOnDrop<T>(JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -233,7 +370,7 @@ impl Drop for AbortOnDrop {
 /// connection's subscriptions in line with what the hub needs, checks its
 /// liveness. The first connection's outcome goes to `first`.
 pub(super) async fn subscription(
-    clients: Vec<Client>,
+    source: NoticeSource,
     subs: Arc<Subs>,
     hub: Arc<Hub>,
     config: SubConfig,
@@ -245,16 +382,65 @@ pub(super) async fn subscription(
     // On a Cluster, the seed nodes in turn: classic pub/sub reaches every
     // node, so any one will do, and a lost one is not waited for.
     let mut node = 0;
+    let nodes = match &source {
+        NoticeSource::Nodes(clients) => clients.len(),
+        NoticeSource::Shards(_) => 1,
+    };
     loop {
-        let client = &clients[node % clients.len()];
-        let outcome = match bounded(config.attempt_bound(), client.get_async_pubsub()).await {
-            Ok(pubsub) => serve(pubsub, &subs, &hub, &config, &mut first, &mut doorbell).await,
-            Err(error) => Err(error),
+        let outcome = match &source {
+            NoticeSource::Nodes(clients) => {
+                let client = &clients[node % clients.len()];
+                match bounded(config.attempt_bound(), client.get_async_pubsub()).await {
+                    Ok(pubsub) => {
+                        let (sink, stream) = pubsub.split();
+                        let (to_hub, to_subs) = (hub.clone(), subs.clone());
+                        let reader = tokio::spawn(async move {
+                            read(stream, to_hub, to_subs).await;
+                            "the connection closed".to_owned()
+                        });
+                        serve(
+                            sink,
+                            reader,
+                            &subs,
+                            &hub,
+                            &config,
+                            &mut first,
+                            &mut doorbell,
+                        )
+                        .await
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+            NoticeSource::Shards(topology) => {
+                match bounded(config.attempt_bound(), topology.notices()).await {
+                    Ok((con, pushes)) => {
+                        let leaving = Arc::new(Mutex::new(HashSet::new()));
+                        let sink = ShardSink {
+                            con,
+                            leaving: leaving.clone(),
+                        };
+                        let reader =
+                            tokio::spawn(read_pushes(pushes, hub.clone(), subs.clone(), leaving));
+                        serve(
+                            sink,
+                            reader,
+                            &subs,
+                            &hub,
+                            &config,
+                            &mut first,
+                            &mut doorbell,
+                        )
+                        .await
+                    }
+                    Err(error) => Err(error),
+                }
+            }
         };
         match outcome {
             Ok(()) => backoff = MIN_BACKOFF,
             Err(error) => {
-                if first.is_some() && node + 1 < clients.len() {
+                if first.is_some() && node + 1 < nodes {
                     tracing::debug!(%error, "redis notice subscription: seed node unreachable, trying the next");
                 } else if let Some(tx) = first.take() {
                     let _ = tx.send(Err(error));
@@ -274,14 +460,15 @@ pub(super) async fn subscription(
 /// notices, follows the hub's needs and PINGs, until the connection is lost
 /// (`Ok`) — or fails before it was established (`Err`).
 pub(super) async fn serve(
-    pubsub: PubSub,
+    mut sink: impl NoticeSink,
+    reader: JoinHandle<String>,
     subs: &Arc<Subs>,
     hub: &Arc<Hub>,
     config: &SubConfig,
     first: &mut Option<oneshot::Sender<BackendResult<()>>>,
     doorbell: &mut mpsc::Receiver<()>,
 ) -> BackendResult<()> {
-    let (mut sink, stream) = pubsub.split();
+    let mut reader = AbortOnDrop(reader);
     let mut live = Live::default();
     subs.connection_started();
     match tokio::time::timeout(
@@ -307,13 +494,12 @@ pub(super) async fn serve(
             tracing::info!("redis notice subscription re-established; L1 copies dropped");
         }
     }
-    let mut reader = AbortOnDrop(tokio::spawn(read(stream, hub.clone(), subs.clone())));
     let mut next_ping = Instant::now() + config.ping_interval;
     let reason = loop {
         tokio::select! {
-            _ = &mut reader.0 => break "the connection closed".to_owned(),
+            ended = &mut reader.0 => break ended.unwrap_or_else(|_| "the notice reader stopped".to_owned()),
             () = tokio::time::sleep_until(next_ping) => {
-                match tokio::time::timeout(config.timeout, sink.ping::<Value>()).await {
+                match tokio::time::timeout(config.timeout, sink.ping()).await {
                     Ok(Ok(_)) => next_ping = Instant::now() + config.ping_interval,
                     Ok(Err(error)) => break format!("PING failed: {error}"),
                     Err(_) => break format!("no PONG within {:?}", config.timeout),
@@ -339,7 +525,7 @@ pub(super) async fn serve(
 /// Brings the live connection's subscriptions in line with `subs`, each
 /// (UN)SUBSCRIBE bounded by `timeout`; then confirms the watches.
 pub(super) async fn reconcile(
-    sink: &mut PubSubSink,
+    sink: &mut impl NoticeSink,
     subs: &Subs,
     hub: &Hub,
     live: &mut Live,

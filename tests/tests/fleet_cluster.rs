@@ -674,3 +674,79 @@ async fn a_migrated_notice_channel_is_subscribed_again_where_its_slot_went() {
         "v2"
     );
 }
+
+/// Read traffic on 12 keys (every shard) from 3 pods while a primary is
+/// killed: what the fail-over costs the origin. The notice connection's
+/// loss drops every L1 (a reload per key, once for the fleet where the
+/// shard is up); while the killed shard has no primary its keys load in
+/// process — at most once per pod, single flight still holding there.
+/// So per key at most 1 + pods origin calls; measured and printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_fail_over_costs_each_key_at_most_one_load_per_pod() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        backends.push(backend(&cluster).await);
+    }
+    let pods: Vec<_> = backends
+        .iter()
+        .map(|b| pod("cluster.failover_cost", b))
+        .collect();
+    let keys = 12u32;
+    let calls: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
+    let read_all = move |pods: Vec<Cache<u32, String>>, calls: Arc<Vec<AtomicU64>>| async move {
+        let mut slowest = Duration::ZERO;
+        for key in 0..keys {
+            for pod in &pods {
+                let started = Instant::now();
+                let calls = calls.clone();
+                let got = pod
+                    .get_or_load(key, move |k| async move {
+                        calls[k as usize].fetch_add(1, Ordering::SeqCst);
+                        sleep(Duration::from_millis(30)).await;
+                        format!("row-{k}")
+                    })
+                    .await;
+                assert_eq!(got, format!("row-{key}"));
+                slowest = slowest.max(started.elapsed());
+            }
+        }
+        slowest
+    };
+    read_all(pods.clone(), calls.clone()).await;
+    let warm: Vec<u64> = calls.iter().map(|c| c.swap(0, Ordering::SeqCst)).collect();
+    assert!(
+        warm.iter().all(|n| *n == 1),
+        "one load per key to warm up: {warm:?}"
+    );
+    let traffic = {
+        let (pods, calls) = (pods.clone(), calls.clone());
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(5);
+            let mut slowest = Duration::ZERO;
+            while Instant::now() < until {
+                slowest = slowest.max(read_all(pods.clone(), calls.clone()).await);
+                sleep(Duration::from_millis(20)).await;
+            }
+            slowest
+        })
+    };
+    sleep(Duration::from_millis(300)).await;
+    let slot = cluster.slot_of(&slot_key("cluster.failover_cost", 0));
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.fail_over(slot);
+        cluster
+    })
+    .await
+    .unwrap();
+    let slowest = bounded(traffic).await.unwrap();
+    let loads: Vec<u64> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    eprintln!("fail-over: origin calls per key {loads:?}, slowest call {slowest:?}");
+    let bound = 1 + pods.len() as u64;
+    assert!(
+        loads.iter().all(|n| *n <= bound),
+        "at most {bound} origin calls per key: {loads:?}"
+    );
+    assert!(slowest < Duration::from_secs(3), "a call took {slowest:?}");
+    drop(cluster);
+}

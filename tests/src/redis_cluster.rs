@@ -39,7 +39,19 @@ impl RedisCluster {
     /// replicas; returns once every node reports `cluster_state:ok` and
     /// every replica is in sync.
     pub fn start(primaries: usize, replicas: usize) -> Self {
-        Self::form(primaries, replicas, None)
+        Self::form(primaries, replicas, None, &[])
+    }
+
+    /// As [`Self::start`], with `cluster-require-full-coverage no`: while a
+    /// slot has no primary the other shards keep answering (Redis's
+    /// default refuses every command on every node then: CLUSTERDOWN).
+    pub fn start_partial_coverage(primaries: usize, replicas: usize) -> Self {
+        Self::form(
+            primaries,
+            replicas,
+            None,
+            &["--cluster-require-full-coverage", "no"],
+        )
     }
 
     /// As [`Self::start`], every node serving TLS (clients, bus and
@@ -48,14 +60,14 @@ impl RedisCluster {
     pub fn start_tls(primaries: usize, replicas: usize) -> Self {
         let tls = temp_dir("cluster-tls");
         make_tls_files(&tls);
-        Self::form(primaries, replicas, Some(tls))
+        Self::form(primaries, replicas, Some(tls), &[])
     }
 
-    fn form(primaries: usize, replicas: usize, tls: Option<PathBuf>) -> Self {
+    fn form(primaries: usize, replicas: usize, tls: Option<PathBuf>, more: &[&str]) -> Self {
         assert!(primaries >= 1);
         let dir = temp_dir("cluster");
         let nodes: Vec<RedisServer> = (0..primaries * (1 + replicas))
-            .map(|_| RedisServer::start_cluster_node(&dir, NODE_TIMEOUT, tls.as_deref()))
+            .map(|_| RedisServer::start_cluster_node(&dir, NODE_TIMEOUT, tls.as_deref(), more))
             .collect();
         let cluster = Self { nodes, dir, tls };
         let per = SLOTS as usize / primaries;

@@ -196,7 +196,12 @@ impl RedisServer {
     /// With `tls` (a directory holding `ca.crt`, `server.crt`, `server.key`
     /// as [`Self::start_tls`] makes them), clients and the cluster bus speak
     /// TLS, and the node advertises its TLS port.
-    pub fn start_cluster_node(dir: &Path, node_timeout: Duration, tls: Option<&Path>) -> Self {
+    pub fn start_cluster_node(
+        dir: &Path,
+        node_timeout: Duration,
+        tls: Option<&Path>,
+        more: &[&str],
+    ) -> Self {
         let (port, bus) = (free_port(), free_port());
         let conf = dir.join(format!("nodes-{port}.conf")).display().to_string();
         let tls = tls.map(|dir| Tls {
@@ -228,6 +233,7 @@ impl RedisServer {
             ]
             .iter()
             .chain(tls_cluster)
+            .chain(more)
             .map(|a| a.to_string())
             .collect(),
         };

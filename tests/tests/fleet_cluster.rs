@@ -677,21 +677,33 @@ async fn a_migrated_notice_channel_is_subscribed_again_where_its_slot_went() {
 
 /// Read traffic on 12 keys (every shard) from 3 pods while a primary is
 /// killed: what the fail-over costs the origin. The notice connection's
-/// loss drops every L1 (a reload per key, once for the fleet where the
-/// shard is up); while the killed shard has no primary its keys load in
-/// process — at most once per pod, single flight still holding there.
-/// So per key at most 1 + pods origin calls; measured and printed.
+/// loss drops every L1; the copies come back from the shared tier. While
+/// the killed shard has no primary its keys load in process — at most once
+/// per pod, single flight still holding there — and with Redis's default
+/// `cluster-require-full-coverage yes` so does every key (every node
+/// answers CLUSTERDOWN until the replica is promoted). So per key at most
+/// 1 + pods origin calls, with full coverage required or not (measured
+/// and printed: only the keys being read as the primary died loaded again,
+/// once per pod).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_fail_over_costs_each_key_at_most_one_load_per_pod() {
-    let mut cluster = RedisCluster::start(3, 1);
+    for partial in [false, true] {
+        fail_over_cost(partial).await;
+    }
+}
+
+async fn fail_over_cost(partial: bool) {
+    let mut cluster = if partial {
+        RedisCluster::start_partial_coverage(3, 1)
+    } else {
+        RedisCluster::start(3, 1)
+    };
     let mut backends = Vec::new();
     for _ in 0..3 {
         backends.push(backend(&cluster).await);
     }
-    let pods: Vec<_> = backends
-        .iter()
-        .map(|b| pod("cluster.failover_cost", b))
-        .collect();
+    let name = format!("cluster.failover_cost.{partial}");
+    let pods: Vec<_> = backends.iter().map(|b| pod(&name, b)).collect();
     let keys = 12u32;
     let calls: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
     let read_all = move |pods: Vec<Cache<u32, String>>, calls: Arc<Vec<AtomicU64>>| async move {
@@ -732,7 +744,11 @@ async fn a_primary_fail_over_costs_each_key_at_most_one_load_per_pod() {
         })
     };
     sleep(Duration::from_millis(300)).await;
-    let slot = cluster.slot_of(&slot_key("cluster.failover_cost", 0));
+    let slot = cluster.slot_of(&slot_key(&name, 0));
+    let dead = cluster.primary_of(slot);
+    let on_dead_shard: Vec<bool> = (0..keys)
+        .map(|k| cluster.primary_of(cluster.slot_of(&slot_key(&name, k))) == dead)
+        .collect();
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.fail_over(slot);
         cluster
@@ -741,7 +757,11 @@ async fn a_primary_fail_over_costs_each_key_at_most_one_load_per_pod() {
     .unwrap();
     let slowest = bounded(traffic).await.unwrap();
     let loads: Vec<u64> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
-    eprintln!("fail-over: origin calls per key {loads:?}, slowest call {slowest:?}");
+    let trips: Vec<u64> = backends.iter().map(RedisBackend::breaker_trips).collect();
+    eprintln!(
+        "fail-over (partial coverage {partial}): origin calls per key {loads:?} (on the killed shard: {on_dead_shard:?}), slowest call {slowest:?}, breaker trips {trips:?}, (backend errors, fallbacks) {:?}",
+        errors(&pods)
+    );
     let bound = 1 + pods.len() as u64;
     assert!(
         loads.iter().all(|n| *n <= bound),

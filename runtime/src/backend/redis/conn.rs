@@ -42,9 +42,12 @@ impl Commands {
     /// A connection to the cluster (any reachable seed reveals the rest).
     ///
     /// Explicit bounds, not redis-rs's defaults (16 retries, no response
-    /// timeout): a command gets `timeout` per node request and two retries
-    /// — a redirect, a fail-over in progress — within about three timeouts
-    /// overall; past that the backend's own bound fails it open.
+    /// timeout): a command gets `timeout` per node request and up to six
+    /// retries — redirects while the slot map is refreshed after a
+    /// fail-over (with two, keys on shards that stayed up failed open
+    /// during a fail-over: 3 origin calls each for 3 pods, measured) —
+    /// within three timeouts overall; past that the backend's own bound
+    /// fails it open.
     pub(crate) async fn cluster(topology: &ClusterTopology) -> Result<Self, ::redis::RedisError> {
         let client = topology.builder().build()?;
         Ok(Commands::Cluster(client.get_async_connection().await?))
@@ -88,7 +91,7 @@ impl ClusterTopology {
             .connection_timeout(timeout)
             .response_timeout(timeout)
             .overall_response_timeout(Some(timeout * 3))
-            .retries(2)
+            .retries(6)
             .min_retry_wait(10)
             .max_retry_wait(200);
         if let Some((username, password)) = &self.credentials {

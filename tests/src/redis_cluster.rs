@@ -273,6 +273,16 @@ impl RedisCluster {
         });
     }
 
+    /// Waits until every running node reports `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        self.wait_until("the cluster is ok", |c| {
+            c.nodes
+                .iter()
+                .filter(|n| n.is_running())
+                .all(|n| n.query(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+        });
+    }
+
     fn wait_until(&self, what: &str, mut done: impl FnMut(&Self) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !done(self) {

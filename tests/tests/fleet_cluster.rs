@@ -770,3 +770,71 @@ async fn fail_over_cost(partial: bool) {
     assert!(slowest < Duration::from_secs(3), "a call took {slowest:?}");
     drop(cluster);
 }
+
+/// A primary restarted (killed and started again on its port, empty —
+/// persistence is off — before the cluster fails it over): calls keep being
+/// answered, the pods' notices come back, and once it serves its slots
+/// again the fleet loads each key once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_primary_is_rejoined_and_the_fleet_loads_once_again() {
+    let cluster = RedisCluster::start(3, 0);
+    let mut backends = Vec::new();
+    for _ in 0..3 {
+        backends.push(backend(&cluster).await);
+    }
+    let pods: Vec<_> = backends.iter().map(|b| pod("cluster.restart", b)).collect();
+    let origin = Arc::new(AtomicU64::new(0));
+    stampede(&pods, 9, &origin, "v1").await;
+    assert_eq!(origin.swap(0, Ordering::SeqCst), 9);
+    let victim = cluster.primary_of(cluster.slot_of(&slot_key("cluster.restart", 0)));
+    let losses: Vec<u64> = backends
+        .iter()
+        .map(RedisBackend::subscription_losses)
+        .collect();
+    let mut cluster = tokio::task::spawn_blocking(move || {
+        let mut cluster = cluster;
+        cluster.node_mut(victim).restart();
+        cluster
+    })
+    .await
+    .unwrap();
+    cluster = tokio::task::spawn_blocking(move || {
+        cluster.primary_of(0);
+        cluster.wait_ok();
+        cluster
+    })
+    .await
+    .unwrap();
+    bounded(async {
+        while backends
+            .iter()
+            .zip(&losses)
+            .any(|(b, lost)| b.subscription_losses() == *lost || b.subscribed_channels() == 0)
+        {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let values = stampede(&pods, 9, &origin, "v2").await;
+    assert!(
+        values
+            .iter()
+            .all(|v| v.starts_with("v1-") || v.starts_with("v2-"))
+    );
+    pods[0].invalidate_all();
+    assert!(
+        SharedBackend::from(backends[0].clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    sleep(Duration::from_millis(200)).await;
+    origin.store(0, Ordering::SeqCst);
+    let values = stampede(&pods, 9, &origin, "v3").await;
+    assert!(values.iter().all(|v| v.starts_with("v3-")), "{values:?}");
+    assert_eq!(
+        origin.load(Ordering::SeqCst),
+        9,
+        "one load per key after the restart"
+    );
+    drop(cluster);
+}

@@ -245,55 +245,15 @@ impl RedisServer {
     /// returns its whole reply as text: a status or error line (`+OK`,
     /// `-ERR ...`), an integer (`:1`), or a bulk string's contents.
     pub fn query(&self, args: &[&str]) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        stream.write_all(&resp_request(args)).expect("send");
+        let mut stream = self.send(args);
         let line = read_line(&mut stream);
-        match line.strip_prefix('$') {
-            Some(len) => match len.parse::<usize>() {
-                Ok(len) => {
-                    let mut body = vec![0u8; len + 2];
-                    stream.read_exact(&mut body).expect("read a bulk reply");
-                    body.truncate(len);
-                    String::from_utf8_lossy(&body).into_owned()
-                }
-                Err(_) => String::new(), // $-1: nil
-            },
-            None => line,
-        }
+        read_element(&mut stream, line)
     }
 
-    /// Like [`Self::query`], for a reply that is an array of bulk strings
-    /// (each element's contents; an error reply panics).
+    /// Like [`Self::query`], for an array reply: each element's text (a
+    /// bulk string's contents, `:3` for an integer).
     pub fn query_lines(&self, args: &[&str]) -> Vec<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        stream.write_all(&resp_request(args)).expect("send");
-        let head = read_line(&mut stream);
-        let count: usize = head
-            .strip_prefix('*')
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{args:?}: not an array reply: {head}"));
-        (0..count)
-            .map(|_| {
-                let len: usize = read_line(&mut stream)
-                    .trim_start_matches('$')
-                    .parse()
-                    .expect("a bulk string");
-                let mut body = vec![0u8; len + 2];
-                stream.read_exact(&mut body).expect("read an element");
-                body.truncate(len);
-                String::from_utf8_lossy(&body).into_owned()
-            })
-            .collect()
-    }
-
-    /// Like [`Self::query_lines`], for an array whose elements may be bulk
-    /// strings or integers: each element's text (`:3` for an integer).
-    pub fn query_lines_raw(&self, args: &[&str]) -> Vec<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        stream.write_all(&resp_request(args)).expect("send");
+        let mut stream = self.send(args);
         let head = read_line(&mut stream);
         let count: usize = head
             .strip_prefix('*')
@@ -302,35 +262,23 @@ impl RedisServer {
         (0..count)
             .map(|_| {
                 let line = read_line(&mut stream);
-                match line.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
-                    Some(len) => {
-                        let mut body = vec![0u8; len + 2];
-                        stream.read_exact(&mut body).expect("read an element");
-                        body.truncate(len);
-                        String::from_utf8_lossy(&body).into_owned()
-                    }
-                    None => line,
-                }
+                read_element(&mut stream, line)
             })
             .collect()
+    }
+
+    /// A connection to the plaintext port with `args` sent on it.
+    fn send(&self, args: &[&str]) -> TcpStream {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        stream.write_all(&resp_request(args)).expect("send");
+        stream
     }
 
     /// Sends one command on the plaintext port as the default user and
     /// returns the first line of the reply (e.g. `+OK`).
     pub fn command(&self, args: &[&str]) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes()).expect("send");
-        let mut reply = Vec::new();
-        let mut byte = [0u8; 1];
-        while stream.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
-            reply.push(byte[0]);
-        }
-        String::from_utf8_lossy(&reply).trim_end().to_owned()
+        read_line(&mut self.send(args))
     }
 
     /// `redis://127.0.0.1:<port>/`.
@@ -453,6 +401,21 @@ fn resp_request(args: &[&str]) -> Vec<u8> {
         request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
     }
     request.into_bytes()
+}
+
+/// One reply element whose first line is `line`: a bulk string's contents
+/// (read from `stream`; nil is empty), or the line itself.
+fn read_element(stream: &mut TcpStream, line: String) -> String {
+    match line.strip_prefix('$').map(str::parse::<usize>) {
+        Some(Ok(len)) => {
+            let mut body = vec![0u8; len + 2];
+            stream.read_exact(&mut body).expect("read a bulk reply");
+            body.truncate(len);
+            String::from_utf8_lossy(&body).into_owned()
+        }
+        Some(Err(_)) => String::new(), // $-1: nil
+        None => line,
+    }
 }
 
 fn read_line(stream: &mut TcpStream) -> String {

@@ -69,6 +69,99 @@ fn slot_key(name: &str, key: u32) -> String {
     format!("{{{name}:{key:02x}}}")
 }
 
+/// After `invalidate_all` from the first pod: every pod calls every key
+/// once more, one origin call per key for the fleet, every value new.
+async fn the_fleet_reloads_each_key_once(
+    pods: &[Cache<u32, String>],
+    first: &RedisBackend,
+    keys: u32,
+    origin: &Arc<AtomicU64>,
+    version: &str,
+    what: &str,
+) {
+    pods[0].invalidate_all();
+    assert!(
+        SharedBackend::from(first.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    sleep(Duration::from_millis(200)).await;
+    origin.store(0, Ordering::SeqCst);
+    let values = stampede(pods, keys, origin, version).await;
+    let prefix = format!("{version}-");
+    assert!(values.iter().all(|v| v.starts_with(&prefix)), "{values:?}");
+    assert_eq!(origin.load(Ordering::SeqCst), u64::from(keys), "{what}");
+}
+
+/// `pods` pods of cache `name`, each on its own backend (connections).
+async fn fleet(
+    cluster: &RedisCluster,
+    pods: usize,
+    name: &str,
+) -> (Vec<RedisBackend>, Vec<Cache<u32, String>>) {
+    let mut backends = Vec::new();
+    for _ in 0..pods {
+        backends.push(backend(cluster).await);
+    }
+    let caches = backends.iter().map(|b| pod(name, b)).collect();
+    (backends, caches)
+}
+
+/// Pod `pa` (on backend `a`) inserts key 0 = "v2" over its "v1"; pod `pb`
+/// must see it: its copy dropped by the notice, the shared tier's value read.
+async fn an_insert_reaches_the_other_pod(
+    pa: &Cache<u32, String>,
+    a: &RedisBackend,
+    pb: &Cache<u32, String>,
+) {
+    pa.insert(0, "v2".to_owned());
+    assert!(
+        SharedBackend::from(a.clone())
+            .flush(Duration::from_secs(5))
+            .await
+    );
+    bounded(async {
+        while pb.get(&0).as_deref() == Some("v1") {
+            sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let seen = pb.get_or_load(0, |_| async { "stale".to_owned() }).await;
+    assert_eq!(seen, "v2", "the insert reached the other pod");
+}
+
+/// How many subscribers `channel` has on cluster node `node`, by
+/// `PUBSUB <command>` (`NUMSUB`: classic, `SHARDNUMSUB`: sharded).
+fn subscribers(cluster: &RedisCluster, node: usize, command: &str, channel: &str) -> u64 {
+    let reply = cluster
+        .node(node)
+        .query_lines(&["PUBSUB", command, channel]);
+    reply
+        .get(1)
+        .and_then(|n| n.trim_start_matches(':').parse().ok())
+        .unwrap_or(0)
+}
+
+/// The invalidation channel of cache `name`, as the backend names it.
+fn invalidation_channel(name: &str) -> String {
+    format!("{}:{{{name}}}:inval", stampede_cache::redis::DEFAULT_PREFIX)
+}
+
+/// Two pods of cache `name` on their own backends, key 0 = "v1" in both.
+async fn two_pods_holding_v1(
+    cluster: &RedisCluster,
+    name: &str,
+) -> (
+    (RedisBackend, Cache<u32, String>),
+    (RedisBackend, Cache<u32, String>),
+) {
+    let (a, b) = (backend(cluster).await, backend(cluster).await);
+    let (pa, pb) = (pod(name, &a), pod(name, &b));
+    assert_eq!(pa.get_or_load(0, |_| async { "v1".to_owned() }).await, "v1");
+    assert_eq!(pb.get_or_load(0, |_| async { "v9".to_owned() }).await, "v1");
+    ((a, pa), (b, pb))
+}
+
 fn errors(pods: &[Cache<u32, String>]) -> (u64, u64) {
     pods.iter().fold((0, 0), |(e, f), pod| {
         let stats = pod.stats();
@@ -90,11 +183,7 @@ async fn the_backend_passes_the_conformance_suite_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_on_a_cluster_loads_each_key_once_and_every_write_reaches_it() {
     let cluster = RedisCluster::start(3, 0);
-    let mut backends = Vec::new();
-    for _ in 0..4 {
-        backends.push(backend(&cluster).await);
-    }
-    let pods: Vec<_> = backends.iter().map(|b| pod("cluster.fleet", b)).collect();
+    let (backends, pods) = fleet(&cluster, 4, "cluster.fleet").await;
     let keys = 24;
     let slots: std::collections::HashSet<usize> = (0..keys)
         .map(|k| cluster.primary_of(cluster.slot_of(&slot_key("cluster.fleet", k))))
@@ -231,21 +320,15 @@ async fn a_primary_fail_over_mid_traffic_costs_no_call_and_the_fleet_recovers() 
     );
     // Settled: one load per key for the fleet again.
     sleep(Duration::from_secs(1)).await;
-    pods[0].invalidate_all();
-    assert!(
-        SharedBackend::from(backends[0].clone())
-            .flush(Duration::from_secs(5))
-            .await
-    );
-    sleep(Duration::from_millis(200)).await;
-    origin.store(0, Ordering::SeqCst);
-    let values = stampede(&pods, 6, &origin, "after").await;
-    assert!(values.iter().all(|v| v.starts_with("after-")), "{values:?}");
-    assert_eq!(
-        origin.load(Ordering::SeqCst),
+    the_fleet_reloads_each_key_once(
+        &pods,
+        &backends[0],
         6,
-        "one load per key after the fail-over"
-    );
+        &origin,
+        "after",
+        "one load per key after the fail-over",
+    )
+    .await;
     drop(cluster);
 }
 
@@ -256,11 +339,7 @@ async fn a_primary_fail_over_mid_traffic_costs_no_call_and_the_fleet_recovers() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_migration_mid_traffic_is_followed() {
     let cluster = RedisCluster::start(3, 0);
-    let mut backends = Vec::new();
-    for _ in 0..3 {
-        backends.push(backend(&cluster).await);
-    }
-    let pods: Vec<_> = backends.iter().map(|b| pod("cluster.migrate", b)).collect();
+    let (backends, pods) = fleet(&cluster, 3, "cluster.migrate").await;
     let origin = Arc::new(AtomicU64::new(0));
     stampede(&pods, 1, &origin, "v1").await;
     assert_eq!(origin.swap(0, Ordering::SeqCst), 1);
@@ -554,24 +633,10 @@ async fn waiters_on_a_key_whose_slot_migrates_are_woken_with_the_leaders_value()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_use_sharded_pub_sub_on_the_shard_that_owns_the_channel() {
     let cluster = RedisCluster::start(3, 0);
-    let (a, b) = (backend(&cluster).await, backend(&cluster).await);
-    let (pa, pb) = (pod("cluster.sharded", &a), pod("cluster.sharded", &b));
-    assert_eq!(pa.get_or_load(0, |_| async { "v1".to_owned() }).await, "v1");
-    assert_eq!(pb.get_or_load(0, |_| async { "v9".to_owned() }).await, "v1");
-    let channel = format!(
-        "{}:{{cluster.sharded}}:inval",
-        stampede_cache::redis::DEFAULT_PREFIX
-    );
+    let ((a, pa), (_b, pb)) = two_pods_holding_v1(&cluster, "cluster.sharded").await;
+    let channel = invalidation_channel("cluster.sharded");
     let owner = cluster.primary_of(cluster.slot_of(&channel));
-    let subscribers = |node: usize, command: &str| -> u64 {
-        let reply = cluster
-            .node(node)
-            .query_lines_raw(&["PUBSUB", command, &channel]);
-        reply
-            .get(1)
-            .and_then(|n| n.trim_start_matches(':').parse().ok())
-            .unwrap_or(0)
-    };
+    let subscribers = |node: usize, command: &str| subscribers(&cluster, node, command, &channel);
     assert_eq!(
         subscribers(owner, "SHARDNUMSUB"),
         2,
@@ -584,22 +649,7 @@ async fn notices_use_sharded_pub_sub_on_the_shard_that_owns_the_channel() {
             "no classic subscription on node {node}"
         );
     }
-    pa.insert(0, "v2".to_owned());
-    assert!(
-        SharedBackend::from(a.clone())
-            .flush(Duration::from_secs(5))
-            .await
-    );
-    bounded(async {
-        while pb.get(&0).as_deref() == Some("v1") {
-            sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert_eq!(
-        pb.get_or_load(0, |_| async { "stale".to_owned() }).await,
-        "v2"
-    );
+    an_insert_reaches_the_other_pod(&pa, &a, &pb).await;
 }
 
 /// The slot of a cache's invalidation channel migrates to another shard:
@@ -610,17 +660,8 @@ async fn notices_use_sharded_pub_sub_on_the_shard_that_owns_the_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migrated_notice_channel_is_subscribed_again_where_its_slot_went() {
     let cluster = RedisCluster::start(3, 0);
-    let (a, b) = (backend(&cluster).await, backend(&cluster).await);
-    let (pa, pb) = (
-        pod("cluster.channel_moves", &a),
-        pod("cluster.channel_moves", &b),
-    );
-    assert_eq!(pa.get_or_load(0, |_| async { "v1".to_owned() }).await, "v1");
-    assert_eq!(pb.get_or_load(0, |_| async { "v9".to_owned() }).await, "v1");
-    let channel = format!(
-        "{}:{{cluster.channel_moves}}:inval",
-        stampede_cache::redis::DEFAULT_PREFIX
-    );
+    let ((a, pa), (b, pb)) = two_pods_holding_v1(&cluster, "cluster.channel_moves").await;
+    let channel = invalidation_channel("cluster.channel_moves");
     let slot = cluster.slot_of(&channel);
     let to = (cluster.primary_of(slot) + 1) % 3;
     let losses = b.subscription_losses();
@@ -642,37 +683,14 @@ async fn a_migrated_notice_channel_is_subscribed_again_where_its_slot_went() {
         "pod b dropped its copies when the channel was taken away"
     );
     assert_eq!(pb.get_or_load(0, |_| async { "v9".to_owned() }).await, "v1");
-    let sharded = |node: usize| -> u64 {
-        let reply = cluster
-            .node(node)
-            .query_lines_raw(&["PUBSUB", "SHARDNUMSUB", &channel]);
-        reply
-            .get(1)
-            .and_then(|n| n.trim_start_matches(':').parse().ok())
-            .unwrap_or(0)
-    };
+    let sharded = |node: usize| subscribers(&cluster, node, "SHARDNUMSUB", &channel);
     bounded(async {
         while sharded(to) < 2 {
             sleep(Duration::from_millis(20)).await;
         }
     })
     .await;
-    pa.insert(0, "v2".to_owned());
-    assert!(
-        SharedBackend::from(a.clone())
-            .flush(Duration::from_secs(5))
-            .await
-    );
-    bounded(async {
-        while pb.get(&0).as_deref() == Some("v1") {
-            sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
-    assert_eq!(
-        pb.get_or_load(0, |_| async { "stale".to_owned() }).await,
-        "v2"
-    );
+    an_insert_reaches_the_other_pod(&pa, &a, &pb).await;
 }
 
 /// Read traffic on 12 keys (every shard) from 3 pods while a primary is
@@ -778,11 +796,7 @@ async fn fail_over_cost(partial: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_primary_is_rejoined_and_the_fleet_loads_once_again() {
     let cluster = RedisCluster::start(3, 0);
-    let mut backends = Vec::new();
-    for _ in 0..3 {
-        backends.push(backend(&cluster).await);
-    }
-    let pods: Vec<_> = backends.iter().map(|b| pod("cluster.restart", b)).collect();
+    let (backends, pods) = fleet(&cluster, 3, "cluster.restart").await;
     let origin = Arc::new(AtomicU64::new(0));
     stampede(&pods, 9, &origin, "v1").await;
     assert_eq!(origin.swap(0, Ordering::SeqCst), 9);
@@ -821,20 +835,14 @@ async fn a_restarted_primary_is_rejoined_and_the_fleet_loads_once_again() {
             .iter()
             .all(|v| v.starts_with("v1-") || v.starts_with("v2-"))
     );
-    pods[0].invalidate_all();
-    assert!(
-        SharedBackend::from(backends[0].clone())
-            .flush(Duration::from_secs(5))
-            .await
-    );
-    sleep(Duration::from_millis(200)).await;
-    origin.store(0, Ordering::SeqCst);
-    let values = stampede(&pods, 9, &origin, "v3").await;
-    assert!(values.iter().all(|v| v.starts_with("v3-")), "{values:?}");
-    assert_eq!(
-        origin.load(Ordering::SeqCst),
+    the_fleet_reloads_each_key_once(
+        &pods,
+        &backends[0],
         9,
-        "one load per key after the restart"
-    );
+        &origin,
+        "v3",
+        "one load per key after the restart",
+    )
+    .await;
     drop(cluster);
 }

@@ -31,6 +31,19 @@ fn without_deadlock(name: &str, test: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Two pods of cache `name` on one LocalBackend, remote failures as `RepoError`.
+fn remote_errors_pods(name: &str) -> Vec<Cache<u32, u32>> {
+    let fleet = LocalBackend::new();
+    (0..2)
+        .map(|_| {
+            Cache::builder(name.to_owned())
+                .remote_errors::<RepoError>()
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect()
+}
+
 fn paused() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -303,15 +316,7 @@ async fn a_remote_failure_after_the_fail_safe_window_ends_is_loaded_not_panicked
 /// panicked with that failure); it loads in process.
 #[tokio::test(start_paused = true)]
 async fn a_call_that_cannot_express_a_remote_failure_loads_instead() {
-    let fleet = LocalBackend::new();
-    let pods: Vec<Cache<u32, u32>> = (0..2)
-        .map(|_| {
-            Cache::builder("rules.inexpressible")
-                .remote_errors::<RepoError>()
-                .backend(fleet.clone())
-                .build()
-        })
-        .collect();
+    let pods = remote_errors_pods("rules.inexpressible");
     let failing = tokio::spawn({
         let pod = pods[1].clone();
         async move {
@@ -533,15 +538,7 @@ async fn a_load_longer_than_the_lock_hold_is_still_cached_where_it_ran() {
 /// `Err(Remote { panicked })`. It now takes over and loads, as in process.
 #[tokio::test(start_paused = true)]
 async fn a_remote_panic_makes_the_waiting_pods_load_as_in_process() {
-    let fleet = LocalBackend::new();
-    let pods: Vec<Cache<u32, u32>> = (0..2)
-        .map(|_| {
-            Cache::builder("rules.remote_panic")
-                .remote_errors::<RepoError>()
-                .backend(fleet.clone())
-                .build()
-        })
-        .collect();
+    let pods = remote_errors_pods("rules.remote_panic");
     let panicking = tokio::spawn({
         let pod = pods[0].clone();
         async move {

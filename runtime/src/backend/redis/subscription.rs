@@ -387,6 +387,13 @@ pub(super) async fn subscription(
         NoticeSource::Shards(_) => 1,
     };
     loop {
+        let mut attempt = Attempt {
+            subs: &subs,
+            hub: &hub,
+            config: &config,
+            first: &mut first,
+            doorbell: &mut doorbell,
+        };
         let outcome = match &source {
             NoticeSource::Nodes(clients) => {
                 let client = &clients[node % clients.len()];
@@ -398,16 +405,7 @@ pub(super) async fn subscription(
                             read(stream, to_hub, to_subs).await;
                             "the connection closed".to_owned()
                         });
-                        serve(
-                            sink,
-                            reader,
-                            &subs,
-                            &hub,
-                            &config,
-                            &mut first,
-                            &mut doorbell,
-                        )
-                        .await
+                        serve(sink, reader, &mut attempt).await
                     }
                     Err(error) => Err(error),
                 }
@@ -422,16 +420,7 @@ pub(super) async fn subscription(
                         };
                         let reader =
                             tokio::spawn(read_pushes(pushes, hub.clone(), subs.clone(), leaving));
-                        serve(
-                            sink,
-                            reader,
-                            &subs,
-                            &hub,
-                            &config,
-                            &mut first,
-                            &mut doorbell,
-                        )
-                        .await
+                        serve(sink, reader, &mut attempt).await
                     }
                     Err(error) => Err(error),
                 }
@@ -459,15 +448,29 @@ pub(super) async fn subscription(
 /// Runs one connection: subscribes everything current, then dispatches
 /// notices, follows the hub's needs and PINGs, until the connection is lost
 /// (`Ok`) — or fails before it was established (`Err`).
-pub(super) async fn serve(
+/// What one connection attempt of the subscription task works with.
+struct Attempt<'a> {
+    subs: &'a Arc<Subs>,
+    hub: &'a Arc<Hub>,
+    config: &'a SubConfig,
+    /// Told the first connection's outcome (then `None`).
+    first: &'a mut Option<oneshot::Sender<BackendResult<()>>>,
+    doorbell: &'a mut mpsc::Receiver<()>,
+}
+
+async fn serve(
     mut sink: impl NoticeSink,
     reader: JoinHandle<String>,
-    subs: &Arc<Subs>,
-    hub: &Arc<Hub>,
-    config: &SubConfig,
-    first: &mut Option<oneshot::Sender<BackendResult<()>>>,
-    doorbell: &mut mpsc::Receiver<()>,
+    attempt: &mut Attempt<'_>,
 ) -> BackendResult<()> {
+    let Attempt {
+        subs,
+        hub,
+        config,
+        first,
+        doorbell,
+    } = attempt;
+    let (subs, hub, config) = (*subs, *hub, *config);
     let mut reader = AbortOnDrop(reader);
     let mut live = Live::default();
     subs.connection_started();

@@ -846,3 +846,62 @@ async fn a_restarted_primary_is_rejoined_and_the_fleet_loads_once_again() {
     .await;
     drop(cluster);
 }
+
+/// One primary hangs (SIGSTOP: connections open, nothing answered) while
+/// two pods read 12 keys on every shard for 3 s. The notice connection's
+/// PING of every primary goes unanswered, so the pods drop their L1 copies
+/// and read the shared tier. What calls see, measured and bounded: every
+/// call answered, none slower than a few command timeouts, at most one
+/// origin call per key and pod (single flight holds in process). redis-rs's
+/// cluster connection stalls every request while it refreshes its slot map
+/// from the hung node, so keys on the shards that answer fail open too —
+/// once per pod, after which the circuit breaker (per backend) fails calls
+/// open at once instead of one command timeout each. Printed for the note.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_shard_costs_at_most_one_load_per_key_and_pod() {
+    let cluster = RedisCluster::start(3, 0);
+    let (backends, pods) = fleet(&cluster, 2, "cluster.hung_shard").await;
+    let keys = 12u32;
+    let calls: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
+    let read_all = |pods: Vec<Cache<u32, String>>, calls: Arc<Vec<AtomicU64>>| async move {
+        let mut slowest = Duration::ZERO;
+        for key in 0..keys {
+            for pod in &pods {
+                let calls = calls.clone();
+                let started = Instant::now();
+                let got = pod
+                    .get_or_load(key, move |k| async move {
+                        calls[k as usize].fetch_add(1, Ordering::SeqCst);
+                        format!("row-{k}")
+                    })
+                    .await;
+                assert_eq!(got, format!("row-{key}"));
+                slowest = slowest.max(started.elapsed());
+            }
+        }
+        slowest
+    };
+    read_all(pods.clone(), calls.clone()).await;
+    for c in calls.iter() {
+        c.store(0, Ordering::SeqCst);
+    }
+    let hung = cluster.primary_of(cluster.slot_of(&slot_key("cluster.hung_shard", 0)));
+    cluster.node(hung).freeze();
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        slowest = slowest.max(bounded(read_all(pods.clone(), calls.clone())).await);
+        sleep(Duration::from_millis(50)).await;
+    }
+    cluster.node(hung).thaw();
+    let loads: Vec<u64> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    let trips: Vec<u64> = backends.iter().map(RedisBackend::breaker_trips).collect();
+    eprintln!(
+        "hung shard: origin calls per key {loads:?}, slowest call {slowest:?}, breaker trips {trips:?}"
+    );
+    assert!(
+        loads.iter().all(|n| *n <= pods.len() as u64),
+        "at most one origin call per key and pod: {loads:?}"
+    );
+    assert!(slowest < Duration::from_secs(2), "a call took {slowest:?}");
+}

@@ -19,19 +19,42 @@ struct Pod {
 impl Pod {
     /// The original stampede mode: `callers` concurrent calls on `go`.
     fn spawn(url: &str, name: &str, callers: usize, lock_ttl_ms: u64, load_ms: u64) -> Pod {
-        Pod::start(&[
-            url.to_owned(),
-            name.to_owned(),
-            "hot-key".to_owned(),
-            callers.to_string(),
-            lock_ttl_ms.to_string(),
-            load_ms.to_string(),
-        ])
+        Pod::spawn_with(url, name, callers, lock_ttl_ms, load_ms, None)
+    }
+
+    /// [`Pod::spawn`], trusting the CA in file `ca` for a `rediss://` URL.
+    fn spawn_with(
+        url: &str,
+        name: &str,
+        callers: usize,
+        lock_ttl_ms: u64,
+        load_ms: u64,
+        ca: Option<&std::path::Path>,
+    ) -> Pod {
+        Pod::start_with(
+            ca,
+            &[
+                url.to_owned(),
+                name.to_owned(),
+                "hot-key".to_owned(),
+                callers.to_string(),
+                lock_ttl_ms.to_string(),
+                load_ms.to_string(),
+            ],
+        )
     }
 
     /// Starts `pod <args>` and waits for its `READY`.
     fn start(args: &[String]) -> Pod {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pod"))
+        Pod::start_with(None, args)
+    }
+
+    fn start_with(ca: Option<&std::path::Path>, args: &[String]) -> Pod {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pod"));
+        if let Some(ca) = ca {
+            command.env("POD_REDIS_CA", ca);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -117,7 +140,21 @@ fn origin_calls(url: &str, name: &str) -> u64 {
 #[test]
 fn eight_processes_times_a_hundred_callers_make_one_origin_call() {
     let server = RedisServer::start();
-    eight_times_a_hundred(&server.url(), || origin_calls(&server.url(), "fleet.8x100"));
+    eight_times_a_hundred(&server.url(), None, || {
+        origin_calls(&server.url(), "fleet.8x100")
+    });
+}
+
+/// The same over TLS: every process connects with `rediss://` and trusts
+/// the test's CA.
+#[test]
+fn eight_processes_times_a_hundred_callers_make_one_origin_call_over_tls() {
+    let server = RedisServer::start_tls();
+    let ca = stampede_cache_tests::redis_server::temp_dir("pod-ca").join("ca.crt");
+    std::fs::write(&ca, server.ca_pem()).unwrap();
+    eight_times_a_hundred(&server.tls_url(), Some(&ca), || {
+        origin_calls(&server.url(), "fleet.8x100")
+    });
 }
 
 /// The same on a real 3-primary Redis Cluster: every process its own
@@ -126,7 +163,7 @@ fn eight_processes_times_a_hundred_callers_make_one_origin_call() {
 fn eight_processes_times_a_hundred_callers_make_one_origin_call_on_a_cluster() {
     let cluster = stampede_cache_tests::redis_cluster::RedisCluster::start(3, 0);
     let seeds = cluster.urls().join(",");
-    eight_times_a_hundred(&seeds, || {
+    eight_times_a_hundred(&seeds, None, || {
         let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
         let mut con = client.get_connection().unwrap();
         redis::cmd("GET")
@@ -138,10 +175,14 @@ fn eight_processes_times_a_hundred_callers_make_one_origin_call_on_a_cluster() {
 }
 
 /// 8 pod processes × 100 callers of one key on `url`: one origin call.
-fn eight_times_a_hundred(url: &str, origin_calls: impl FnOnce() -> u64) {
+fn eight_times_a_hundred(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    origin_calls: impl FnOnce() -> u64,
+) {
     let url = url.to_owned();
     let mut pods: Vec<Pod> = (0..8)
-        .map(|_| Pod::spawn(&url, "fleet.8x100", 100, 2_000, 200))
+        .map(|_| Pod::spawn_with(&url, "fleet.8x100", 100, 2_000, 200, ca))
         .collect();
     for pod in &mut pods {
         pod.go();

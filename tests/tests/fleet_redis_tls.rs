@@ -258,3 +258,53 @@ async fn every_write_path_works_as_an_acl_user_with_only_the_documented_rules() 
         );
     }
 }
+
+/// The whole conformance suite, and the fleet scenarios written once for
+/// every backend, over TLS as the ACL user with exactly `acl_rules`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_as_an_acl_user_the_conformance_suite_and_the_fleet_scenarios_hold() {
+    use stampede_cache_tests::scenarios;
+    let server = RedisServer::start_tls();
+    add_app_user(&server, "s3cret");
+    let backend = app_backend(&server, "s3cret").await.expect("connect");
+    timeout(
+        BOUND,
+        stampede_cache::testing::backend_conformance(backend.into()),
+    )
+    .await
+    .expect("the conformance suite finished");
+    let pods = |n: usize| {
+        let server = &server;
+        async move {
+            let mut backends = Vec::new();
+            for _ in 0..n {
+                let backend = app_backend(server, "s3cret").await.expect("connect");
+                backends.push(SharedBackend::from(backend));
+            }
+            backends
+        }
+    };
+    let (slack, settle) = (Duration::from_millis(150), Duration::from_millis(100));
+    scenarios::a_failing_origin_is_called_once_per_flight("tls.failing", &pods(6).await, 6, slack)
+        .await;
+    scenarios::an_insert_wins_over_a_load_running_elsewhere(
+        "tls.insert_wins",
+        &pods(3).await,
+        settle,
+    )
+    .await;
+    for all in [false, true] {
+        let name = format!("tls.invalidate_wins.{all}");
+        scenarios::an_invalidation_wins_over_a_load_running_elsewhere(
+            &name,
+            &pods(3).await,
+            all,
+            settle,
+        )
+        .await;
+    }
+    scenarios::a_load_timeout_ends_the_flight_fleet_wide("tls.timeout", &pods(3).await, slack)
+        .await;
+    scenarios::a_tag_reaches_every_pod("tls.tags", &pods(3).await, settle).await;
+    scenarios::with_fail_safe_a_failure_throttles_the_fleet("tls.fail_safe", &pods(3).await).await;
+}

@@ -144,9 +144,29 @@ async fn connect(url: &str) -> (RedisBackend, Counter) {
             .expect("counter connection");
         return (backend, Counter::Cluster(counter));
     }
-    let backend = RedisBackend::connect(url).await.expect("connect to redis");
-    let counter = redis::Client::open(url)
-        .expect("redis url")
+    // A `rediss://` URL: the CA that signed the server's certificate is in
+    // the file POD_REDIS_CA names.
+    let ca = std::env::var_os("POD_REDIS_CA").map(|path| std::fs::read(path).expect("read the CA"));
+    let (backend, client) = match ca {
+        Some(ca) => {
+            let backend = RedisBackend::builder(url)
+                .tls(stampede_cache::redis::RedisTls::new().ca_pem(ca.clone()))
+                .connect()
+                .await
+                .expect("connect to redis over TLS");
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca),
+            };
+            let client = redis::Client::build_with_tls(url, certificates).expect("redis url");
+            (backend, client)
+        }
+        None => (
+            RedisBackend::connect(url).await.expect("connect to redis"),
+            redis::Client::open(url).expect("redis url"),
+        ),
+    };
+    let counter = client
         .get_multiplexed_async_connection()
         .await
         .expect("counter connection");

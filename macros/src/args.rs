@@ -566,8 +566,38 @@ impl Configuration {
             ));
         }
 
-        let strategy_known = self.strategy.is_some() || !self.given("strategy");
         let strategy = self.strategy.map_or(StrategyKind::Lock, |(k, _)| k);
+        self.check_strategy_options(strategy, errors);
+        self.check_cross_options(errors);
+
+        Args {
+            // A missing or invalid ttl is an error above; the default only lets the
+            // expansion declare the handle.
+            ttl: self.ttl.unwrap_or(Duration::from_secs(60)),
+            strategy,
+            stale: self.stale.map(|(d, _)| d),
+            beta: self.beta.map(|(b, _)| b),
+            capacity: self.capacity,
+            key: self.key,
+            skip: self.skip.unwrap_or_default(),
+            shared: self.shared.is_some(),
+            lock_ttl: self.lock_ttl.map(|(d, _)| d),
+            name: self.name,
+            fail_safe: self.fail_safe,
+            soft_timeout: self.soft_timeout.map(|(d, _)| d),
+            load_timeout: self.load_timeout,
+            jitter: self.jitter,
+            none_ttl: self.none_ttl,
+            tags: self.tags.unwrap_or_default(),
+            trait_impl: self.trait_impl,
+            returns: self.returns,
+            krate: self.krate,
+        }
+    }
+
+    /// `stale`, `beta` and `soft_timeout` against the strategy.
+    fn check_strategy_options(&self, strategy: StrategyKind, errors: &mut Errors) {
+        let strategy_known = self.strategy.is_some() || !self.given("strategy");
         let strategy_note = |want: &str| match self.strategy {
             Some(_) => {
                 format!("help: it needs `strategy = \"{want}\"`; remove it or change the strategy")
@@ -607,7 +637,11 @@ impl Configuration {
                 ));
             }
         }
+    }
 
+    /// Options that need another: `lock_ttl` needs `shared`; a `key`
+    /// expression must not use a skipped argument.
+    fn check_cross_options(&self, errors: &mut Errors) {
         if let Some((_, span)) = self.lock_ttl
             && self.shared.is_none()
             && !self.given("shared")
@@ -630,30 +664,6 @@ impl Configuration {
                     ));
                 }
             }
-        }
-
-        Args {
-            // A missing or invalid ttl is an error above; the default only lets the
-            // expansion declare the handle.
-            ttl: self.ttl.unwrap_or(Duration::from_secs(60)),
-            strategy,
-            stale: self.stale.map(|(d, _)| d),
-            beta: self.beta.map(|(b, _)| b),
-            capacity: self.capacity,
-            key: self.key,
-            skip: self.skip.unwrap_or_default(),
-            shared: self.shared.is_some(),
-            lock_ttl: self.lock_ttl.map(|(d, _)| d),
-            name: self.name,
-            fail_safe: self.fail_safe,
-            soft_timeout: self.soft_timeout.map(|(d, _)| d),
-            load_timeout: self.load_timeout,
-            jitter: self.jitter,
-            none_ttl: self.none_ttl,
-            tags: self.tags.unwrap_or_default(),
-            trait_impl: self.trait_impl,
-            returns: self.returns,
-            krate: self.krate,
         }
     }
 }

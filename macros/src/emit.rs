@@ -109,6 +109,13 @@ impl Expansion {
             }
         };
 
+        self.signed(body)
+    }
+
+    /// The wrapper fn: the user's attributes, visibility and signature
+    /// around `body` (boxed for an `#[async_trait]` method).
+    fn signed(&self, body: TokenStream) -> TokenStream {
+        let func = &self.func;
         let attrs = &func.attrs;
         let vis = &func.vis;
         match &func.async_trait {
@@ -125,7 +132,7 @@ impl Expansion {
                 quote!(#(#attrs)* #vis #sig #body)
             }
             Some(sig) => {
-                let pin = respan(quote!(::std::boxed::Box::pin), at);
+                let pin = respan(quote!(::std::boxed::Box::pin), self.at());
                 quote!(#(#attrs)* #vis #sig { #pin(async move #body) })
             }
         }
@@ -270,11 +277,7 @@ impl Expansion {
     /// `|options| options.ttl(..)...`: one setter per argument given.
     fn configure(&self) -> TokenStream {
         let Expansion {
-            args,
-            krate,
-            output,
-            plan,
-            ..
+            args, krate, plan, ..
         } = self;
         let at = self.at();
         let p = respan(quote!(#krate::__private), at);
@@ -318,16 +321,27 @@ impl Expansion {
             });
             setters.push(quote_spanned!(at=> .tags(|#pat| [#(#tags),*])));
         }
+        setters.extend(self.failure_setters(&p));
+        quote_spanned!(at=> |#options| #options #(#setters)*)
+    }
+
+    /// The setters of what happens when loads fail or hang: `fail_safe`,
+    /// `soft_timeout`, `load_timeout`, and with `shared` the lock's ttl and
+    /// remote failures.
+    fn failure_setters(&self, p: &TokenStream) -> Vec<TokenStream> {
+        let Expansion { args, output, .. } = self;
+        let at = self.at();
+        let mut setters = Vec::new();
         if let Some(d) = args.fail_safe {
-            let d = duration(d, &p);
+            let d = duration(d, p);
             setters.push(quote_spanned!(at=> .fail_safe(#d)));
         }
         if let Some(d) = args.soft_timeout {
-            let d = duration(d, &p);
+            let d = duration(d, p);
             setters.push(quote_spanned!(at=> .soft_timeout(#d)));
         }
         if let Some((d, _)) = args.load_timeout {
-            let d = duration(d, &p);
+            let d = duration(d, p);
             let err_ty = output
                 .err_ty
                 .as_ref()
@@ -338,7 +352,7 @@ impl Expansion {
         }
         if args.shared {
             if let Some(d) = args.lock_ttl {
-                let d = duration(d, &p);
+                let d = duration(d, p);
                 setters.push(quote_spanned!(at=> .lock_ttl(#d)));
             }
             if let Some(err_ty) = &output.err_ty {
@@ -354,7 +368,7 @@ impl Expansion {
                 });
             }
         }
-        quote_spanned!(at=> |#options| #options #(#setters)*)
+        setters
     }
 }
 

@@ -149,6 +149,27 @@ enum KeySource {
 
 fn check(args: &Args, fn_name: &Ident, inputs: &[Input]) -> syn::Result<KeySource> {
     let mut errors = Errors::default();
+    check_skip(args, fn_name, inputs, &mut errors);
+    let (source, mut key_self) = key_source(args, inputs, &mut errors);
+    // Types that end up in the static `Cache<K, V>` cannot name `Self`.
+    if key_self.is_none() && matches!(source, KeySource::Arguments) {
+        key_self = inputs
+            .iter()
+            .filter(|a| in_key(args, a))
+            .find_map(|a| scan_ty(&a.ty).self_ty);
+    }
+    if let Some(span) = key_self {
+        errors.push(err(
+            span,
+            "#[stampede_cached] cannot name `Self` in the key type of the cache's static\nhelp: write the type's name instead of `Self`, or `skip` this argument",
+        ));
+    }
+    errors.finish()?;
+    Ok(source)
+}
+
+/// Every `skip` name must be an argument (and never `self`).
+fn check_skip(args: &Args, fn_name: &Ident, inputs: &[Input], errors: &mut Errors) {
     let arg_names = || {
         if inputs.is_empty() {
             "the function has no arguments".to_string()
@@ -181,52 +202,45 @@ fn check(args: &Args, fn_name: &Ident, inputs: &[Input]) -> syn::Result<KeySourc
             ));
         }
     }
-    let mut source = KeySource::Arguments;
-    let mut key_self = None;
-    if let Some(k) = &args.key {
-        match &k.ty {
-            Some(ty) => {
-                let s = scan_ty(ty);
-                if let Some(span) = s.impl_trait.or(s.reference).or(s.lifetime.map(|l| l.0)) {
-                    errors.push(err(
-                        span,
-                        "the key type must be an owned, nameable type\nhelp: e.g. `key: (u64, String) = (id, region.to_owned())`",
-                    ));
-                }
-                key_self = s.self_ty;
-                source = KeySource::Computed {
-                    ty: ty.to_token_stream(),
-                };
+}
+
+/// Where the key comes from (the arguments, or a `key = ..` expression of
+/// a known type), and the span of a `Self` in a declared key type.
+fn key_source(args: &Args, inputs: &[Input], errors: &mut Errors) -> (KeySource, Option<Span>) {
+    let Some(k) = &args.key else {
+        return (KeySource::Arguments, None);
+    };
+    match &k.ty {
+        Some(ty) => {
+            let s = scan_ty(ty);
+            if let Some(span) = s.impl_trait.or(s.reference).or(s.lifetime.map(|l| l.0)) {
+                errors.push(err(
+                    span,
+                    "the key type must be an owned, nameable type\nhelp: e.g. `key: (u64, String) = (id, region.to_owned())`",
+                ));
             }
-            None if key_argument(args, inputs).is_some() => {}
-            None => match infer_key_type(&k.expr, inputs) {
-                Some(ty) => {
-                    source = KeySource::Computed {
-                        ty: respan(ty, k.expr.span()),
-                    }
-                }
-                None => errors.push(syn::Error::new_spanned(
+            let source = KeySource::Computed {
+                ty: ty.to_token_stream(),
+            };
+            (source, s.self_ty)
+        }
+        None if key_argument(args, inputs).is_some() => (KeySource::Arguments, None),
+        None => match infer_key_type(&k.expr, inputs) {
+            Some(ty) => {
+                let source = KeySource::Computed {
+                    ty: respan(ty, k.expr.span()),
+                };
+                (source, None)
+            }
+            None => {
+                errors.push(syn::Error::new_spanned(
                     &k.expr,
                     "#[stampede_cached] cannot tell the type of this `key` expression, and the cache's static must name it\nhelp: annotate it: `key: Type = <expr>`, e.g. `key: (u64, String) = (id, region.to_owned())`; `format!(..)`, `x.to_string()`, literals, casts and arguments need no annotation",
-                )),
-            },
-        }
+                ));
+                (KeySource::Arguments, None)
+            }
+        },
     }
-    // Types that end up in the static `Cache<K, V>` cannot name `Self`.
-    if key_self.is_none() && matches!(source, KeySource::Arguments) {
-        key_self = inputs
-            .iter()
-            .filter(|a| in_key(args, a))
-            .find_map(|a| scan_ty(&a.ty).self_ty);
-    }
-    if let Some(span) = key_self {
-        errors.push(err(
-            span,
-            "#[stampede_cached] cannot name `Self` in the key type of the cache's static\nhelp: write the type's name instead of `Self`, or `skip` this argument",
-        ));
-    }
-    errors.finish()?;
-    Ok(source)
 }
 
 /// The type of an untyped `key = <expr>` when it is certain from the expression alone:
@@ -365,64 +379,10 @@ fn plan(
     krate: &TokenStream,
 ) -> KeyPlan {
     let p = quote!(#krate::__private);
-
-    // The call that gives the load (or the key) its own copy of a borrowed argument,
-    // spanned on the argument's type so that a bound error lands there.
-    let own_through = |a: &Input, f: &str| -> Option<TokenStream> {
-        let Kind::Borrowed(elem, _) = &a.kind else {
-            return None;
-        };
-        let id = &a.ident;
-        let p = respan(p.clone(), elem.span());
-        let f = Ident::new(f, elem.span());
-        Some(quote_spanned!(elem.span()=> #p::#f::<#elem, _>(#id)))
-    };
-    // Skipped: moved into the load (by value) or copied (by reference).
-    let to_load = |a: &Input| -> TokenStream {
-        let id = &a.ident;
-        let v = own_through(a, "owned").unwrap_or_else(|| {
-            let p = respan(p.clone(), a.ty.span());
-            quote_spanned!(a.ty.span()=> #p::moved(#id))
-        });
-        quote!(let #id = #v;)
-    };
-    // What the body sees: the argument as declared.
-    let rebinds = inputs
-        .iter()
-        .filter_map(|a| {
-            let id = &a.ident;
-            let m = a.mutable.then(|| quote!(mut));
-            match &a.kind {
-                Kind::Borrowed(elem, _) => Some(quote!(let #m #id: &#elem = &#id;)),
-                Kind::Owned if a.mutable => Some(quote!(let mut #id = #id;)),
-                Kind::Owned => None,
-            }
-        })
-        .collect();
-
+    let rebinds = rebinds(inputs);
     if let KeySource::Computed { ty } = key {
-        let k = args.key.as_ref().expect("a computed key");
-        let expr = &k.expr;
-        let key_ident = Ident::new("key", Span::call_site());
-        return KeyPlan {
-            key_ty: ty.clone(),
-            key_value: expr.to_token_stream(),
-            computed: true,
-            key_pat: quote!(_),
-            tags_pat: if args
-                .tags
-                .iter()
-                .any(|e| mention(e.to_token_stream(), &key_ident).is_some())
-            {
-                quote!(#key_ident)
-            } else {
-                quote!(_)
-            },
-            prelude: inputs.iter().map(to_load).collect(),
-            rebinds,
-        };
+        return computed_plan(args, inputs, ty, &p, rebinds);
     }
-
     let mut key_tys = Vec::new();
     let mut key_vals = Vec::new();
     let mut key_names = Vec::new();
@@ -431,21 +391,21 @@ fn plan(
         if in_key(args, a) {
             let id = &a.ident;
             key_tys.push(a.owned_ty().to_token_stream());
-            key_vals.push(own_through(a, "owned_key").unwrap_or_else(|| quote!(#id)));
+            key_vals.push(own_through(&p, a, "owned_key").unwrap_or_else(|| quote!(#id)));
             key_names.push(id.clone());
         } else {
-            prelude.push(to_load(a));
+            prelude.push(to_load(&p, a));
         }
     }
     // The tags bind only the arguments their expressions use (no unused-variable warnings).
     let tag_names: Vec<TokenStream> = key_names
         .iter()
         .map(|id| {
-            let used = args
-                .tags
-                .iter()
-                .any(|e| mention(e.to_token_stream(), id).is_some());
-            if used { quote!(#id) } else { quote!(_) }
+            if tags_mention(args, id) {
+                quote!(#id)
+            } else {
+                quote!(_)
+            }
         })
         .collect();
     let (key_ty, key_value, key_pat, tags_pat) = if key_tys.len() == 1 {
@@ -478,6 +438,77 @@ fn plan(
         prelude,
         rebinds,
     }
+}
+
+/// The plan of a `key = <expr>` key: every argument goes to the load.
+fn computed_plan(
+    args: &Args,
+    inputs: &[Input],
+    ty: &TokenStream,
+    p: &TokenStream,
+    rebinds: Vec<TokenStream>,
+) -> KeyPlan {
+    let k = args.key.as_ref().expect("a computed key");
+    let key_ident = Ident::new("key", Span::call_site());
+    KeyPlan {
+        key_ty: ty.clone(),
+        key_value: k.expr.to_token_stream(),
+        computed: true,
+        key_pat: quote!(_),
+        tags_pat: if tags_mention(args, &key_ident) {
+            quote!(#key_ident)
+        } else {
+            quote!(_)
+        },
+        prelude: inputs.iter().map(|a| to_load(p, a)).collect(),
+        rebinds,
+    }
+}
+
+/// Whether a `tags` expression uses `id`.
+fn tags_mention(args: &Args, id: &Ident) -> bool {
+    args.tags
+        .iter()
+        .any(|e| mention(e.to_token_stream(), id).is_some())
+}
+
+/// What the body sees: each argument as declared.
+fn rebinds(inputs: &[Input]) -> Vec<TokenStream> {
+    inputs
+        .iter()
+        .filter_map(|a| {
+            let id = &a.ident;
+            let m = a.mutable.then(|| quote!(mut));
+            match &a.kind {
+                Kind::Borrowed(elem, _) => Some(quote!(let #m #id: &#elem = &#id;)),
+                Kind::Owned if a.mutable => Some(quote!(let mut #id = #id;)),
+                Kind::Owned => None,
+            }
+        })
+        .collect()
+}
+
+/// The call that gives the load (or the key) its own copy of a borrowed
+/// argument, spanned on the argument's type so that a bound error lands there.
+fn own_through(p: &TokenStream, a: &Input, f: &str) -> Option<TokenStream> {
+    let Kind::Borrowed(elem, _) = &a.kind else {
+        return None;
+    };
+    let id = &a.ident;
+    let p = respan(p.clone(), elem.span());
+    let f = Ident::new(f, elem.span());
+    Some(quote_spanned!(elem.span()=> #p::#f::<#elem, _>(#id)))
+}
+
+/// An argument not in the key: moved into the load (by value) or copied
+/// (by reference).
+fn to_load(p: &TokenStream, a: &Input) -> TokenStream {
+    let id = &a.ident;
+    let v = own_through(p, a, "owned").unwrap_or_else(|| {
+        let p = respan(p.clone(), a.ty.span());
+        quote_spanned!(a.ty.span()=> #p::moved(#id))
+    });
+    quote!(let #id = #v;)
 }
 
 #[cfg(test)]

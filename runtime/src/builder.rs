@@ -326,7 +326,8 @@ where
     /// Without it — or for a call whose error type is not `E` (such as
     /// `get_or_load`) — a remote failure never reaches the callers: a
     /// flight that has a value to serve (stale, fail-safe) serves it, one
-    /// that has none loads in process (fail open, counted in `fallbacks`).
+    /// that has none loads itself, taking the key's lock in turn (one load
+    /// at a time fleet-wide, not one per process at once).
     pub fn remote_errors<E>(mut self) -> Self
     where
         E: From<RemoteLoadError> + std::fmt::Debug + Clone + Send + Sync + 'static,

@@ -5,6 +5,7 @@
 //! (a tags function or none), and drives random interleavings over a few
 //! keys: calls on any pod whose loader succeeds, errors, panics or hangs;
 //! `insert`, `invalidate` and `invalidate_all` on any pod; `invalidate_tag`;
+//! pods with and without `remote_errors`;
 //! pods restarted (their L1 gone, their loads still running); backend
 //! outages (`LocalBackend::set_outage`, 10–500 ms, at most two a seed).
 //! Checked against a reference model — a "database" with a version per key,
@@ -84,6 +85,9 @@ struct Fleet {
     tag_names: Vec<String>,
     /// Whether this seed's backend has outages.
     outages: bool,
+    /// Whether the pods take remote failures as `ModelError::Remote`
+    /// (`remote_errors`); without, a remote failure never reaches a call.
+    remote_errors: bool,
 }
 
 impl Fleet {
@@ -125,6 +129,7 @@ impl Fleet {
             tags: draw_key_tags(rng, &tag_names, KEYS),
             tag_names,
             outages: rng.u8(0..3) != 0,
+            remote_errors: rng.u8(0..4) != 0,
         }
     }
 
@@ -133,9 +138,11 @@ impl Fleet {
             .ttl(self.ttl)
             .strategy(self.strategy)
             .failed_refresh_backoff(self.backoff)
-            .remote_errors::<ModelError>()
             .backend(self.backend.clone())
             .lock_ttl(self.lock_ttl);
+        if self.remote_errors {
+            builder = builder.remote_errors::<ModelError>();
+        }
         if let Some(window) = self.fail_safe {
             builder = builder.fail_safe(window);
         }
@@ -303,6 +310,11 @@ fn check_failure(fleet: &Fleet, m: &mut Model, writes: &[Write], call: usize, er
     );
     match *error {
         ModelError::Down { load } => m.check_own_failure(call, load),
+        ModelError::Remote { .. } if !fleet.remote_errors => {
+            m.violations.push(format!(
+                "{who} got {error:?}, but the pods take no remote errors (a remote failure must never reach a call that cannot return it)"
+            ));
+        }
         ModelError::Remote { load: None } => {
             m.violations
                 .push(format!("{who} got a remote error naming no load"));
@@ -392,9 +404,10 @@ fn check_calls(fleet: &Fleet, m: &mut Model, writes: &[Write], outages: &[(Insta
 fn trace(fleet: &Fleet, m: &Model, writes: &[Write], outages: &[(Instant, Instant)]) {
     let backend = stampede_cache::SharedBackend::from(fleet.backend.clone());
     eprintln!(
-        "{:?}, round trip {:?}, ttl {:?}, lock_ttl {:?}, backoff {:?}, fail_safe {:?}, load_timeout {:?}, tags {:?}; \
+        "{:?}, remote errors {}, round trip {:?}, ttl {:?}, lock_ttl {:?}, backoff {:?}, fail_safe {:?}, load_timeout {:?}, tags {:?}; \
          writes retried {}, lost {}",
         fleet.strategy,
+        fleet.remote_errors,
         fleet.round_trip,
         fleet.ttl,
         fleet.lock_ttl,

@@ -565,3 +565,54 @@ async fn a_remote_panic_makes_the_waiting_pods_load_as_in_process() {
         "the waiting pod loads, as a waiter in process does"
     );
 }
+
+/// Found by the fleet model once it drew pods without `remote_errors`: pod
+/// A's load fails while pods B and C wait on its lock. Neither can return
+/// A's failure, so each loads itself — and both did so at once, beside
+/// each other in process, without the lock. They now take the lock in turn:
+/// never two loads of the key at once.
+#[tokio::test(start_paused = true)]
+async fn waiters_that_cannot_return_a_remote_failure_load_one_at_a_time() {
+    let fleet = LocalBackend::new();
+    let pods: Vec<Cache<u32, u32>> = (0..3)
+        .map(|_| {
+            Cache::builder("rules.inexpressible_takeover")
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let running = Arc::new(AtomicU32::new(0));
+    let most = Arc::new(AtomicU32::new(0));
+    let failing = tokio::spawn({
+        let pod = pods[0].clone();
+        async move {
+            pod.try_get_or_load(1, |_| async {
+                sleep(Duration::from_millis(100)).await;
+                Err::<u32, _>(RepoError::Down)
+            })
+            .await
+        }
+    });
+    sleep(Duration::from_millis(10)).await;
+    let waiters: Vec<_> = pods[1..]
+        .iter()
+        .map(|pod| {
+            let (pod, running, most) = (pod.clone(), running.clone(), most.clone());
+            tokio::spawn(async move {
+                pod.try_get_or_load(1, move |_| async move {
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    sleep(Duration::from_millis(50)).await;
+                    running.fetch_sub(1, SeqCst);
+                    Ok::<u32, RepoError>(2)
+                })
+                .await
+            })
+        })
+        .collect();
+    assert_eq!(bounded(failing).await.unwrap(), Err(RepoError::Down));
+    for waiter in waiters {
+        assert_eq!(bounded(waiter).await.unwrap(), Ok(2));
+    }
+    assert_eq!(most.load(SeqCst), 1, "two loads of the key ran at once");
+}

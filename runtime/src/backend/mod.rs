@@ -349,8 +349,9 @@ impl std::error::Error for BackendError {}
 /// error type `E` through `E: From<RemoteLoadError>`: the attribute does so
 /// whenever that impl exists; a cache built by hand opts in with
 /// [`CacheBuilder::remote_errors`](crate::CacheBuilder::remote_errors).
-/// Without it, a process that finds its key's load failed elsewhere falls
-/// back to loading in process (counted in `fallbacks`).
+/// Without it, a process that finds its key's load failed elsewhere serves
+/// its stale or fail-safe value if it has one, else loads itself under the
+/// key's lock (the waiting processes one at a time).
 ///
 /// A loader that *panicked* elsewhere is a bug of that call, not an answer:
 /// as waiters in process start a new flight, the waiting processes take

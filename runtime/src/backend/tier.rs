@@ -429,6 +429,10 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             Err(error) => return self.fall_back(&key, &error, origin).await,
         };
         let lease = self.backend.initial_lease(self.lock_ttl);
+        // A failure record answers this flight only if it has a value to
+        // serve instead (the retry backoff throttles it, as in process) and
+        // can answer with it; else it loads, under the lock.
+        let mut honour_failure = fallback;
         loop {
             if !tags.is_empty() {
                 // Recorded before every lock attempt (a waiter taking over
@@ -441,10 +445,9 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 }
             }
             let token = new_token();
-            // A failure record answers this flight only if it has a value
-            // to serve instead (the retry backoff throttles it, as in
-            // process); with nothing to serve, it loads.
-            let attempt = self.backend.lock(&slot, &token, lease, true, fallback);
+            let attempt = self
+                .backend
+                .lock(&slot, &token, lease, true, honour_failure);
             let mut acquired = match attempt.await {
                 Ok(acquired) => acquired,
                 Err(error) => {
@@ -462,7 +465,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 // older generation, undecodable): take the lock regardless.
                 acquired = match self
                     .backend
-                    .lock(&slot, &token, lease, false, fallback)
+                    .lock(&slot, &token, lease, false, honour_failure)
                     .await
                 {
                     Ok(acquired) => acquired,
@@ -475,9 +478,15 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             }
             let seen = match acquired {
                 Acquire::Failed(record) => {
-                    return self
-                        .remote_failure(&key, &record, origin, fallback, remote_errors)
-                        .await;
+                    match self.remote_failure(&key, &record, fallback, remote_errors) {
+                        Some(answer) => return answer,
+                        None => {
+                            // Nothing this flight can answer with: it takes
+                            // the lock and loads, past the record.
+                            honour_failure = false;
+                            continue;
+                        }
+                    }
                 }
                 Acquire::Locked => {
                     let guard = self.guard(&slot, token);
@@ -521,9 +530,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     // A timeout is not an error of the origin, nor a panic
                     // an answer (a bug of that one call): with nothing to
                     // serve, the waiters take over and one of them loads —
-                    // as waiters in process start a new flight.
+                    // as waiters in process start a new flight. So does a
+                    // flight whose caller cannot return another process's
+                    // error: it loads, but under the lock (one at a time
+                    // fleet-wide), not beside the others in process.
+                    let expressible = remote_errors && self.remote.is_some();
                     let takes_over = codec::decode_failure(&record).is_some_and(|failure| {
                         matches!(failure.kind, FailureKind::Timeout | FailureKind::Panic)
+                            || !expressible
                     });
                     if takes_over && !fallback {
                         if let Some(timeout) = self.out_of_time(deadline) {
@@ -531,9 +545,16 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                         }
                         continue;
                     }
-                    return self
-                        .remote_failure(&key, &record, origin, fallback, remote_errors)
-                        .await;
+                    match self.remote_failure(&key, &record, fallback, remote_errors) {
+                        Some(answer) => return answer,
+                        None => {
+                            honour_failure = false;
+                            if let Some(timeout) = self.out_of_time(deadline) {
+                                return Err(timeout);
+                            }
+                            continue;
+                        }
+                    }
                 }
                 Ok(Waited::OutOfTime) => {
                     let timeout = self.out_of_time(deadline).expect("the deadline passed");
@@ -709,32 +730,33 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         }
     }
 
-    /// The key's load failed in some process recently: answer with that
-    /// failure instead of calling the origin again — when this cache can
-    /// express it; else load in process (fail open).
-    async fn remote_failure(
+    /// The key's load failed in some process recently: the answer of this
+    /// flight from that record — the failure, when the starting call can
+    /// return it; else the value to serve, if any — or `None`: this flight
+    /// takes the lock and loads.
+    fn remote_failure(
         &self,
         key: &K,
         record: &[u8],
-        origin: OriginLoad<V>,
         fallback: bool,
         remote_errors: bool,
-    ) -> Result<Loaded<V>, ErasedError> {
+    ) -> Option<Result<Loaded<V>, ErasedError>> {
         let Some(failure) = codec::decode_failure(record) else {
-            let error = BackendError::new("undecodable failure record");
-            return self.fall_back(key, &error, origin).await;
+            self.counters.backend_errors.incr();
+            tracing::warn!(cache = %self.name, "undecodable failure record: ignored");
+            return None;
         };
         match failure.kind {
             FailureKind::Timeout => {
                 self.counters.remote_failures.incr();
                 let after = Duration::from_millis(failure.after_ms);
-                Err(Arc::new(LoadTimeout::new(&self.name, after)))
+                Some(Err(Arc::new(LoadTimeout::new(&self.name, after))))
             }
             FailureKind::Error | FailureKind::Panic if remote_errors && self.remote.is_some() => {
                 self.counters.remote_failures.incr();
                 let panicked = failure.kind == FailureKind::Panic;
                 let error = RemoteLoadError::new(&self.name, failure.message, panicked);
-                Err(Arc::new(error))
+                Some(Err(Arc::new(error)))
             }
             // No way to hand the callers that failure, but a value to serve
             // instead: serve it, decided here once for the whole flight (a
@@ -746,22 +768,18 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     && let Some(value) = self.l1.upgrade().and_then(|l1| l1.stand_in(key)) =>
             {
                 self.counters.remote_failures.incr();
-                Ok(Loaded {
+                Some(Ok(Loaded {
                     value,
                     fresh_for: Duration::ZERO,
                     stale_for: Duration::ZERO,
                     delta: Duration::ZERO,
                     refresh_lead: Duration::ZERO,
                     superseded: true,
-                })
+                }))
             }
-            FailureKind::Error | FailureKind::Panic => {
-                let error = BackendError::new(format!(
-                    "the load failed in another process ({}), and this cache's error type cannot carry that (E: From<RemoteLoadError>)",
-                    failure.message
-                ));
-                self.fall_back(key, &error, origin).await
-            }
+            // Nothing to answer with that the callers can take: this flight
+            // loads itself, under the lock (one at a time fleet-wide).
+            FailureKind::Error | FailureKind::Panic => None,
         }
     }
 

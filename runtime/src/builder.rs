@@ -29,7 +29,10 @@ pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
 /// has no `load_timeout` (with one, the load is dropped at that bound). Past
 /// it the lease lapses, so one hung process cannot hold a key for the whole
 /// fleet: another takes over (one extra origin call), and the hung load's
-/// late write is refused.
+/// late write is refused — and its value is not cached, not even where it
+/// ran (a lapsed lease cannot be told from a write that superseded it). A
+/// cache whose loads can take longer gives itself a `load_timeout` at least
+/// that long: that is its lock hold then.
 pub const DEFAULT_MAX_LOCK_HOLD: Duration = Duration::from_secs(60);
 
 /// Configures and builds a [`Cache`]; from [`Cache::builder`].

@@ -505,30 +505,42 @@ async fn a_waiter_that_takes_over_stays_within_its_load_timeout() {
     assert_eq!(waiter, Err(RepoError::Timeout));
 }
 
-/// Issue 14, review item 7: a load that outlived the lock hold (60 s without
-/// a `load_timeout`) lost its lease, its fenced write was refused, and the
-/// value was cached nowhere: every call ran the 90 s query again — the same
-/// cache without `shared` caches it. It is now cached in the pod that loaded
-/// it (not in the shared tier: its lock may be another load's by then).
+/// Issue 14, review item 7: a load that outlives the lock hold (60 s
+/// without a `load_timeout`) loses its lease, and its refused fenced write
+/// cannot be told from a write that superseded it — so it is not cached
+/// (caching a value a write replaced is worse than loading again; a review
+/// found the first fix, "cache it where it ran", serving a replaced value).
+/// The documented remedy: a `load_timeout` at least as long as the loads
+/// (it is the lock hold too) — then the 90 s load is cached and reused.
 #[tokio::test(start_paused = true)]
-async fn a_load_longer_than_the_lock_hold_is_still_cached_where_it_ran() {
+async fn a_load_longer_than_the_default_lock_hold_is_cached_with_a_long_enough_load_timeout() {
     let fleet = LocalBackend::new();
-    let pod: Cache<u32, u32> = Cache::builder("rules.long_load")
-        .ttl(Duration::from_secs(600))
-        .lock_ttl(Duration::from_secs(1))
-        .backend(fleet.clone())
-        .build();
     let calls = Arc::new(AtomicU32::new(0));
     let load = |calls: Arc<AtomicU32>| {
         move |_| async move {
             calls.fetch_add(1, SeqCst);
             sleep(Duration::from_secs(90)).await;
-            7
+            Ok::<u32, RepoError>(7)
         }
     };
-    assert_eq!(pod.get_or_load(1, load(calls.clone())).await, 7);
-    assert_eq!(pod.get_or_load(1, load(calls.clone())).await, 7);
-    assert_eq!(calls.load(SeqCst), 1, "the 90 s load ran again");
+    for (bound, expected_calls) in [(None, 2), (Some(Duration::from_secs(120)), 1)] {
+        calls.store(0, SeqCst);
+        let mut builder = Cache::builder(format!("rules.long_load.{}", bound.is_some()))
+            .ttl(Duration::from_secs(600))
+            .lock_ttl(Duration::from_secs(1))
+            .backend(fleet.clone());
+        if let Some(bound) = bound {
+            builder = builder.load_timeout::<RepoError>(bound);
+        }
+        let pod: Cache<u32, u32> = builder.build();
+        assert_eq!(pod.try_get_or_load(1, load(calls.clone())).await, Ok(7));
+        assert_eq!(pod.try_get_or_load(1, load(calls.clone())).await, Ok(7));
+        assert_eq!(
+            calls.load(SeqCst),
+            expected_calls,
+            "load_timeout {bound:?}: origin calls for two calls of a 90 s load"
+        );
+    }
 }
 
 /// Issue 14, review item 8: a loader that panics. Without `shared`, the
@@ -615,4 +627,52 @@ async fn waiters_that_cannot_return_a_remote_failure_load_one_at_a_time() {
         assert_eq!(bounded(waiter).await.unwrap(), Ok(2));
     }
     assert_eq!(most.load(SeqCst), 1, "two loads of the key ran at once");
+}
+
+/// Review of the fleet protocol: a waiter whose backend fails near the end
+/// of its `load_timeout` falls back to loading in process — with a whole
+/// new bound before, so the call took about twice its bound. Every load a
+/// flight makes is bounded by the flight's deadline now.
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_falls_back_stays_within_its_load_timeout() {
+    let fleet = LocalBackend::new();
+    let bound = Duration::from_millis(300);
+    let pods: Vec<Cache<u32, u32>> = (0..2)
+        .map(|_| {
+            Cache::builder("rules.fallback_bound")
+                .load_timeout::<RepoError>(bound)
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let hung = tokio::spawn({
+        let pod = pods[0].clone();
+        async move {
+            pod.try_get_or_load(1, |_| std::future::pending::<Result<u32, RepoError>>())
+                .await
+        }
+    });
+    sleep(Duration::from_millis(100)).await;
+    let outage = tokio::spawn({
+        let fleet = fleet.clone();
+        async move {
+            sleep(Duration::from_millis(150)).await;
+            fleet.set_outage(true);
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let waiter = pods[1]
+        .try_get_or_load(1, |_| async {
+            sleep(Duration::from_millis(250)).await;
+            Ok::<u32, RepoError>(2)
+        })
+        .await;
+    let waited = started.elapsed();
+    bounded(outage).await.unwrap();
+    fleet.set_outage(false);
+    let _ = bounded(hung).await;
+    assert!(
+        waited <= bound,
+        "pod B's call took {waited:?} with a load_timeout of {bound:?} ({waiter:?})"
+    );
 }

@@ -3,7 +3,8 @@
 //! tests for the Redis backend against a real server). Not a stable API.
 //!
 //! It uses real (or paused) `tokio::time`: leases of 100 ms expire by
-//! sleeping past them.
+//! sleeping past them. Each `insert` and `invalidate` is followed by
+//! `notify`, as the tier does.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -128,6 +129,7 @@ async fn values_and_fencing(backend: &SharedBackend, run: &str) {
     b.insert(&s, &cache, b"inserted", TTL, &notice(9, 0, Some("02")))
         .await
         .unwrap();
+    b.notify(&cache, &notice(9, 0, Some("02"))).await.unwrap();
     assert!(
         !b.write(&s, "b", b"loaded-before", TTL).await.unwrap(),
         "superseded by insert"
@@ -150,6 +152,7 @@ async fn values_and_fencing(backend: &SharedBackend, run: &str) {
     b.invalidate(&s, &cache, &notice(9, 0, Some("02")))
         .await
         .unwrap();
+    b.notify(&cache, &notice(9, 0, Some("02"))).await.unwrap();
 }
 
 async fn failures(backend: &SharedBackend, run: &str) {
@@ -204,6 +207,7 @@ async fn failures(backend: &SharedBackend, run: &str) {
     b.insert(&s, &cache, b"v", TTL, &notice(9, 0, Some("06")))
         .await
         .unwrap();
+    b.notify(&cache, &notice(9, 0, Some("06"))).await.unwrap();
     assert_eq!(
         b.read(&s).await.unwrap().failure,
         None,
@@ -217,6 +221,7 @@ async fn failures(backend: &SharedBackend, run: &str) {
     b.invalidate(&s, &cache, &notice(9, 0, Some("06")))
         .await
         .unwrap();
+    b.notify(&cache, &notice(9, 0, Some("06"))).await.unwrap();
     assert_eq!(
         b.read(&s).await.unwrap(),
         Found::default(),
@@ -316,12 +321,16 @@ async fn invalidation(backend: &SharedBackend, run: &str) {
     b.insert(&s, &cache, b"v", TTL, &notice(1, 0, Some("04")))
         .await
         .unwrap();
+    b.notify(&cache, &notice(1, 0, Some("04"))).await.unwrap();
     assert_eq!(
         seen_after(&peer, 1).await,
         vec![Told::Key("04".into())],
         "an insert invalidates the others' copies"
     );
     b.insert(&s_other, &other_cache, b"w", TTL, &notice(3, 0, Some("04")))
+        .await
+        .unwrap();
+    b.notify(&other_cache, &notice(3, 0, Some("04")))
         .await
         .unwrap();
     assert_eq!(
@@ -331,6 +340,7 @@ async fn invalidation(backend: &SharedBackend, run: &str) {
     b.invalidate(&s, &cache, &notice(1, 0, Some("04")))
         .await
         .unwrap();
+    b.notify(&cache, &notice(1, 0, Some("04"))).await.unwrap();
     assert_eq!(seen_after(&peer, 2).await[1], Told::Key("04".into()));
     assert_eq!(
         b.read(&s).await.unwrap(),
@@ -377,6 +387,9 @@ async fn invalidation(backend: &SharedBackend, run: &str) {
     b.invalidate(&s_other, &other_cache, &notice(3, 0, Some("04")))
         .await
         .unwrap();
+    b.notify(&other_cache, &notice(3, 0, Some("04")))
+        .await
+        .unwrap();
 }
 
 /// A tag record keeps its members across invalidations: a slot recorded
@@ -411,7 +424,25 @@ async fn tags(backend: &SharedBackend, run: &str) {
         "a slot not under the tag is untouched"
     );
     assert!(b.release(&untagged, "bystander").await.unwrap());
+    // A record only ever gets later: a shorter one taken before a lock
+    // does not undo a longer-lived value's.
+    let long = slot_of(backend, &name, "07");
+    b.tag(&long, std::slice::from_ref(&tag), keep * 8)
+        .await
+        .unwrap();
+    b.tag(&long, std::slice::from_ref(&tag), keep)
+        .await
+        .unwrap();
     tokio::time::sleep(keep * 2).await;
+    assert_eq!(
+        b.lock(&long, "long", TTL, false, true).await.unwrap(),
+        Acquire::Locked
+    );
+    b.invalidate_tag(&tag).await.unwrap();
+    assert!(
+        !b.write(&long, "long", b"v", TTL).await.unwrap(),
+        "the longer record still reaches the slot"
+    );
     assert_eq!(
         b.lock(&s, "late", TTL, false, true).await.unwrap(),
         Acquire::Locked

@@ -493,6 +493,12 @@ impl Backend for LocalInner {
             let mut state = self.lock();
             for tag in tags {
                 let slots = state.tagged.entry(tag_set(&self.prefix, tag)).or_default();
+                // Only ever later (Redis: `ZADD GT`): a shorter record taken
+                // before a lock must not undo a longer-lived value's.
+                let until = slots
+                    .entries
+                    .get(slot.as_str())
+                    .map_or(until, |(_, kept)| until.max(*kept));
                 slots.insert(slot.as_str().to_owned(), (), until, now);
             }
             if state.tagged.len() >= state.tags_sweep_at.max(64) {

@@ -518,6 +518,15 @@ pub(crate) trait Backend: Send + Sync + 'static {
         ttl: Duration,
         notice: &'a str,
     ) -> BackendFut<'a, ()>;
+    /// The invalidation `notice` of an `insert` or `invalidate` that has
+    /// landed, for a backend that cannot publish it in the write's own step
+    /// (a Redis Cluster: the cache's channel is in another hash slot than
+    /// the key). The tier sends it after the write, and on a retry only it,
+    /// so a retry never repeats a write that landed. Others publish the
+    /// notice in the write itself: nothing to do.
+    fn notify<'a>(&'a self, _cache: &'a CacheKeys, _notice: &'a str) -> BackendFut<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
     /// `Cache::invalidate`: delete value, lock and failure record, publish
     /// a ready notice and the invalidation `notice`.
     fn invalidate<'a>(

@@ -415,8 +415,11 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             tags,
             load_timeout,
         } = want;
-        // A waiter is bounded by its own load_timeout too, from now.
+        // A waiter is bounded by its own load_timeout too, from now — and
+        // so is every load this flight makes, leading or falling back: a
+        // call waits at most its bound, as without `shared`.
         let deadline = load_timeout.map(|bound| (after(Instant::now(), bound), bound));
+        let origin = self.within(deadline, origin);
         let tags: &[Arc<str>] = tags.as_deref().unwrap_or(&[]);
         if !self.settle_writes(&slot, tags).await {
             // Our own write of this key has not reached the backend: what
@@ -433,7 +436,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         // serve instead (the retry backoff throttles it, as in process) and
         // can answer with it; else it loads, under the lock.
         let mut honour_failure = fallback;
+        let mut first_attempt = true;
         loop {
+            // A later attempt (a takeover) starts only within the bound.
+            if !std::mem::take(&mut first_attempt)
+                && let Some(timeout) = self.out_of_time(deadline)
+            {
+                return Err(timeout);
+            }
             if !tags.is_empty() {
                 // Recorded before every lock attempt (a waiter taking over
                 // after a tag invalidation deleted the set included): a tag
@@ -510,7 +520,6 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                         first_lease: lease,
                         generation,
                         tags,
-                        deadline,
                     };
                     return self.lead(&key, guard, origin, leading).await;
                 }
@@ -579,9 +588,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             first_lease,
             generation,
             tags,
-            deadline,
         } = leading;
-        let origin = self.within(deadline, origin);
         let let_go = Arc::new(AtomicBool::new(false));
         let renewer = AbortOnDrop(tokio::spawn(renew(
             self.backend.clone(),
@@ -651,18 +658,15 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     .await
                 {
                     Ok(true) => guard.disarm(),
-                    Ok(false) if let_go.load(Ordering::Relaxed) => {
-                        // Held past `max_hold`: the lease was let lapse, so
-                        // the lock may be another load's now and the shared
-                        // tier is not ours to write. Cached here only, as
-                        // without `shared`: a write or invalidation since
-                        // reaches this process's copy by its notice.
-                        guard.disarm();
-                        tracing::info!(cache = %self.name, "load outlived the lock hold: value cached in this process only");
-                    }
                     Ok(false) => {
                         // Not our lock any more: a write superseded this
-                        // load. Nothing to release.
+                        // load — or it outlived the lock hold and its lease
+                        // lapsed (`let_go`): the two cannot be told apart
+                        // here, and caching a value a write replaced is
+                        // worse than loading again. Nothing to release.
+                        if let_go.load(Ordering::Relaxed) {
+                            tracing::warn!(cache = %self.name, "load outlived the lock hold (give the cache a load_timeout at least as long as its loads): not cached");
+                        }
                         guard.disarm();
                         loaded.superseded = true;
                         self.counters.superseded_loads.incr();
@@ -973,8 +977,6 @@ struct Leading<'a> {
     generation: u64,
     /// The entry's tags, recorded before the lock.
     tags: &'a [Arc<str>],
-    /// The flight's `load_timeout` deadline and bound, if any.
-    deadline: Option<(Instant, Duration)>,
 }
 
 struct LockGuard {
@@ -1043,13 +1045,21 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
         let expiry = ttl.saturating_add(core.stale).min(FOREVER);
         let (value, pending) = (value.clone(), vec![slot.as_str().to_owned()]);
         let attempt_core = core.clone();
+        // Set once the write itself landed: a retry (its notice failed)
+        // only sends the notice, never the write again — a write repeated
+        // after a later one would win over it.
+        let landed = Arc::new(AtomicBool::new(false));
         core.write_behind(
             "insert",
             pending,
             Box::new(move || {
                 let (core, slot, encoded) = (attempt_core.clone(), slot.clone(), encoded.clone());
-                let (value, tags) = (value.clone(), tags.clone());
+                let (value, tags, landed) = (value.clone(), tags.clone(), landed.clone());
                 Box::pin(async move {
+                    let notice = notice(core.id, 0, Some(&encoded));
+                    if landed.load(Ordering::Acquire) {
+                        return core.backend.notify(&core.cache_keys, &notice).await;
+                    }
                     let generation = core.generation().await?;
                     let bytes = codec::encode::<K, V>(
                         &value,
@@ -1065,10 +1075,11 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
                         let keep = core.max_hold + expiry;
                         core.backend.tag(&slot, tags, keep).await?;
                     }
-                    let notice = notice(core.id, 0, Some(&encoded));
                     core.backend
                         .insert(&slot, &core.cache_keys, &bytes, expiry, &notice)
-                        .await
+                        .await?;
+                    landed.store(true, Ordering::Release);
+                    core.backend.notify(&core.cache_keys, &notice).await
                 })
             }),
         );
@@ -1081,16 +1092,23 @@ impl<K: SharedKey, V: SharedValue> SharedTier<K, V> for Tier<K, V> {
             Err(error) => return core.backend_failed("invalidate", &error),
         };
         let attempt_core = core.clone();
+        // As for `store`: a retry only re-sends the notice.
+        let landed = Arc::new(AtomicBool::new(false));
         core.write_behind(
             "invalidate",
             vec![slot.as_str().to_owned()],
             Box::new(move || {
                 let (core, slot, encoded) = (attempt_core.clone(), slot.clone(), encoded.clone());
+                let landed = landed.clone();
                 Box::pin(async move {
                     let notice = notice(core.id, 0, Some(&encoded));
-                    core.backend
-                        .invalidate(&slot, &core.cache_keys, &notice)
-                        .await
+                    if !landed.load(Ordering::Acquire) {
+                        core.backend
+                            .invalidate(&slot, &core.cache_keys, &notice)
+                            .await?;
+                        landed.store(true, Ordering::Release);
+                    }
+                    core.backend.notify(&core.cache_keys, &notice).await
                 })
             }),
         );

@@ -120,9 +120,9 @@ impl RedisInner {
         }
     }
 
-    /// On a Cluster, the invalidation notice of a write that just landed,
-    /// sent to the channel's own shard (after the write, so a process that
-    /// drops its copy on it and reloads reads the write).
+    /// On a Cluster, the invalidation notice of a write that landed, sent
+    /// to the channel's own shard (after the write, so a process that drops
+    /// its copy on it and reloads reads the write).
     async fn publish_after(&self, channel: &str, notice: &str) -> BackendResult<()> {
         if self.conn.is_cluster() {
             let mut publish = ::redis::cmd("SPUBLISH");
@@ -331,8 +331,12 @@ impl Backend for RedisInner {
                         .arg(notice),
                 )
                 .await?;
-            self.publish_after(&cache.invalidations(), notice).await
+            Ok(())
         })
+    }
+
+    fn notify<'a>(&'a self, cache: &'a CacheKeys, notice: &'a str) -> BackendFut<'a, ()> {
+        Box::pin(async move { self.publish_after(&cache.invalidations(), notice).await })
     }
 
     fn invalidate<'a>(
@@ -354,7 +358,7 @@ impl Backend for RedisInner {
                         .arg(notice),
                 )
                 .await?;
-            self.publish_after(&cache.invalidations(), notice).await
+            Ok(())
         })
     }
 

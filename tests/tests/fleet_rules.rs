@@ -31,6 +31,36 @@ fn without_deadlock(name: &str, test: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// Two pods of cache `name` (`load_timeout` `bound`) on one LocalBackend,
+/// and a call of key 1 on the first whose loader hangs (it holds the lock).
+#[allow(clippy::type_complexity)]
+fn a_hung_leader(
+    name: &str,
+    bound: Duration,
+) -> (
+    LocalBackend,
+    Vec<Cache<u32, u32>>,
+    tokio::task::JoinHandle<Result<u32, RepoError>>,
+) {
+    let fleet = LocalBackend::new();
+    let pods: Vec<Cache<u32, u32>> = (0..2)
+        .map(|_| {
+            Cache::builder(name.to_owned())
+                .load_timeout::<RepoError>(bound)
+                .backend(fleet.clone())
+                .build()
+        })
+        .collect();
+    let hung = tokio::spawn({
+        let pod = pods[0].clone();
+        async move {
+            pod.try_get_or_load(1, |_| std::future::pending::<Result<u32, RepoError>>())
+                .await
+        }
+    });
+    (fleet, pods, hung)
+}
+
 /// Two pods of cache `name` on one LocalBackend, remote failures as `RepoError`.
 fn remote_errors_pods(name: &str) -> Vec<Cache<u32, u32>> {
     let fleet = LocalBackend::new();
@@ -471,23 +501,8 @@ async fn a_long_lived_entry_stays_reachable_by_its_tag() {
 /// only what is left of B's bound: B answers within it.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_that_takes_over_stays_within_its_load_timeout() {
-    let fleet = LocalBackend::new();
     let bound = Duration::from_millis(300);
-    let pods: Vec<Cache<u32, u32>> = (0..2)
-        .map(|_| {
-            Cache::builder("rules.takeover_bound")
-                .load_timeout::<RepoError>(bound)
-                .backend(fleet.clone())
-                .build()
-        })
-        .collect();
-    let hung = tokio::spawn({
-        let pod = pods[0].clone();
-        async move {
-            pod.try_get_or_load(1, |_| std::future::pending::<Result<u32, RepoError>>())
-                .await
-        }
-    });
+    let (_fleet, pods, hung) = a_hung_leader("rules.takeover_bound", bound);
     sleep(Duration::from_millis(100)).await;
     let started = tokio::time::Instant::now();
     let waiter = pods[1]
@@ -635,23 +650,8 @@ async fn waiters_that_cannot_return_a_remote_failure_load_one_at_a_time() {
 /// flight makes is bounded by the flight's deadline now.
 #[tokio::test(start_paused = true)]
 async fn a_waiter_that_falls_back_stays_within_its_load_timeout() {
-    let fleet = LocalBackend::new();
     let bound = Duration::from_millis(300);
-    let pods: Vec<Cache<u32, u32>> = (0..2)
-        .map(|_| {
-            Cache::builder("rules.fallback_bound")
-                .load_timeout::<RepoError>(bound)
-                .backend(fleet.clone())
-                .build()
-        })
-        .collect();
-    let hung = tokio::spawn({
-        let pod = pods[0].clone();
-        async move {
-            pod.try_get_or_load(1, |_| std::future::pending::<Result<u32, RepoError>>())
-                .await
-        }
-    });
+    let (fleet, pods, hung) = a_hung_leader("rules.fallback_bound", bound);
     sleep(Duration::from_millis(100)).await;
     let outage = tokio::spawn({
         let fleet = fleet.clone();

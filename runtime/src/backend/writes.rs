@@ -122,12 +122,33 @@ impl WriteBehind {
             !std::mem::replace(&mut state.draining, true)
         };
         if start {
-            // Moved into the task, so a task dropped unpolled clears `draining` too.
-            let consumer = Consumer {
-                writes: self.clone(),
-                finished: false,
-            };
-            runtime.spawn(consumer.drain());
+            self.spawn_consumer(&runtime);
+        }
+    }
+
+    fn spawn_consumer(self: &Arc<Self>, runtime: &tokio::runtime::Handle) {
+        // Moved into the task, so a task dropped unpolled clears `draining` too.
+        let consumer = Consumer {
+            writes: self.clone(),
+            finished: false,
+        };
+        runtime.spawn(consumer.drain());
+    }
+
+    /// Writes queued but no consumer (the runtime of the one that ran them
+    /// shut down — another test's, another runtime of the application):
+    /// start one on the caller's runtime, so a waiter never waits on a
+    /// queue nobody drains.
+    fn resume(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let start = {
+            let mut state = self.lock();
+            !state.queue.is_empty() && !std::mem::replace(&mut state.draining, true)
+        };
+        if start {
+            self.spawn_consumer(&runtime);
         }
     }
 
@@ -153,10 +174,11 @@ impl WriteBehind {
 
     /// Waits until none of `keys` is pending, at most `bound`: whether they
     /// all landed (else the caller must not read the shared tier for them).
-    pub(crate) async fn settled(&self, keys: &[&str], bound: Duration) -> bool {
+    pub(crate) async fn settled(self: &Arc<Self>, keys: &[&str], bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         loop {
             let progress = self.progress.notified();
+            self.resume();
             if !self.any_pending(keys) {
                 return true;
             }
@@ -168,10 +190,11 @@ impl WriteBehind {
 
     /// Waits until every write queued so far has landed (or been given
     /// up), at most `bound`: whether the queue is empty.
-    pub(crate) async fn flushed(&self, bound: Duration) -> bool {
+    pub(crate) async fn flushed(self: &Arc<Self>, bound: Duration) -> bool {
         let deadline = Instant::now() + bound;
         loop {
             let progress = self.progress.notified();
+            self.resume();
             if self.lock().pending.is_empty() {
                 return true;
             }
@@ -255,6 +278,8 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         if !self.finished {
             self.writes.lock().draining = false;
+            // Waiters (flush, settling flights) resume the queue.
+            self.writes.progress.notify_waiters();
         }
     }
 }
@@ -307,6 +332,32 @@ mod tests {
                 })
             }),
         }
+    }
+
+    /// A write pushed from a runtime that shut down before its consumer ran
+    /// (another test's, another runtime of the application): the queue had
+    /// no consumer until the next push, and a flush waited on it in vain
+    /// (an intermittent CI failure of `fleet_rules`). A waiter resumes it.
+    #[test]
+    fn a_queue_left_by_a_runtime_that_shut_down_is_drained_by_the_next_waiter() {
+        let writes = Arc::new(WriteBehind::default());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        // Pushed inside `first`, whose consumer task is never polled.
+        first.block_on(async {
+            writes.push(write("a", Duration::from_secs(60), log.clone(), 0));
+        });
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let flushed = second.block_on(writes.flushed(Duration::from_secs(2)));
+        assert!(flushed, "the write waited for a consumer that was gone");
+        assert_eq!(*log.lock().unwrap(), ["a"]);
     }
 
     #[tokio::test(start_paused = true)]

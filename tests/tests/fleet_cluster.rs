@@ -93,6 +93,33 @@ async fn the_fleet_reloads_each_key_once(
     assert_eq!(origin.load(Ordering::SeqCst), u64::from(keys), "{what}");
 }
 
+/// Every pod reads keys `0..keys` in turn (a miss loads `row-<k>` in
+/// `load`, counted per key in `calls`); returns the slowest call.
+async fn read_every_key(
+    pods: &[Cache<u32, String>],
+    keys: u32,
+    calls: &Arc<Vec<AtomicU64>>,
+    load: Duration,
+) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for key in 0..keys {
+        for pod in pods {
+            let started = Instant::now();
+            let calls = calls.clone();
+            let got = pod
+                .get_or_load(key, move |k| async move {
+                    calls[k as usize].fetch_add(1, Ordering::SeqCst);
+                    sleep(load).await;
+                    format!("row-{k}")
+                })
+                .await;
+            assert_eq!(got, format!("row-{key}"));
+            slowest = slowest.max(started.elapsed());
+        }
+    }
+    slowest
+}
+
 /// `pods` pods of cache `name`, each on its own backend (connections).
 async fn fleet(
     cluster: &RedisCluster,
@@ -725,23 +752,7 @@ async fn fail_over_cost(partial: bool) {
     let keys = 12u32;
     let calls: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
     let read_all = move |pods: Vec<Cache<u32, String>>, calls: Arc<Vec<AtomicU64>>| async move {
-        let mut slowest = Duration::ZERO;
-        for key in 0..keys {
-            for pod in &pods {
-                let started = Instant::now();
-                let calls = calls.clone();
-                let got = pod
-                    .get_or_load(key, move |k| async move {
-                        calls[k as usize].fetch_add(1, Ordering::SeqCst);
-                        sleep(Duration::from_millis(30)).await;
-                        format!("row-{k}")
-                    })
-                    .await;
-                assert_eq!(got, format!("row-{key}"));
-                slowest = slowest.max(started.elapsed());
-            }
-        }
-        slowest
+        read_every_key(&pods, keys, &calls, Duration::from_millis(30)).await
     };
     read_all(pods.clone(), calls.clone()).await;
     let warm: Vec<u64> = calls.iter().map(|c| c.swap(0, Ordering::SeqCst)).collect();
@@ -864,22 +875,7 @@ async fn a_hung_shard_costs_at_most_one_load_per_key_and_pod() {
     let keys = 12u32;
     let calls: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
     let read_all = |pods: Vec<Cache<u32, String>>, calls: Arc<Vec<AtomicU64>>| async move {
-        let mut slowest = Duration::ZERO;
-        for key in 0..keys {
-            for pod in &pods {
-                let calls = calls.clone();
-                let started = Instant::now();
-                let got = pod
-                    .get_or_load(key, move |k| async move {
-                        calls[k as usize].fetch_add(1, Ordering::SeqCst);
-                        format!("row-{k}")
-                    })
-                    .await;
-                assert_eq!(got, format!("row-{key}"));
-                slowest = slowest.max(started.elapsed());
-            }
-        }
-        slowest
+        read_every_key(&pods, keys, &calls, Duration::ZERO).await
     };
     read_all(pods.clone(), calls.clone()).await;
     for c in calls.iter() {

@@ -50,6 +50,7 @@ pub struct CacheBuilder<K, V> {
     failed_refresh_backoff: Option<Duration>,
     fail_safe: Duration,
     soft_timeout: Option<Duration>,
+    max_batch: usize,
     load_timeout: Option<TimeoutPolicy>,
     remote: Option<RemotePolicy>,
     ttl_for: Option<TtlFor<K, V>>,
@@ -78,6 +79,7 @@ where
             failed_refresh_backoff: None,
             fail_safe: Duration::ZERO,
             soft_timeout: None,
+            max_batch: crate::batch::DEFAULT_MAX_BATCH,
             load_timeout: None,
             remote: None,
             ttl_for: None,
@@ -187,6 +189,25 @@ where
     /// If `after` is zero.
     pub fn soft_timeout(mut self, after: Duration) -> Self {
         self.soft_timeout = Some(nonzero(&self.name, "soft_timeout", after));
+        self
+    }
+
+    /// The most keys one batch loader call is given
+    /// ([`Cache::get_many_or_load`]): the misses of a batch beyond it go to
+    /// further calls of the loader, made at once (a loader must therefore be
+    /// callable several times: it is an `Fn`). Size it to what the origin
+    /// takes in one query — an `ANY($1)` array, an `IN (..)` list, an
+    /// `MGET`. Default [`DEFAULT_MAX_BATCH`](crate::DEFAULT_MAX_BATCH).
+    ///
+    /// # Panics
+    /// If `max_batch` is zero.
+    pub fn max_batch(mut self, max_batch: usize) -> Self {
+        assert!(
+            max_batch > 0,
+            "stampede-cache `{}`: max_batch must be at least 1 (it is the most keys one batch loader call is given)",
+            self.name
+        );
+        self.max_batch = max_batch;
         self
     }
 
@@ -403,6 +424,7 @@ where
                 flights: Flights::default(),
                 retry_backoff,
                 soft_timeout: self.soft_timeout,
+                max_batch: self.max_batch,
                 load_timeout: self.load_timeout,
                 remote: self.remote,
                 gaps: Default::default(),

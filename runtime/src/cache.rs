@@ -16,7 +16,7 @@ use crate::backend::RemoteLoadError;
 use crate::core::Inner;
 use crate::flight::{Flight, Outcome};
 use crate::landing::Join;
-use crate::load::{LoadTimeout, Need};
+use crate::load::{LoadTimeout, Need, NotFound};
 use crate::stats::CacheStats;
 use crate::store::Entry;
 use crate::strategy::{Decision, Freshness, RefreshReason, Strategy, decide};
@@ -65,7 +65,7 @@ impl<K, V> Clone for Cache<K, V> {
 }
 
 /// What waiting on a flight gave.
-enum Waited<V> {
+pub(crate) enum Waited<V> {
     Outcome(Outcome<V>),
     /// The soft timeout passed while a servable value existed: that value.
     SoftTimeout(V),
@@ -370,44 +370,8 @@ where
                 Waited::Outcome(outcome) => outcome,
                 Waited::SoftTimeout(value) => return Ok(value),
             };
-            match outcome {
-                Outcome::Loaded(value) => return Ok(value),
-                Outcome::Failed(error) => {
-                    if let Some(value) = inner.stand_in(&key) {
-                        return Ok(value);
-                    }
-                    if let Some(error) = error.downcast_ref::<E>() {
-                        return Err(error.clone());
-                    }
-                    if let Some(timeout) = error.downcast_ref::<LoadTimeout>() {
-                        return Err(inner.timeout_error::<E>(timeout));
-                    }
-                    if let Some(remote) = error.downcast_ref::<RemoteLoadError>()
-                        && let Some(error) = inner.remote_error::<E>(remote)
-                    {
-                        return Err(error);
-                    }
-                    // A concurrent caller of this key used another error
-                    // type, or the cache converts remote failures into
-                    // another type than ours: that error is not ours to
-                    // return. Load ourselves.
-                }
-                Outcome::Panicked => {
-                    if let Some(value) = inner.stand_in(&key) {
-                        return Ok(value);
-                    }
-                    if started {
-                        match flight.take_panic() {
-                            Some(payload) => resume_unwind(payload),
-                            None => panic!("stampede-cache `{}`: the loader panicked", inner.name),
-                        }
-                    }
-                }
-                Outcome::Abandoned => {
-                    if let Some(value) = inner.stand_in(&key) {
-                        return Ok(value);
-                    }
-                }
+            if let Some(answer) = inner.answer(&key, outcome, &flight, started, false) {
+                return answer.map(|value| value.expect("only a batch flight finds nothing"));
             }
             if make_loader.is_none() || retries >= MAX_FLIGHT_RETRIES {
                 panic!(
@@ -430,7 +394,7 @@ where
 {
     /// Waits for `flight`; with a soft timeout and a servable value, at most
     /// that long before taking the value instead (the load goes on).
-    async fn wait(&self, key: &K, flight: &Flight<V>) -> Waited<V> {
+    pub(crate) async fn wait(&self, key: &K, flight: &Flight<V>) -> Waited<V> {
         if let Some(soft) = self.soft_timeout
             && self.servable(key, Instant::now()).is_some()
         {
@@ -449,8 +413,69 @@ where
         Waited::Outcome(flight.wait().await)
     }
 
+    /// What a caller of `key` gets from its flight's `outcome`: its value
+    /// (`None`: the batch loader did not return the key), an error this
+    /// call can return (a `batch` call takes "not found" too) — or `None` when it must start a flight of its own
+    /// (the flight panicked or was dropped, or failed with an error this
+    /// call's `E` cannot carry). A flight this call `started` re-raises
+    /// its loader's panic here.
+    pub(crate) fn answer<E: Clone + 'static>(
+        &self,
+        key: &K,
+        outcome: Outcome<V>,
+        flight: &Flight<V>,
+        started: bool,
+        batch: bool,
+    ) -> Option<Result<Option<V>, E>> {
+        match outcome {
+            Outcome::Loaded(value) => return Some(Ok(Some(value))),
+            Outcome::Failed(error) => {
+                if let Some(value) = self.stand_in(key) {
+                    return Some(Ok(Some(value)));
+                }
+                if let Some(error) = error.downcast_ref::<E>() {
+                    return Some(Err(error.clone()));
+                }
+                if error.downcast_ref::<NotFound>().is_some() {
+                    // A batch caller knows what not found means; a single
+                    // caller that joined loads the key with its own loader.
+                    return batch.then_some(Ok(None));
+                }
+                if let Some(timeout) = error.downcast_ref::<LoadTimeout>() {
+                    return Some(Err(self.timeout_error::<E>(timeout)));
+                }
+                if let Some(remote) = error.downcast_ref::<RemoteLoadError>()
+                    && let Some(error) = self.remote_error::<E>(remote)
+                {
+                    return Some(Err(error));
+                }
+                // A concurrent caller of this key used another error
+                // type, or the cache converts remote failures into
+                // another type than ours: that error is not ours to
+                // return. Load ourselves.
+            }
+            Outcome::Panicked => {
+                if let Some(value) = self.stand_in(key) {
+                    return Some(Ok(Some(value)));
+                }
+                if started {
+                    match flight.take_panic() {
+                        Some(payload) => resume_unwind(payload),
+                        None => panic!("stampede-cache `{}`: the loader panicked", self.name),
+                    }
+                }
+            }
+            Outcome::Abandoned => {
+                if let Some(value) = self.stand_in(key) {
+                    return Some(Ok(Some(value)));
+                }
+            }
+        }
+        None
+    }
+
     /// Counts a value served during a retry backoff.
-    fn count_throttled(&self, freshness: &Freshness, now: Instant) {
+    pub(crate) fn count_throttled(&self, freshness: &Freshness, now: Instant) {
         if freshness.stale_at(now) {
             self.counters.stale_hits.incr();
         } else {

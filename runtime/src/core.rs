@@ -56,6 +56,8 @@ pub(crate) struct Inner<K, V> {
     /// How long after a failed load no new one starts while a value is servable.
     pub retry_backoff: Duration,
     pub soft_timeout: Option<Duration>,
+    /// The most keys one batch loader call is given (`get_many_or_load`).
+    pub max_batch: usize,
     pub load_timeout: Option<TimeoutPolicy>,
     /// `shared`: how another process's failure reaches this cache's callers.
     pub remote: Option<RemotePolicy>,

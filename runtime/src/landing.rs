@@ -18,6 +18,7 @@
 //! per-test runtimes sharing a static cache do) or during its load all drop
 //! the `Landing`, which releases the key and wakes the waiters to retry.
 
+use std::any::TypeId;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -29,7 +30,9 @@ use tokio::time::Instant;
 use crate::backend::{Loaded, OriginLoad, Want};
 use crate::core::Inner;
 use crate::flight::{Flight, FlightMap, Outcome};
-use crate::load::{CatchUnwind, ErasedError, LoadTimeout, Need, PanicPayload, panic_message};
+use crate::load::{
+    CatchUnwind, ErasedError, LoadTimeout, Need, NotFound, PanicPayload, Parking, panic_message,
+};
 use crate::store::Entry;
 use crate::strategy::{Decision, Freshness, Windows, after, decide};
 use crate::tags::{self, Tags};
@@ -69,6 +72,26 @@ where
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
+        let mut start = make_loader.take().map(UserLoader);
+        let joined = self.join_or_start_origin(key, &mut start, need, TypeId::of::<E>(), None);
+        // Not started: the caller keeps its factory (a retry may need it).
+        *make_loader = start.map(|UserLoader(make_loader)| make_loader);
+        joined
+    }
+
+    /// [`join_or_start`](Self::join_or_start) for any origin (`start`
+    /// builds it, taken out of the option only when a flight starts): a
+    /// user's loader, or one key's share of a batch (`parking` then lets
+    /// the batch know when this flight waits on another process).
+    /// `error_type` is the `TypeId` of the starting call's error type.
+    pub(crate) fn join_or_start_origin<S: StartOrigin<K, V>>(
+        self: &Arc<Self>,
+        key: &K,
+        start: &mut Option<S>,
+        need: Need,
+        error_type: TypeId,
+        parking: Option<Arc<dyn Parking>>,
+    ) -> Join<V> {
         // The user's `tags` closure runs before the lock is taken (it may
         // call back into the cache); for a caller that only joins it is
         // wasted work, but a miss already costs a spawn.
@@ -99,7 +122,7 @@ where
                 }
             }
         }
-        let Some(make_loader) = make_loader.take() else {
+        let Some(start) = start.take() else {
             return Join::Skip;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -129,10 +152,11 @@ where
             tag_epoch,
             remote_errors: self
                 .remote
-                .is_some_and(|policy| policy.error_type == std::any::TypeId::of::<E>()),
+                .is_some_and(|policy| policy.error_type == error_type),
+            parking,
             landed: false,
         };
-        let origin = self.origin(key.clone(), make_loader());
+        let origin = start.start(self, key.clone());
         // A runtime that is shutting down drops the task unpolled: the
         // landing inside it releases the key.
         runtime.spawn(landing.run(origin));
@@ -141,7 +165,7 @@ where
 
     /// The origin call of a flight: the user's loader, counted, timed, and
     /// bounded by `load_timeout` (its future is dropped when the bound passes).
-    fn origin<F, Fut, E>(&self, key: K, loader: F) -> OriginLoad<V>
+    pub(crate) fn origin<F, Fut, E>(&self, key: K, loader: F) -> OriginLoad<V>
     where
         F: FnOnce(K) -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -173,6 +197,28 @@ where
     }
 }
 
+/// What a flight's origin is built from, once the flight starts.
+pub(crate) trait StartOrigin<K, V> {
+    fn start(self, inner: &Inner<K, V>, key: K) -> OriginLoad<V>;
+}
+
+/// A single call's loader factory (`get_or_load_with`'s `make_loader`).
+pub(crate) struct UserLoader<M>(pub M);
+
+impl<K, V, M, F, Fut, E> StartOrigin<K, V> for UserLoader<M>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    M: FnOnce() -> F,
+    F: FnOnce(K) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<V, E>> + Send + 'static,
+    E: Send + Sync + 'static,
+{
+    fn start(self, inner: &Inner<K, V>, key: K) -> OriginLoad<V> {
+        inner.origin(key, (self.0)())
+    }
+}
+
 /// Brings a flight's outcome home: caches a value, releases the key, wakes
 /// the callers. Created when the flight is registered; if it is dropped
 /// before it lands (loader factory panicked, task never polled or dropped
@@ -190,6 +236,8 @@ pub(crate) struct Landing<K: Hash + Eq, V> {
     /// Whether the starting call can return another process's failure
     /// (see `Want::remote_errors`).
     remote_errors: bool,
+    /// The batch this flight belongs to, if any (see `Want::parking`).
+    parking: Option<Arc<dyn Parking>>,
     /// Set once the outcome is published; `Drop` does nothing then.
     landed: bool,
 }
@@ -213,6 +261,7 @@ where
                     remote_errors: self.remote_errors,
                     tags: self.tags.clone(),
                     load_timeout: self.inner.load_timeout.map(|policy| policy.bound),
+                    parking: self.parking.clone(),
                 };
                 CatchUnwind::new(tier.load(self.key.clone(), origin, want)).await
             }
@@ -271,6 +320,9 @@ where
 
     fn fail(&mut self, error: ErasedError) {
         let inner = &*self.inner;
+        if error.downcast_ref::<NotFound>().is_some() {
+            return self.not_found(error);
+        }
         let timed_out = error.downcast_ref::<LoadTimeout>().is_some();
         if !timed_out {
             inner.counters.load_errors.incr();
@@ -292,6 +344,22 @@ where
                 "{what}; nothing cached, no fail-safe value"
             ),
         }
+        self.finish(Outcome::Failed(error));
+    }
+
+    /// A batch loader did not return the key: the origin says it has no
+    /// value, so neither has the cache — the old one is dropped (no
+    /// fail-safe serves a row that is gone), nothing is cached.
+    fn not_found(&mut self, error: ErasedError) {
+        let inner = &*self.inner;
+        {
+            let mut flights = inner.flights.lock();
+            if self.still_registered(&flights) {
+                flights.remove(&self.key);
+                inner.store.remove(&self.key);
+            }
+        }
+        tracing::debug!(cache = %inner.name, "not found: the batch loader did not return this key");
         self.finish(Outcome::Failed(error));
     }
 

@@ -190,6 +190,7 @@
 pub use stampede_cache_macros::stampede_cached;
 
 mod backend;
+mod batch;
 mod builder;
 mod cache;
 mod core;
@@ -197,6 +198,7 @@ mod flight;
 mod invalidate;
 mod landing;
 mod load;
+mod many;
 mod registry;
 mod stats;
 mod store;
@@ -219,6 +221,7 @@ pub mod testing {
 pub use builder::{
     CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_MAX_LOCK_HOLD, DEFAULT_TTL,
 };
+pub use batch::{BatchRows, DEFAULT_MAX_BATCH};
 pub use cache::Cache;
 pub use invalidate::invalidate_tag;
 pub use load::LoadTimeout;

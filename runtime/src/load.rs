@@ -113,3 +113,21 @@ pub(crate) fn panic_message(payload: &PanicPayload) -> &str {
         "<non-string panic payload>"
     }
 }
+
+/// A batch's view of one of its flights (see `batch.rs`): the batch calls
+/// its loader once no flight it started may still need it, so a flight that
+/// is about to wait on another process's load says so — it does not hold
+/// back the loader call of the keys that are ready.
+pub(crate) trait Parking: Send + Sync {
+    /// This flight waits on a load elsewhere: do not wait for it.
+    fn park(&self);
+    /// This flight is deciding again (it may need the loader after all).
+    fn unpark(&self);
+}
+
+/// The erased error of a key a batch loader did not return: "not found".
+/// The flight caches nothing and drops the key's old value (the origin
+/// says it is gone); a batch caller leaves the key out of its map, a
+/// single caller that joined loads it with its own loader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NotFound;

@@ -28,8 +28,12 @@ pub struct CacheStats {
     pub stale_hits: u64,
     /// Calls that found no usable entry and waited for a load.
     pub misses: u64,
-    /// Origin calls: loader invocations made by this process.
+    /// Origin loads made by this process, per key: a single loader call
+    /// counts one, a batch loader call one per key it was asked for.
     pub loads: u64,
+    /// Batch loader calls (`get_many_or_load`) made by this process: each
+    /// loaded up to `max_batch` keys at once (also counted in `loads`).
+    pub batch_calls: u64,
     /// Loads that returned `Err` (foreground or background).
     pub load_errors: u64,
     /// Loads that panicked.
@@ -110,6 +114,10 @@ impl Counter {
         self.0.fetch_add(1, Relaxed);
     }
 
+    pub(crate) fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Relaxed);
+    }
+
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Relaxed)
     }
@@ -122,6 +130,7 @@ pub(crate) struct Counters {
     pub stale_hits: StripedCounter,
     pub misses: Counter,
     pub loads: Counter,
+    pub batch_calls: Counter,
     pub load_errors: Counter,
     pub load_panics: Counter,
     pub coalesced: Counter,
@@ -146,6 +155,7 @@ impl Counters {
             stale_hits: self.stale_hits.sum(),
             misses: self.misses.get(),
             loads: self.loads.get(),
+            batch_calls: self.batch_calls.get(),
             load_errors: self.load_errors.get(),
             load_panics: self.load_panics.get(),
             coalesced: self.coalesced.get(),

@@ -166,6 +166,10 @@ pub(crate) enum FailureKind {
     Panic,
     /// The load ran past `load_timeout`.
     Timeout,
+    /// A batch loader did not return the key: no value, and not an error
+    /// of the origin either — a waiter loads it itself (its loader says
+    /// what the key is worth to it).
+    NotFound,
 }
 
 /// The failure record a leader leaves at `<slot>:fail` for the retry

@@ -217,6 +217,10 @@ pub(crate) struct Want {
     /// The cache's `load_timeout`: it also bounds how long this flight
     /// waits on another process's load (from when the flight started).
     pub load_timeout: Option<Duration>,
+    /// The batch this flight belongs to (`get_many_or_load`): told when
+    /// the flight waits on another process's load, so the batch does not
+    /// hold its loader call back for it.
+    pub parking: Option<Arc<dyn crate::load::Parking>>,
 }
 
 /// The origin call of one flight: the user's loader, counted and timed. It

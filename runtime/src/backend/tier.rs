@@ -39,7 +39,7 @@ use super::{
     Acquire, Backend, BackendError, BoxFut, CacheCore, Loaded, OriginLoad, RemoteLoadError,
     RemotePolicy, SharedBackend, SharedKey, SharedTier, SharedValue, TierSpec, Want,
 };
-use crate::load::{CatchUnwind, ErasedError, LoadTimeout, Need, panic_message};
+use crate::load::{CatchUnwind, ErasedError, LoadTimeout, Need, NotFound, panic_message};
 use crate::stats::Counters;
 use crate::strategy::{FOREVER, after};
 use crate::tags::Tags;
@@ -179,6 +179,27 @@ impl<K: SharedKey, V: SharedValue> Tier<K, V> {
             _sink: sink,
             _claim: claim,
         })
+    }
+}
+
+/// A batch flight parked while it waits on another process (unparked when
+/// the wait ends, however it ends).
+struct Parked<'a>(Option<&'a dyn crate::load::Parking>);
+
+impl<'a> Parked<'a> {
+    fn new(parking: Option<&'a dyn crate::load::Parking>) -> Self {
+        if let Some(parking) = parking {
+            parking.park();
+        }
+        Self(parking)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        if let Some(parking) = self.0 {
+            parking.unpark();
+        }
     }
 }
 
@@ -414,6 +435,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             remote_errors,
             tags,
             load_timeout,
+            parking,
         } = want;
         // A waiter is bounded by its own load_timeout too, from now — and
         // so is every load this flight makes, leading or falling back: a
@@ -527,10 +549,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                 Acquire::Value(..) => None,
             };
             self.counters.lock_contended.incr();
-            match self
+            // Waiting on another process: a batch does not hold its loader
+            // call back for this key meanwhile.
+            let parked = Parked::new(parking.as_deref());
+            let waited = self
                 .wait(&key, &slot, need, generation, seen, deadline)
-                .await
-            {
+                .await;
+            drop(parked);
+            match waited {
                 Ok(Waited::Value(loaded)) => {
                     self.counters.remote_hits.incr();
                     return Ok(loaded);
@@ -545,7 +571,10 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     // fleet-wide), not beside the others in process.
                     let expressible = remote_errors && self.remote.is_some();
                     let takes_over = codec::decode_failure(&record).is_some_and(|failure| {
-                        matches!(failure.kind, FailureKind::Timeout | FailureKind::Panic)
+                        matches!(
+                            failure.kind,
+                            FailureKind::Timeout | FailureKind::Panic | FailureKind::NotFound
+                        )
                             || !expressible
                     });
                     if takes_over && !fallback {
@@ -689,6 +718,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
 
     /// What the other processes are told of a failed load.
     fn failure_of(&self, error: &ErasedError) -> Failure {
+        if error.downcast_ref::<NotFound>().is_some() {
+            return Failure {
+                kind: FailureKind::NotFound,
+                message: "the batch loader did not return this key".to_owned(),
+                after_ms: 0,
+                flight: String::new(),
+            };
+        }
         if let Some(timeout) = error.downcast_ref::<LoadTimeout>() {
             return Failure {
                 kind: FailureKind::Timeout,
@@ -751,6 +788,8 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             return None;
         };
         match failure.kind {
+            // Not a failure of the origin: this flight's loader decides.
+            FailureKind::NotFound => None,
             FailureKind::Timeout => {
                 self.counters.remote_failures.incr();
                 let after = Duration::from_millis(failure.after_ms);

@@ -1,0 +1,370 @@
+//! One batch loader call for the flights of many keys (`get_many_or_load`).
+//!
+//! Every key of a batch gets its own flight, exactly as a single call's
+//! would (so every per-key rule — coalescing, writes win, tags, fail-safe,
+//! timeouts, the fleet lock — holds unchanged); what the batch shares is
+//! the *origin*. Each flight's origin is a [`Member`] of one [`Gather`]:
+//! when the flight needs the origin it registers its key, and the gather
+//! calls the user's loader once for every registered key (in chunks of at
+//! most `max_batch`) as soon as no member may still need it:
+//!
+//! - the call that started the flights has started them all (`seal`), and
+//! - every member has registered, ended without needing the origin (its
+//!   flight found the value in the shared tier), or is *parked*: waiting
+//!   on another process's load of its key, which it may never need to
+//!   repeat. A parked member that later takes over registers into a new
+//!   round, which goes as soon as nobody else is deciding.
+//!
+//! The loader runs as its own spawned task, bounded by `load_timeout`:
+//! like a single load, no caller — cancelled, slow or never polled — can
+//! cancel or stall it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::resume_unwind;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::backend::OriginLoad;
+use crate::core::Inner;
+use crate::landing::StartOrigin;
+use crate::load::{CatchUnwind, ErasedError, LoadTimeout, NotFound, Parking, panic_message};
+use crate::stats::Counters;
+
+/// The default [`max_batch`](crate::CacheBuilder::max_batch): the most keys
+/// one loader call is given.
+pub const DEFAULT_MAX_BATCH: usize = 1000;
+
+/// What a batch loader may return: its rows, by key.
+///
+/// - `HashMap<K, V>`: a key the loader leaves out is **not found** — its
+///   callers get no value for it, nothing is cached, and its old value is
+///   dropped (the origin says it is gone).
+/// - `HashMap<K, T>` for a cache of `Option<T>`: a key the loader leaves
+///   out is cached as `None` (negative caching: the next call for it is a
+///   hit, not another query).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::collections::HashMap;
+/// use stampede_cache::Cache;
+///
+/// let users: Cache<u32, Option<String>> = Cache::builder("doc.rows").build();
+/// let rows = users
+///     .get_many_or_load([1, 2], |ids: Vec<u32>| async move {
+///         // a `WHERE id = ANY($1)` that finds only id 1
+///         ids.into_iter().filter(|id| *id == 1).map(|id| (id, format!("user {id}"))).collect::<HashMap<_, _>>()
+///     })
+///     .await;
+/// assert_eq!(rows[&1].as_deref(), Some("user 1"));
+/// assert_eq!(rows[&2], None); // cached as absent
+/// assert_eq!(users.get(&2), Some(None));
+/// # }
+/// ```
+pub trait BatchRows<K, V>: Send + 'static {
+    /// The value of each requested key the rows give one.
+    fn into_rows(self, requested: &[K]) -> HashMap<K, V>;
+}
+
+impl<K, V> BatchRows<K, V> for HashMap<K, V>
+where
+    K: Send + 'static,
+    V: Send + 'static,
+{
+    fn into_rows(self, _requested: &[K]) -> HashMap<K, V> {
+        self
+    }
+}
+
+impl<K, T> BatchRows<K, Option<T>> for HashMap<K, T>
+where
+    K: Hash + Eq + Clone + Send + 'static,
+    T: Send + 'static,
+{
+    fn into_rows(mut self, requested: &[K]) -> HashMap<K, Option<T>> {
+        requested
+            .iter()
+            .map(|key| (key.clone(), self.remove(key)))
+            .collect()
+    }
+}
+
+/// The user's batch loader, erased: keys in, rows (or the erased error) out.
+pub(crate) type BatchCall<K, V> = Arc<
+    dyn Fn(Vec<K>) -> Pin<Box<dyn Future<Output = Result<HashMap<K, V>, ErasedError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// What a member's key got from its loader call.
+enum Answer<V> {
+    Value(V),
+    /// The loader's error (to every key of the call), a [`NotFound`], or a
+    /// [`LoadTimeout`] of the call.
+    Failed(ErasedError),
+    /// The loader panicked: every key's flight panics with this message.
+    Panicked(String),
+}
+
+/// Where one member stands. Invariant: `State::undecided` counts the
+/// members that are `Undecided`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Its flight may still need the origin.
+    Undecided,
+    /// Its flight waits on another process's load of its key.
+    Parked,
+    Registered,
+    /// Its flight ended without the origin.
+    Gone,
+}
+
+struct State<K, V> {
+    /// Set once the call that starts the batch's flights has started them
+    /// all: before, more members may come, and nothing is called.
+    sealed: bool,
+    statuses: Vec<Status>,
+    undecided: usize,
+    /// Registered keys waiting for the next loader call, with the member's
+    /// index (the caller's key order) and where its answer goes.
+    ready: Vec<(usize, K, oneshot::Sender<Answer<V>>)>,
+}
+
+/// The shared origin of one batch's flights.
+pub(crate) struct Gather<K, V> {
+    call: BatchCall<K, V>,
+    max_batch: usize,
+    /// `load_timeout`: no loader call runs longer.
+    bound: Option<Duration>,
+    cache: Arc<str>,
+    counters: Arc<Counters>,
+    state: Mutex<State<K, V>>,
+}
+
+impl<K, V> Gather<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(crate) fn new(inner: &Inner<K, V>, call: BatchCall<K, V>) -> Arc<Self> {
+        Arc::new(Self {
+            call,
+            max_batch: inner.max_batch,
+            bound: inner.load_timeout.map(|policy| policy.bound),
+            cache: Arc::from(&*inner.name),
+            counters: inner.counters.clone(),
+            state: Mutex::new(State {
+                sealed: false,
+                statuses: Vec::new(),
+                undecided: 0,
+                ready: Vec::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<K, V>> {
+        // No user code runs under this lock; a panic cannot leave it torn.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new member, for a flight about to start.
+    pub(crate) fn member(self: &Arc<Self>) -> Arc<Member<K, V>> {
+        let mut state = self.lock();
+        state.statuses.push(Status::Undecided);
+        state.undecided += 1;
+        Arc::new(Member {
+            gather: self.clone(),
+            index: state.statuses.len() - 1,
+        })
+    }
+
+    /// Every flight of the call is started: the loader may go.
+    pub(crate) fn seal(&self) {
+        let mut state = self.lock();
+        state.sealed = true;
+        self.go_if_ready(state);
+    }
+
+    /// Moves member `index` to `status` (keeping `undecided` true), and
+    /// calls the loader if that was the last member deciding.
+    fn set(&self, index: usize, status: Status, ready: Option<(K, oneshot::Sender<Answer<V>>)>) {
+        let mut state = self.lock();
+        let was = state.statuses[index];
+        if was == status || was == Status::Gone || was == Status::Registered {
+            return;
+        }
+        if was == Status::Undecided {
+            state.undecided -= 1;
+        }
+        if status == Status::Undecided {
+            state.undecided += 1;
+        }
+        state.statuses[index] = status;
+        if let Some((key, answer)) = ready {
+            state.ready.push((index, key, answer));
+        }
+        self.go_if_ready(state);
+    }
+
+    fn go_if_ready(&self, mut state: MutexGuard<'_, State<K, V>>) {
+        if !state.sealed || state.undecided > 0 || state.ready.is_empty() {
+            return;
+        }
+        let mut ready = std::mem::take(&mut state.ready);
+        drop(state);
+        ready.sort_unstable_by_key(|(index, ..)| *index);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Only when the last member left as its runtime shut down: the
+            // answers are dropped, the flights end without an outcome.
+            return;
+        };
+        while !ready.is_empty() {
+            let rest = ready.split_off(ready.len().min(self.max_batch));
+            let chunk = std::mem::replace(&mut ready, rest);
+            runtime.spawn(call_loader(
+                self.call.clone(),
+                chunk,
+                self.bound,
+                self.cache.clone(),
+                self.counters.clone(),
+            ));
+        }
+    }
+}
+
+/// One loader call, its rows handed to each key's flight.
+async fn call_loader<K, V>(
+    call: BatchCall<K, V>,
+    chunk: Vec<(usize, K, oneshot::Sender<Answer<V>>)>,
+    bound: Option<Duration>,
+    cache: Arc<str>,
+    counters: Arc<Counters>,
+) where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    counters.batch_calls.incr();
+    let keys: Vec<K> = chunk.iter().map(|(_, key, _)| key.clone()).collect();
+    tracing::debug!(cache = %cache, keys = keys.len(), "batch loader call");
+    // The call is made inside the catch: a loader that panics before its
+    // first await is caught like one that panics later.
+    let load = CatchUnwind::new(async move { call(keys).await });
+    let outcome = match bound {
+        None => load.await,
+        Some(bound) => match tokio::time::timeout(bound, load).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => Ok(Err(Arc::new(LoadTimeout::new(&cache, bound)) as ErasedError)),
+        },
+    };
+    match outcome {
+        Ok(Ok(mut rows)) => {
+            for (_, key, answer) in chunk {
+                let _ = answer.send(match rows.remove(&key) {
+                    Some(value) => Answer::Value(value),
+                    None => Answer::Failed(Arc::new(NotFound)),
+                });
+            }
+        }
+        Ok(Err(error)) => {
+            for (_, _, answer) in chunk {
+                let _ = answer.send(Answer::Failed(error.clone()));
+            }
+        }
+        Err(payload) => {
+            let message = panic_message(&payload).to_owned();
+            for (_, _, answer) in chunk {
+                let _ = answer.send(Answer::Panicked(message.clone()));
+            }
+        }
+    }
+}
+
+/// One flight's share of a batch.
+pub(crate) struct Member<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    gather: Arc<Gather<K, V>>,
+    index: usize,
+}
+
+impl<K, V> Parking for Member<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn park(&self) {
+        self.gather.set(self.index, Status::Parked, None);
+    }
+
+    fn unpark(&self) {
+        self.gather.set(self.index, Status::Undecided, None);
+    }
+}
+
+impl<K, V> Drop for Member<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        // Dropped unregistered: its flight ended without the origin.
+        self.gather.set(self.index, Status::Gone, None);
+    }
+}
+
+/// A member as a flight's origin: registers its key when the flight needs
+/// the origin, then awaits its share of the loader call.
+pub(crate) struct BatchOrigin<K, V>(pub Arc<Member<K, V>>)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static;
+
+impl<K, V> StartOrigin<K, V> for BatchOrigin<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn start(self, inner: &Inner<K, V>, key: K) -> OriginLoad<V> {
+        let member = self.0;
+        let counters = inner.counters.clone();
+        let bound = inner.load_timeout.map(|policy| policy.bound);
+        let cache = Arc::<str>::from(&*inner.name);
+        Box::pin(async move {
+            counters.loads.incr();
+            let started = Instant::now();
+            let (send, answer) = oneshot::channel();
+            member
+                .gather
+                .set(member.index, Status::Registered, Some((key, send)));
+            let answer = match bound {
+                None => answer.await,
+                Some(bound) => match tokio::time::timeout(bound, answer).await {
+                    Ok(answer) => answer,
+                    Err(_elapsed) => {
+                        counters.load_timeouts.incr();
+                        return Err(Arc::new(LoadTimeout::new(&cache, bound)) as ErasedError);
+                    }
+                },
+            };
+            match answer {
+                Ok(Answer::Value(value)) => Ok((value, started.elapsed())),
+                Ok(Answer::Failed(error)) => Err(error),
+                Ok(Answer::Panicked(message)) => {
+                    resume_unwind(Box::new(format!("batch loader panicked: {message}")))
+                }
+                // The loader call's task was dropped (its runtime shut down).
+                Err(_dropped) => resume_unwind(Box::new(
+                    "the batch loader call was dropped before it finished (runtime shut down?)"
+                        .to_owned(),
+                )),
+            }
+        })
+    }
+}

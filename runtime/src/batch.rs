@@ -24,7 +24,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::panic::resume_unwind;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -132,7 +132,32 @@ struct State<K, V> {
     undecided: usize,
     /// Registered keys waiting for the next loader call, with the member's
     /// index (the caller's key order) and where its answer goes.
-    ready: Vec<(usize, K, oneshot::Sender<Answer<V>>)>,
+    ready: Vec<Ready<K, V>>,
+}
+
+/// A registered key waiting for its loader call.
+struct Ready<K, V> {
+    /// The member's index: the caller's key order.
+    index: usize,
+    key: K,
+    answer: oneshot::Sender<Answer<V>>,
+    seat: Arc<Seat>,
+}
+
+/// A member's place in the loader call that loads its key, once there is
+/// one: when the last member waiting on a call leaves (its flight was cut
+/// by its own deadline, or dropped), the call is cut at once — as dropping
+/// a single load's future cuts it — so no second load of those keys can
+/// start beside it.
+#[derive(Default)]
+struct Seat(OnceLock<Arc<LoaderCall>>);
+
+impl Seat {
+    fn leave(&self) {
+        if let Some(call) = self.0.get() {
+            call.leave();
+        }
+    }
 }
 
 /// The shared origin of one batch's flights.
@@ -192,7 +217,7 @@ where
 
     /// Moves member `index` to `status` (keeping `undecided` true), and
     /// calls the loader if that was the last member deciding.
-    fn set(&self, index: usize, status: Status, ready: Option<(K, oneshot::Sender<Answer<V>>)>) {
+    fn set(&self, index: usize, status: Status, ready: Option<Ready<K, V>>) {
         let mut state = self.lock();
         let was = state.statuses[index];
         if was == status || was == Status::Gone || was == Status::Registered {
@@ -205,8 +230,8 @@ where
             state.undecided += 1;
         }
         state.statuses[index] = status;
-        if let Some((key, answer)) = ready {
-            state.ready.push((index, key, answer));
+        if let Some(ready) = ready {
+            state.ready.push(ready);
         }
         self.go_if_ready(state);
     }
@@ -217,7 +242,7 @@ where
         }
         let mut ready = std::mem::take(&mut state.ready);
         drop(state);
-        ready.sort_unstable_by_key(|(index, ..)| *index);
+        ready.sort_unstable_by_key(|ready| ready.index);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             // Only when the last member left as its runtime shut down: the
             // answers are dropped, the flights end without an outcome.
@@ -226,59 +251,127 @@ where
         while !ready.is_empty() {
             let rest = ready.split_off(ready.len().min(self.max_batch));
             let chunk = std::mem::replace(&mut ready, rest);
-            runtime.spawn(call_loader(
-                self.call.clone(),
-                chunk,
-                self.bound,
-                self.cache.clone(),
-                self.counters.clone(),
-            ));
+            self.call_loader(&runtime, chunk);
         }
+    }
+
+    /// Spawns one loader call for `chunk`, its rows handed to each key's
+    /// flight.
+    fn call_loader(&self, runtime: &tokio::runtime::Handle, chunk: Vec<Ready<K, V>>) {
+        // Keys whose flight is already gone are not asked for.
+        let chunk: Vec<Ready<K, V>> = chunk.into_iter().filter(|r| !r.answer.is_closed()).collect();
+        if chunk.is_empty() {
+            return;
+        }
+        self.counters.batch_calls.incr();
+        let keys: Vec<K> = chunk.iter().map(|ready| ready.key.clone()).collect();
+        tracing::debug!(cache = %self.cache, keys = keys.len(), "batch loader call");
+        let call = self.call.clone();
+        let (bound, cache, counters) = (self.bound, self.cache.clone(), self.counters.clone());
+        let size = keys.len();
+        // The call is made inside the catch: a loader that panics before
+        // its first await is caught like one that panics later.
+        let load = CatchUnwind::new(async move { call(keys).await });
+        let load: CallFuture<K, V> = Box::pin(async move {
+            match bound {
+                None => load.await,
+                Some(bound) => match tokio::time::timeout(bound, load).await {
+                    Ok(outcome) => outcome,
+                    Err(_elapsed) => {
+                        counters.load_timeouts.add(size);
+                        Ok(Err(Arc::new(LoadTimeout::new(&cache, bound)) as ErasedError))
+                    }
+                },
+            }
+        });
+        let loader_call = Arc::new(LoaderCall {
+            load: Mutex::new(Some(Box::new(load))),
+            waiting: Mutex::new(chunk.len()),
+        });
+        for ready in &chunk {
+            let _ = ready.seat.0.set(loader_call.clone());
+        }
+        runtime.spawn(answer_chunk(loader_call, chunk));
     }
 }
 
-/// One loader call, its rows handed to each key's flight.
-async fn call_loader<K, V>(
-    call: BatchCall<K, V>,
-    chunk: Vec<(usize, K, oneshot::Sender<Answer<V>>)>,
-    bound: Option<Duration>,
-    cache: Arc<str>,
-    counters: Arc<Counters>,
-) where
+/// A loader call's future: its rows, its error, or its panic.
+type CallFuture<K, V> = Pin<
+    Box<
+        dyn Future<Output = Result<Result<HashMap<K, V>, ErasedError>, crate::load::PanicPayload>>
+            + Send,
+    >,
+>;
+
+/// One running loader call, cut (its future dropped) when no key waits
+/// for it any more.
+struct LoaderCall {
+    /// `None` once it finished or was cut. Erased (`dyn Any`) so a
+    /// [`Seat`] needs no `K`, `V`.
+    load: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    /// Members still waiting for this call.
+    waiting: Mutex<usize>,
+}
+
+impl LoaderCall {
+    fn leave(&self) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        *waiting = waiting.saturating_sub(1);
+        if *waiting > 0 {
+            return;
+        }
+        drop(waiting);
+        let cut = self.load.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Dropped outside the lock: the user's future may run code on drop.
+        drop(cut);
+    }
+}
+
+/// The task of one loader call: polls it until it ends (or is cut), then
+/// hands each key its answer.
+async fn answer_chunk<K, V>(call: Arc<LoaderCall>, chunk: Vec<Ready<K, V>>)
+where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    counters.batch_calls.incr();
-    let keys: Vec<K> = chunk.iter().map(|(_, key, _)| key.clone()).collect();
-    tracing::debug!(cache = %cache, keys = keys.len(), "batch loader call");
-    // The call is made inside the catch: a loader that panics before its
-    // first await is caught like one that panics later.
-    let load = CatchUnwind::new(async move { call(keys).await });
-    let outcome = match bound {
-        None => load.await,
-        Some(bound) => match tokio::time::timeout(bound, load).await {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => Ok(Err(Arc::new(LoadTimeout::new(&cache, bound)) as ErasedError)),
-        },
+    let outcome = std::future::poll_fn(|cx| {
+        let mut slot = call.load.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(load) = slot.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let load = load
+            .downcast_mut::<CallFuture<K, V>>()
+            .expect("a loader call holds its own future type");
+        match load.as_mut().poll(cx) {
+            std::task::Poll::Pending => std::task::Poll::Pending,
+            std::task::Poll::Ready(outcome) => {
+                *slot = None;
+                std::task::Poll::Ready(Some(outcome))
+            }
+        }
+    })
+    .await;
+    let Some(outcome) = outcome else {
+        return; // cut: nobody waits
     };
     match outcome {
         Ok(Ok(mut rows)) => {
-            for (_, key, answer) in chunk {
-                let _ = answer.send(match rows.remove(&key) {
+            for ready in chunk {
+                let _ = ready.answer.send(match rows.remove(&ready.key) {
                     Some(value) => Answer::Value(value),
                     None => Answer::Failed(Arc::new(NotFound)),
                 });
             }
         }
         Ok(Err(error)) => {
-            for (_, _, answer) in chunk {
-                let _ = answer.send(Answer::Failed(error.clone()));
+            for ready in chunk {
+                let _ = ready.answer.send(Answer::Failed(error.clone()));
             }
         }
         Err(payload) => {
             let message = panic_message(&payload).to_owned();
-            for (_, _, answer) in chunk {
-                let _ = answer.send(Answer::Panicked(message.clone()));
+            for ready in chunk {
+                let _ = ready.answer.send(Answer::Panicked(message.clone()));
             }
         }
     }
@@ -319,6 +412,15 @@ where
     }
 }
 
+/// Leaves a [`Seat`] on drop.
+struct Leave(Arc<Seat>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 /// A member as a flight's origin: registers its key when the flight needs
 /// the origin, then awaits its share of the loader call.
 pub(crate) struct BatchOrigin<K, V>(pub Arc<Member<K, V>>)
@@ -334,25 +436,25 @@ where
     fn start(self, inner: &Inner<K, V>, key: K) -> OriginLoad<V> {
         let member = self.0;
         let counters = inner.counters.clone();
-        let bound = inner.load_timeout.map(|policy| policy.bound);
-        let cache = Arc::<str>::from(&*inner.name);
         Box::pin(async move {
             counters.loads.incr();
             let started = Instant::now();
             let (send, answer) = oneshot::channel();
-            member
-                .gather
-                .set(member.index, Status::Registered, Some((key, send)));
-            let answer = match bound {
-                None => answer.await,
-                Some(bound) => match tokio::time::timeout(bound, answer).await {
-                    Ok(answer) => answer,
-                    Err(_elapsed) => {
-                        counters.load_timeouts.incr();
-                        return Err(Arc::new(LoadTimeout::new(&cache, bound)) as ErasedError);
-                    }
-                },
+            let seat = Arc::new(Seat::default());
+            let ready = Ready {
+                index: member.index,
+                key,
+                answer: send,
+                seat: seat.clone(),
             };
+            // Leaves the loader call when this flight stops waiting for
+            // it, however (answered, cut by its deadline, dropped).
+            let _leave = Leave(seat);
+            member.gather.set(member.index, Status::Registered, Some(ready));
+            // Not bounded here: the loader call is (by `load_timeout`, from
+            // when it starts), and answers with the timeout once it is cut
+            // — a key's flight never times out while its query still runs.
+            let answer = answer.await;
             match answer {
                 Ok(Answer::Value(value)) => Ok((value, started.elapsed())),
                 Ok(Answer::Failed(error)) => Err(error),

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+pub mod batch_scenarios;
 pub mod model;
 #[cfg(feature = "redis")]
 pub mod redis_cluster;

@@ -172,8 +172,12 @@ pub struct Model {
     seq: u64,
     /// The instant of the first stamp: messages give times from it.
     epoch: Option<Instant>,
-    /// Every loader invocation, by id.
+    /// Every loader invocation, by id (a batch invocation records one
+    /// load per key).
     pub loads: Vec<LoadRecord>,
+    /// The loads of one batch invocation, by each of its load ids: its
+    /// error (one value for every key) names the first of them.
+    pub batch_of: HashMap<usize, Arc<Vec<usize>>>,
     /// Every call, by id.
     pub calls: Vec<CallRecord>,
     /// Every broken invariant, reported at the end of the seed.
@@ -209,6 +213,29 @@ impl Model {
     pub fn ms(&self, at: Instant) -> String {
         let since = at.saturating_duration_since(self.epoch.unwrap_or(at));
         format!("{:.3} ms", since.as_secs_f64() * 1e3)
+    }
+
+    /// The load of `key` in the same batch invocation as `load` (a batch's
+    /// error names its first load, and answers every key of it); `load`
+    /// itself otherwise.
+    pub fn sibling(&self, load: usize, key: u32) -> usize {
+        self.batch_of
+            .get(&load)
+            .and_then(|group| group.iter().copied().find(|l| self.loads[*l].key == key))
+            .unwrap_or(load)
+    }
+
+    /// The keys whose calls a batch's `error` answers: those of the batch
+    /// invocation it names (all of them got it); none for a timeout.
+    pub fn keys_answered_by(&self, error: &ModelError) -> Vec<u32> {
+        let load = match error {
+            ModelError::Down { load } | ModelError::Remote { load: Some(load) } => *load,
+            _ => return Vec::new(),
+        };
+        match self.batch_of.get(&load) {
+            Some(group) => group.iter().map(|l| self.loads[*l].key).collect(),
+            None => self.loads.get(load).map(|l| vec![l.key]).unwrap_or_default(),
+        }
     }
 
     /// Records the start of a call of `key` on `cache` (right before its
@@ -270,6 +297,7 @@ impl Model {
     /// fleet tier's failure record is written by a backend whose operations
     /// complete at once — else within [`Model::flight_end_slack`].)
     pub fn check_own_failure(&mut self, call: usize, load: usize) {
+        let load = self.sibling(load, self.calls[call].key);
         let c = &self.calls[call];
         let Some(l) = self.loads.get(load) else {
             let msg = format!(
@@ -290,6 +318,7 @@ impl Model {
             match l.end {
                 Some((end, End::Failed))
                     if end.seq > c.start.seq
+                        || (self.batch_of.contains_key(&load) && end.at >= c.start.at)
                         || (!self.flight_end_slack.is_zero()
                             && c.start.at <= end.at + self.flight_end_slack) =>
                 {
@@ -318,8 +347,14 @@ impl Model {
     /// Whether a load of `key` (on `cache`, if given) was cut (dropped at
     /// the load timeout) at or after `stamp` (by the logical clock when
     /// `by_seq`, else at the same instant or later).
+    ///
+    /// A batch invocation's keys land in their own flights' tasks, after
+    /// the invocation ended but in the same instant (a call joining in
+    /// between joined the flight that gets the outcome): for those loads
+    /// the instant counts, not the order.
     pub fn cut_since(&self, key: u32, cache: Option<usize>, stamp: Stamp, by_seq: bool) -> bool {
-        self.loads.iter().any(|l| {
+        self.loads.iter().enumerate().any(|(id, l)| {
+            let by_seq = by_seq && !self.batch_of.contains_key(&id);
             l.key == key
                 && cache.is_none_or(|c| c == l.cache)
                 && matches!(l.end, Some((end, End::Cut))
@@ -388,6 +423,15 @@ pub async fn settle(
         }
     }
     let violations = std::mem::take(&mut model.lock().unwrap().violations);
+    if !violations.is_empty() && std::env::var_os("MODEL_TRACE").is_some() {
+        let m = model.lock().unwrap();
+        for (id, l) in m.loads.iter().enumerate() {
+            eprintln!("load {id}: {l:?}");
+        }
+        for (id, c) in m.calls.iter().enumerate() {
+            eprintln!("call {id}: {c:?}");
+        }
+    }
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
@@ -459,42 +503,8 @@ pub fn loader_on(
     delay: Duration,
 ) -> impl FnOnce(u32) -> Load + Send + 'static {
     move |key| {
-        let (version, load, at_risk) = {
-            let mut m = model.lock().unwrap();
-            let version = m.version(key);
-            let excused = m
-                .fail_open_until
-                .is_some_and(|until| Instant::now() <= until);
-            let now = Instant::now();
-            let at_risk = m
-                .written_at
-                .get(&key)
-                .is_some_and(|at| now <= *at + m.lock_loss_window && !m.lock_loss_window.is_zero());
-            let (n, risky) = m.running.entry((key, version)).or_insert((0, 0));
-            *n += 1;
-            *risky += usize::from(at_risk);
-            let n = *n;
-            let excused = excused || *risky > 0;
-            if n > 1 && !excused {
-                let msg = format!("{n} loads of key {key} at version {version} at once");
-                m.violations.push(msg);
-            }
-            let start = m.stamp();
-            m.loads.push(LoadRecord {
-                key,
-                version,
-                cache,
-                start,
-                end: None,
-            });
-            (version, m.loads.len() - 1, at_risk)
-        };
-        let guard = Running {
-            model,
-            key_version: (key, version),
-            load,
-            at_risk,
-        };
+        let guard = start_load(&model, cache, key);
+        let (version, load) = (guard.key_version.1, guard.load);
         Box::pin(async move {
             let guard = guard;
             sleep(delay).await;
@@ -514,6 +524,123 @@ pub fn loader_on(
                 Behaviour::Hang => std::future::pending().await,
             }
         })
+    }
+}
+
+/// Records a load of `key` by `cache` starting now (a violation if another
+/// of that key and version runs and nothing excuses it): its guard.
+fn start_load(model: &Shared, cache: usize, key: u32) -> Running {
+    let mut m = model.lock().unwrap();
+    let version = m.version(key);
+    let excused = m
+        .fail_open_until
+        .is_some_and(|until| Instant::now() <= until);
+    let now = Instant::now();
+    let at_risk = m
+        .written_at
+        .get(&key)
+        .is_some_and(|at| now <= *at + m.lock_loss_window && !m.lock_loss_window.is_zero());
+    let (n, risky) = m.running.entry((key, version)).or_insert((0, 0));
+    *n += 1;
+    *risky += usize::from(at_risk);
+    let n = *n;
+    let excused = excused || *risky > 0;
+    if n > 1 && !excused {
+        let msg = format!("{n} loads of key {key} at version {version} at once");
+        m.violations.push(msg);
+    }
+    let start = m.stamp();
+    m.loads.push(LoadRecord {
+        key,
+        version,
+        cache,
+        start,
+        end: None,
+    });
+    Running {
+        model: model.clone(),
+        key_version: (key, version),
+        load: m.loads.len() - 1,
+        at_risk,
+    }
+}
+
+/// A boxed model batch load.
+pub type BatchLoad = Pin<Box<dyn Future<Output = Result<HashMap<u32, Row>, ModelError>> + Send>>;
+
+/// The batch loader of one `try_get_many_or_load` call on cache `cache`:
+/// each invocation (a chunk, or a key retried alone) records one load per
+/// key as [`loader_on`] does, waits `delay`, and behaves as `behaviour` for
+/// all of them — its error names its first load (see [`Model::sibling`]).
+pub fn batch_loader_on(
+    model: Shared,
+    cache: usize,
+    behaviour: Behaviour,
+    delay: Duration,
+) -> impl Fn(Vec<u32>) -> BatchLoad + Clone + Send + Sync + 'static {
+    move |keys: Vec<u32>| {
+        let guards: Vec<Running> = keys.iter().map(|key| start_load(&model, cache, *key)).collect();
+        let group = Arc::new(guards.iter().map(|g| g.load).collect::<Vec<_>>());
+        {
+            let mut m = model.lock().unwrap();
+            for load in group.iter() {
+                m.batch_of.insert(*load, group.clone());
+            }
+        }
+        Box::pin(async move {
+            let guards = guards;
+            sleep(delay).await;
+            let first = guards.first().map_or(0, |g| g.load);
+            let end = match behaviour {
+                Behaviour::Ok => End::Returned,
+                Behaviour::Error => End::Failed,
+                Behaviour::Panic => End::Panicked,
+                Behaviour::Hang => std::future::pending().await,
+            };
+            for guard in &guards {
+                guard.end(end);
+            }
+            match behaviour {
+                Behaviour::Ok => Ok(guards
+                    .iter()
+                    .map(|g| (g.key_version.0, Row { key: g.key_version.0, version: g.key_version.1 }))
+                    .collect()),
+                Behaviour::Panic => panic!("{LOADER_PANIC} (load: {first})"),
+                _ => Err(ModelError::Down { load: first }),
+            }
+        })
+    }
+}
+
+/// Records the answers of one batch call: `ids` are its per-key call
+/// records (by key). A value answers its key; an error answers the keys of
+/// the batch invocation it names (the others' answers are unknown: no end).
+pub fn end_batch_call(
+    model: &Shared,
+    ids: &[(u32, usize)],
+    served: &Result<HashMap<u32, Row>, ModelError>,
+) {
+    let mut m = model.lock().unwrap();
+    match served {
+        Ok(rows) => {
+            for (key, id) in ids {
+                match rows.get(key) {
+                    Some(row) => m.end_call(*id, &Ok(row.clone())),
+                    None => {
+                        let msg = format!("batch call {id}: key {key} not found, but every row exists");
+                        m.violations.push(msg);
+                    }
+                }
+            }
+        }
+        Err(error) => {
+            let answered = m.keys_answered_by(error);
+            for (key, id) in ids {
+                if answered.contains(key) {
+                    m.end_call(*id, &Err(error.clone()));
+                }
+            }
+        }
     }
 }
 

@@ -34,7 +34,8 @@ use std::time::Duration;
 use fastrand::Rng;
 use stampede_cache::{Cache, Strategy};
 use stampede_cache_tests::model::{
-    Behaviour, ModelError, Row, Shared, draw_key_tags, loader, run_seeds, settle,
+    Behaviour, ModelError, Row, Shared, batch_loader_on, draw_key_tags, end_batch_call, loader,
+    run_seeds, settle,
 };
 use tokio::time::{Instant, sleep, timeout};
 
@@ -72,6 +73,7 @@ fn config(rng: &mut Rng, seed: u64) -> Config {
         },
     };
     let mut builder = Cache::builder(format!("model.{seed}"))
+        .max_batch(rng.usize(1..=KEYS as usize))
         .ttl(Duration::from_millis(rng.u64(20..400)))
         .strategy(strategy)
         .failed_refresh_backoff(Duration::from_millis(rng.u64(0..100)));
@@ -127,7 +129,7 @@ async fn run_seed(seed: u64) {
     let mut calls = Vec::new();
     for _ in 0..OPS {
         let key = rng.u32(0..KEYS);
-        match rng.u8(0..20) {
+        match rng.u8(0..23) {
             0..=12 => {
                 let started_at_version = model.lock().unwrap().version(key);
                 let load = loader(
@@ -203,6 +205,56 @@ async fn run_seed(seed: u64) {
                     }
                 }
                 stampede_cache::invalidate_tag(tag);
+            }
+            19..=21 => {
+                // A list request: a random set of keys, one batch loader
+                // (called per chunk of `max_batch`, and for a key retried
+                // alone); each key checked as a call of its own.
+                let keys: Vec<u32> = (0..KEYS).filter(|_| rng.bool()).chain([key]).collect();
+                let versions: Vec<u64> = {
+                    let m = model.lock().unwrap();
+                    keys.iter().map(|k| m.version(*k)).collect()
+                };
+                let load = batch_loader_on(
+                    model.clone(),
+                    0,
+                    Behaviour::random(&mut rng, hangs),
+                    Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
+                );
+                let cancel_after =
+                    (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)));
+                let (cache, model) = (cache.clone(), model.clone());
+                calls.push(tokio::spawn(async move {
+                    let ids: Vec<(u32, usize)> = {
+                        let mut m = model.lock().unwrap();
+                        let mut ids = Vec::new();
+                        for k in &keys {
+                            if !ids.iter().any(|(seen, _)| seen == k) {
+                                ids.push((*k, m.begin_call(*k, 0, false)));
+                            }
+                        }
+                        ids
+                    };
+                    let started = Instant::now();
+                    let call = cache.try_get_many_or_load(keys.clone(), load);
+                    let served = match cancel_after {
+                        Some(after) => match timeout(after, call).await {
+                            Ok(served) => served,
+                            Err(_cancelled) => return,
+                        },
+                        None => call.await,
+                    };
+                    let waited = started.elapsed();
+                    end_batch_call(&model, &ids, &served);
+                    let mut m = model.lock().unwrap();
+                    for (key, id) in &ids {
+                        let at_start = versions[keys.iter().position(|k| k == key).unwrap()];
+                        if let Some((_, answer)) = m.calls[*id].end.clone() {
+                            m.check_call(*key, at_start, &answer, waited, bound);
+                            m.check_failure_in_process(*id);
+                        }
+                    }
+                }));
             }
             _ => {}
         }

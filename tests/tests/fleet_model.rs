@@ -41,8 +41,8 @@ use std::time::Duration;
 use fastrand::Rng;
 use stampede_cache::{Cache, LocalBackend, Strategy};
 use stampede_cache_tests::model::{
-    Behaviour, CallRecord, End, Model, ModelError, Row, Shared, Stamp, draw_key_tags, join_calls,
-    loader_on, run_seeds, settle,
+    Behaviour, CallRecord, End, Model, ModelError, Row, Shared, Stamp, batch_loader_on,
+    draw_key_tags, end_batch_call, join_calls, loader_on, run_seeds, settle,
 };
 use tokio::time::{Instant, sleep};
 
@@ -76,6 +76,8 @@ struct Fleet {
     strategy: Strategy,
     ttl: Duration,
     lock_ttl: Duration,
+    /// The most keys one batch loader call is given.
+    max_batch: usize,
     backoff: Duration,
     fail_safe: Option<Duration>,
     load_timeout: Option<Duration>,
@@ -123,6 +125,7 @@ impl Fleet {
             },
             ttl: Duration::from_millis(rng.u64(20..400)),
             lock_ttl: Duration::from_millis(rng.u64(200..2000)),
+            max_batch: rng.usize(1..=KEYS as usize),
             backoff: Duration::from_millis(rng.u64(0..100)),
             fail_safe: rng.bool().then(|| Duration::from_millis(rng.u64(50..2000))),
             load_timeout: rng.bool().then(|| Duration::from_millis(rng.u64(20..150))),
@@ -139,7 +142,8 @@ impl Fleet {
             .strategy(self.strategy)
             .failed_refresh_backoff(self.backoff)
             .backend(self.backend.clone())
-            .lock_ttl(self.lock_ttl);
+            .lock_ttl(self.lock_ttl)
+            .max_batch(self.max_batch);
         if self.remote_errors {
             builder = builder.remote_errors::<ModelError>();
         }
@@ -320,6 +324,7 @@ fn check_failure(fleet: &Fleet, m: &mut Model, writes: &[Write], call: usize, er
                 .push(format!("{who} got a remote error naming no load"));
         }
         ModelError::Remote { load: Some(load) } => {
+            let load = m.sibling(load, c.key);
             let Some(l) = m.loads.get(load).cloned() else {
                 m.violations
                     .push(format!("{who} got the remote error of unknown load {load}"));
@@ -596,6 +601,33 @@ async fn run_seed(seed: u64) {
                         outages.lock().unwrap().last_mut().expect("started").1 = Some(to);
                     }));
                 }
+            }
+            25..=27 => {
+                // A list request on one pod: its misses in one batch
+                // loader call (split by `max_batch`), each key a call of
+                // its own for the checks.
+                let keys: Vec<u32> = (0..KEYS).filter(|_| rng.bool()).chain([key]).collect();
+                let load = batch_loader_on(
+                    model.clone(),
+                    by,
+                    Behaviour::random(&mut rng, fleet.load_timeout.is_some()),
+                    Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
+                );
+                let (cache, model) = (pods[pod].cache.clone(), model.clone());
+                calls.push(tokio::spawn(async move {
+                    let ids: Vec<(u32, usize)> = {
+                        let mut ids: Vec<(u32, usize)> = Vec::new();
+                        for k in &keys {
+                            if !ids.iter().any(|(seen, _)| seen == k) {
+                                let hit = cache.get(k).is_some();
+                                ids.push((*k, model.lock().unwrap().begin_call(*k, by, hit)));
+                            }
+                        }
+                        ids
+                    };
+                    let served = cache.try_get_many_or_load(keys, load).await;
+                    end_batch_call(&model, &ids, &served);
+                }));
             }
             _ => {}
         }

@@ -125,9 +125,13 @@ enum Status {
 }
 
 struct State<K, V> {
-    /// Set once the call that starts the batch's flights has started them
-    /// all: before, more members may come, and nothing is called.
-    sealed: bool,
+    /// Calls still adding members (each until it has started its flights
+    /// and let the calls that arrive at the same time join): while any
+    /// is, nothing is called.
+    contributors: usize,
+    /// No call joins any more (one contributor is done): the gather fires
+    /// once the others are done too.
+    closed: bool,
     statuses: Vec<Status>,
     undecided: usize,
     /// Registered keys waiting for the next loader call, with the member's
@@ -160,6 +164,9 @@ impl Seat {
     }
 }
 
+/// The open gather of a cache: the one batch calls arriving now join.
+pub(crate) type OpenBatch<K, V> = std::sync::Mutex<Option<Arc<Gather<K, V>>>>;
+
 /// The shared origin of one batch's flights.
 pub(crate) struct Gather<K, V> {
     call: BatchCall<K, V>,
@@ -184,7 +191,8 @@ where
             cache: Arc::from(&*inner.name),
             counters: inner.counters.clone(),
             state: Mutex::new(State {
-                sealed: false,
+                contributors: 1,
+                closed: false,
                 statuses: Vec::new(),
                 undecided: 0,
                 ready: Vec::new(),
@@ -208,11 +216,39 @@ where
         })
     }
 
-    /// Every flight of the call is started: the loader may go.
+    /// Another call joins this gather (its misses go into the same loader
+    /// call), unless it is closed.
+    fn contribute(&self) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.contributors += 1;
+        true
+    }
+
+    /// A contributing call has started every flight it adds: the gather
+    /// takes no new call, and the loader may go once the others are done.
     pub(crate) fn seal(&self) {
         let mut state = self.lock();
-        state.sealed = true;
+        state.closed = true;
+        state.contributors = state.contributors.saturating_sub(1);
         self.go_if_ready(state);
+    }
+
+    /// The gather a batch call adds its misses to: the cache's open one
+    /// (a call that arrived at the same time is still adding to it), or a
+    /// new one with this call's loader, left open for the next.
+    pub(crate) fn join(inner: &Inner<K, V>, call: &BatchCall<K, V>) -> Arc<Self> {
+        let mut open = inner.open_batch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gather) = open.as_ref()
+            && gather.contribute()
+        {
+            return gather.clone();
+        }
+        let gather = Self::new(inner, call.clone());
+        *open = Some(gather.clone());
+        gather
     }
 
     /// Moves member `index` to `status` (keeping `undecided` true), and
@@ -237,7 +273,7 @@ where
     }
 
     fn go_if_ready(&self, mut state: MutexGuard<'_, State<K, V>>) {
-        if !state.sealed || state.undecided > 0 || state.ready.is_empty() {
+        if state.contributors > 0 || state.undecided > 0 || state.ready.is_empty() {
             return;
         }
         let mut ready = std::mem::take(&mut state.ready);
@@ -259,7 +295,10 @@ where
     /// flight.
     fn call_loader(&self, runtime: &tokio::runtime::Handle, chunk: Vec<Ready<K, V>>) {
         // Keys whose flight is already gone are not asked for.
-        let chunk: Vec<Ready<K, V>> = chunk.into_iter().filter(|r| !r.answer.is_closed()).collect();
+        let chunk: Vec<Ready<K, V>> = chunk
+            .into_iter()
+            .filter(|r| !r.answer.is_closed())
+            .collect();
         if chunk.is_empty() {
             return;
         }
@@ -450,7 +489,9 @@ where
             // Leaves the loader call when this flight stops waiting for
             // it, however (answered, cut by its deadline, dropped).
             let _leave = Leave(seat);
-            member.gather.set(member.index, Status::Registered, Some(ready));
+            member
+                .gather
+                .set(member.index, Status::Registered, Some(ready));
             // Not bounded here: the loader call is (by `load_timeout`, from
             // when it starts), and answers with the timeout once it is cut
             // — a key's flight never times out while its query still runs.

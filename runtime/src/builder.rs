@@ -425,6 +425,7 @@ where
                 retry_backoff,
                 soft_timeout: self.soft_timeout,
                 max_batch: self.max_batch,
+                open_batch: Default::default(),
                 load_timeout: self.load_timeout,
                 remote: self.remote,
                 gaps: Default::default(),

@@ -58,6 +58,9 @@ pub(crate) struct Inner<K, V> {
     pub soft_timeout: Option<Duration>,
     /// The most keys one batch loader call is given (`get_many_or_load`).
     pub max_batch: usize,
+    /// The gather that batch calls arriving now add their misses to, so
+    /// concurrent list requests share loader calls (see `batch.rs`).
+    pub open_batch: crate::batch::OpenBatch<K, V>,
     pub load_timeout: Option<TimeoutPolicy>,
     /// `shared`: how another process's failure reaches this cache's callers.
     pub remote: Option<RemotePolicy>,

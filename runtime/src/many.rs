@@ -169,17 +169,27 @@ where
             return Ok(values);
         }
         inner.counters.misses.add(misses.len());
-        let waiting = inner.start_batch(&call, misses, TypeId::of::<E>(), &mut values);
-        let answers = futures_util::future::join_all(waiting.into_iter().map(
-            |(key, flight, started)| {
+        // Concurrent list requests share loader calls: this call's misses
+        // go into the cache's open gather, which stays open while this call
+        // lets the calls scheduled beside it join (one yield), DataLoader's
+        // "one tick".
+        let gather = Gather::join(inner, &call);
+        let seal = Seal {
+            inner,
+            gather: gather.clone(),
+        };
+        let waiting = inner.start_batch(&gather, misses, TypeId::of::<E>(), &mut values);
+        tokio::task::yield_now().await;
+        drop(seal);
+        let answers =
+            futures_util::future::join_all(waiting.into_iter().map(|(key, flight, started)| {
                 let call = &call;
                 async move {
                     let value = inner.wait_key::<E>(&key, &flight, started, call).await?;
                     Ok::<_, E>((key, value))
                 }
-            },
-        ))
-        .await;
+            }))
+            .await;
         for answer in answers {
             if let (key, Some(value)) = answer? {
                 values.insert(key, value);
@@ -213,12 +223,18 @@ where
     })
 }
 
-/// Seals a gather when dropped: once every flight of a call is started,
-/// or if starting one panicked (the started ones must not wait forever).
-struct Seal<'a, K, V>(&'a Gather<K, V>)
+/// Seals a gather when dropped: once a call has started every flight it
+/// adds (and let concurrent calls join), or if starting one panicked or
+/// the call was cancelled meanwhile (the started ones must not wait
+/// forever). The cache's open gather is closed with it.
+struct Seal<'a, K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static;
+    V: Clone + Send + Sync + 'static,
+{
+    inner: &'a Inner<K, V>,
+    gather: Arc<Gather<K, V>>,
+}
 
 impl<K, V> Drop for Seal<'_, K, V>
 where
@@ -226,7 +242,15 @@ where
     V: Clone + Send + Sync + 'static,
 {
     fn drop(&mut self) {
-        self.0.seal();
+        self.gather.seal();
+        let mut open = self
+            .inner
+            .open_batch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if open.as_ref().is_some_and(|g| Arc::ptr_eq(g, &self.gather)) {
+            *open = None;
+        }
     }
 }
 
@@ -241,13 +265,11 @@ where
     /// call started each).
     fn start_batch(
         self: &Arc<Self>,
-        call: &BatchCall<K, V>,
+        gather: &Arc<Gather<K, V>>,
         misses: Vec<K>,
         error_type: TypeId,
         values: &mut HashMap<K, V>,
     ) -> Vec<(K, Arc<Flight<V>>, bool)> {
-        let gather = Gather::new(self, call.clone());
-        let _seal = Seal(&gather);
         let mut waiting = Vec::with_capacity(misses.len());
         for key in misses {
             let member = gather.member();
@@ -283,7 +305,10 @@ where
         error_type: TypeId,
     ) {
         let gather = Gather::new(self, call.clone());
-        let _seal = Seal(&gather);
+        let _seal = Seal {
+            inner: self,
+            gather: gather.clone(),
+        };
         for (key, reason, seen) in refreshes {
             let member = gather.member();
             let parking: Arc<dyn Parking> = member.clone();
@@ -332,8 +357,14 @@ where
             }
             retries += 1;
             let mut values = HashMap::new();
+            let gather = Gather::new(self, call.clone());
+            let seal = Seal {
+                inner: self,
+                gather: gather.clone(),
+            };
             let mut again =
-                self.start_batch(call, vec![key.clone()], TypeId::of::<E>(), &mut values);
+                self.start_batch(&gather, vec![key.clone()], TypeId::of::<E>(), &mut values);
+            drop(seal);
             if let Some(value) = values.remove(key) {
                 return Ok(Some(value));
             }

@@ -251,7 +251,11 @@ async fn an_option_cache_caches_keys_the_loader_leaves_out_as_none() {
     assert_eq!(values[&2].as_deref(), Some("user 2"));
     let again = bounded(cache.get_many_or_load([1, 2, 3], loader)).await;
     assert_eq!(again, values);
-    assert_eq!(calls.load(SeqCst), 1, "absent keys are cached: no second query");
+    assert_eq!(
+        calls.load(SeqCst),
+        1,
+        "absent keys are cached: no second query"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -290,7 +294,10 @@ async fn swr_serves_stale_keys_at_once_and_refreshes_them_in_one_background_call
     assert_eq!(started.elapsed(), Duration::ZERO, "nobody waits under swr");
     assert_eq!(served, expected(0..6), "the stale values");
     sleep(Duration::from_millis(1100)).await;
-    assert_eq!(table.queries(), vec![(0..6u64).collect::<Vec<_>>(), (0..5u64).collect()]);
+    assert_eq!(
+        table.queries(),
+        vec![(0..6u64).collect::<Vec<_>>(), (0..5u64).collect()]
+    );
     let refreshed = bounded(cache.get_many_or_load(0..5, table.loader())).await;
     assert_eq!(refreshed, (0..5).map(|id| (id, id * 10 + 1)).collect());
     assert_eq!(cache.stats().background_refreshes, 5);
@@ -312,7 +319,11 @@ async fn xfetch_early_refreshes_of_a_batch_are_one_call_and_nobody_waits() {
     assert_eq!(started.elapsed(), Duration::ZERO);
     assert_eq!(served, expected(0..4));
     sleep(Duration::from_millis(1100)).await;
-    assert_eq!(table.queries().len(), 2, "one early refresh call for the batch");
+    assert_eq!(
+        table.queries().len(),
+        2,
+        "one early refresh call for the batch"
+    );
     let fresh = bounded(cache.get_many_or_load(0..4, table.loader())).await;
     assert_eq!(fresh, (0..4).map(|id| (id, id * 10 + 1)).collect());
     assert_eq!(cache.stats().early_refreshes, 4);
@@ -340,7 +351,11 @@ async fn fail_safe_serves_the_last_good_values_and_throttles_the_down_origin() {
         let values = bounded(cache.try_get_many_or_load(0..3, down.clone())).await;
         assert_eq!(values, Ok(expected(0..3)));
     }
-    assert_eq!(calls.load(SeqCst), 1, "retried once per backoff, not per call");
+    assert_eq!(
+        calls.load(SeqCst),
+        1,
+        "retried once per backoff, not per call"
+    );
     assert!(cache.stats().fail_safe_hits >= 3);
 }
 
@@ -388,7 +403,11 @@ async fn a_soft_timeout_serves_the_fail_safe_values_while_the_batch_goes_on() {
     let started = Instant::now();
     let values = bounded(cache.get_many_or_load(0..3, slow.loader())).await;
     assert_eq!(started.elapsed(), Duration::from_millis(100));
-    assert_eq!(values, expected(0..3), "the last good values, at the soft timeout");
+    assert_eq!(
+        values,
+        expected(0..3),
+        "the last good values, at the soft timeout"
+    );
     sleep(Duration::from_secs(2)).await;
     assert_eq!(cache.get(&1), Some(11), "the load went on and landed");
 }
@@ -404,7 +423,11 @@ async fn an_invalidate_during_the_batch_keeps_that_key_out_the_others_land() {
     sleep(Duration::from_millis(100)).await;
     cache.invalidate(&2); // a write of row 2 while the query runs
     assert_eq!(bounded(batch).await.unwrap(), expected(0..4));
-    assert_eq!(cache.get(&2), None, "the value read before the write is not cached");
+    assert_eq!(
+        cache.get(&2),
+        None,
+        "the value read before the write is not cached"
+    );
     assert_eq!(cache.get(&1), Some(10));
     assert_eq!(cache.len(), 3);
 }
@@ -461,7 +484,11 @@ async fn a_loader_panic_reaches_the_batch_caller_and_joined_callers_load_again()
     });
     tokio::task::yield_now().await;
     let single = cache.get_or_load(2, |id| async move { id + 1 });
-    assert_eq!(bounded(single).await, 3, "a joined caller retries once as its own flight");
+    assert_eq!(
+        bounded(single).await,
+        3,
+        "a joined caller retries once as its own flight"
+    );
     let panic = bounded(batch).await.unwrap_err();
     assert!(panic.is_panic());
     // Nothing poisoned.
@@ -470,4 +497,45 @@ async fn a_loader_panic_reaches_the_batch_caller_and_joined_callers_load_again()
         bounded(cache.get_many_or_load([1], table.loader())).await,
         expected([1])
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn list_requests_arriving_together_share_one_loader_call() {
+    let cache = cache("batch.together");
+    let table = Table::with_latency(Duration::from_millis(20));
+    let requests: Vec<_> = (0..50u64)
+        .map(|r| {
+            let (cache, table) = (cache.clone(), table.clone());
+            tokio::spawn(async move {
+                let ids: Vec<u64> = (r * 4..r * 4 + 4).collect();
+                let rows = cache.get_many_or_load(ids.clone(), table.loader()).await;
+                assert_eq!(rows, expected(ids));
+            })
+        })
+        .collect();
+    for request in requests {
+        bounded(request).await.unwrap();
+    }
+    // 50 requests of 4 distinct ids each, at once: one query of all 200
+    // (DataLoader's batching across requests), each request's ids in order.
+    assert_eq!(table.queries(), vec![(0..200).collect::<Vec<u64>>()]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_arriving_later_makes_its_own_call() {
+    let cache = cache("batch.later");
+    let table = Table::with_latency(Duration::from_millis(20));
+    let first = tokio::spawn({
+        let (cache, table) = (cache.clone(), table.clone());
+        async move { cache.get_many_or_load([1, 2], table.loader()).await }
+    });
+    sleep(Duration::from_millis(5)).await;
+    // Key 2 is in flight (joined); key 3 is not: a second call, at once —
+    // not held back until the first call ends.
+    let started = Instant::now();
+    let second = bounded(cache.get_many_or_load([2, 3], table.loader())).await;
+    assert_eq!(second, expected([2, 3]));
+    assert!(started.elapsed() <= Duration::from_millis(20));
+    assert_eq!(table.queries(), vec![vec![1, 2], vec![3]]);
+    assert_eq!(bounded(first).await.unwrap(), expected([1, 2]));
 }

@@ -47,7 +47,7 @@ GRANT ALL ON SCHEMA public TO stampede_example;
 GRANT CREATE ON DATABASE test TO stampede_example;
 SQL
         # Objects a previous run created as another role must be ours to replace.
-        for obj in "TABLE stampede_users" "TABLE stampede_query_count" "FUNCTION stampede_find_user(bigint)"; do
+        for obj in "TABLE stampede_users" "TABLE stampede_query_count" "FUNCTION stampede_find_user(bigint)" "FUNCTION stampede_find_users(bigint[])"; do
             psql_su -d test -c "ALTER $obj OWNER TO stampede_example" >/dev/null 2>&1 || true
         done
         export DATABASE_URL="postgres://stampede_example:stampede_example@127.0.0.1/test"

@@ -32,6 +32,8 @@ pub const VALID: &[&str] = &[
     "jitter",
     "none_ttl",
     "tags",
+    "batch",
+    "max_batch",
     "trait_impl",
     "returns",
     "crate",
@@ -81,6 +83,10 @@ pub struct Args {
     pub none_ttl: Option<(Duration, Span)>,
     /// The expressions of `tags(..)`.
     pub tags: Vec<Expr>,
+    /// The span of `batch`: the fn loads a list of keys at once.
+    pub batch: Option<Span>,
+    /// `max_batch = n` (only with `batch`).
+    pub max_batch: Option<u64>,
     /// The span of `trait_impl`: the fn is a method of a trait impl.
     pub trait_impl: Option<Span>,
     pub returns: Option<(Returns, Span)>,
@@ -200,6 +206,8 @@ struct Configuration {
     jitter: Option<Duration>,
     none_ttl: Option<(Duration, Span)>,
     tags: Option<Vec<Expr>>,
+    batch: Option<Span>,
+    max_batch: Option<(u64, Span)>,
     trait_impl: Option<Span>,
     returns: Option<(Returns, Span)>,
     krate: Option<Path>,
@@ -261,6 +269,8 @@ impl Configuration {
             "jitter" => self.set_jitter(value, span),
             "none_ttl" => self.set_none_ttl(value, span),
             "tags" => self.set_tags(value, span),
+            "batch" => self.set_batch(value, span),
+            "max_batch" => self.set_max_batch(value, span),
             "trait_impl" => self.set_trait_impl(value, span),
             "returns" => self.set_returns(value, span),
             "crate" => self.set_crate(value, span),
@@ -510,6 +520,42 @@ impl Configuration {
         Ok(())
     }
 
+    fn set_batch(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
+        flag("batch", value)?;
+        self.batch = Some(span);
+        Ok(())
+    }
+
+    fn set_max_batch(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
+        let RawValue::Expr(e) = value else {
+            return Err(err(
+                span,
+                "`max_batch` needs a value\nhelp: write e.g. `max_batch = 500` (the most keys one call of the fn's body is given)",
+            ));
+        };
+        let v = match e {
+            Expr::Lit(ExprLit {
+                lit: Lit::Int(i), ..
+            }) => i
+                .base10_parse::<u64>()
+                .map_err(|_| syn::Error::new_spanned(e, "`max_batch` does not fit in 64 bits"))?,
+            _ => {
+                return Err(syn::Error::new_spanned(
+                    e,
+                    "`max_batch` takes an integer literal (the most keys one call of the fn's body is given)\nhelp: write e.g. `max_batch = 500`",
+                ));
+            }
+        };
+        if v == 0 {
+            return Err(syn::Error::new_spanned(
+                e,
+                "`max_batch` must be at least 1: it is the most keys one call of the fn's body is given\nhelp: write e.g. `max_batch = 500`, or omit it for the default (stampede_cache::DEFAULT_MAX_BATCH keys)",
+            ));
+        }
+        self.max_batch = Some((v, span));
+        Ok(())
+    }
+
     fn set_trait_impl(&mut self, value: &RawValue, span: Span) -> syn::Result<()> {
         flag("trait_impl", value)?;
         self.trait_impl = Some(span);
@@ -569,6 +615,7 @@ impl Configuration {
         let strategy = self.strategy.map_or(StrategyKind::Lock, |(k, _)| k);
         self.check_strategy_options(strategy, errors);
         self.check_cross_options(errors);
+        self.check_batch_options(errors);
 
         Args {
             // A missing or invalid ttl is an error above; the default only lets the
@@ -589,8 +636,13 @@ impl Configuration {
             jitter: self.jitter,
             none_ttl: self.none_ttl,
             tags: self.tags.unwrap_or_default(),
+            batch: self.batch,
+            max_batch: self.max_batch.map(|(n, _)| n),
             trait_impl: self.trait_impl,
-            returns: self.returns,
+            // `returns = "value"` on a batch is an error above; the fn is then read as written.
+            returns: self
+                .returns
+                .filter(|(r, _)| self.batch.is_none() || *r == Returns::Result),
             krate: self.krate,
         }
     }
@@ -664,6 +716,46 @@ impl Configuration {
                     ));
                 }
             }
+        }
+    }
+}
+
+impl Configuration {
+    /// The span of the name of argument `name`, if it was given.
+    fn span_of(&self, name: &str) -> Option<Span> {
+        self.seen.iter().find(|i| *i == name).map(Ident::span)
+    }
+
+    /// `max_batch` needs `batch`; `key`, `skip` and `returns = "value"` do not apply to it.
+    fn check_batch_options(&self, errors: &mut Errors) {
+        if self.batch.is_none() {
+            if let Some((_, span)) = self.max_batch
+                && !self.given("batch")
+            {
+                errors.push(err(
+                    span,
+                    "`max_batch` only applies to `batch` fns\nhelp: add `batch` (the fn then takes a list of keys and returns `HashMap<K, V>`), or remove `max_batch`",
+                ));
+            }
+            return;
+        }
+        if let Some(span) = self.span_of("key") {
+            errors.push(err(
+                span,
+                "`key` does not apply to a `batch` fn: its keys are the elements of its list argument\nhelp: remove `key`; to key by something else, take a list of those keys",
+            ));
+        }
+        if let Some(span) = self.span_of("skip") {
+            errors.push(err(
+                span,
+                "`skip` does not apply to a `batch` fn: it takes exactly one argument, the list of keys (besides `&self`)\nhelp: remove `skip` and the arguments it names, and reach what the body needs through `self` (e.g. a field holding the pool)",
+            ));
+        }
+        if let Some((Returns::Value, span)) = self.returns {
+            errors.push(err(
+                span,
+                "`returns = \"value\"` does not apply to a `batch` fn: it caches the rows of each key, never an error\nhelp: remove `returns`; a `batch` fn returning `Result<HashMap<K, V>, E>` caches the rows of `Ok` and hands `Err` to the callers",
+            ));
         }
     }
 }

@@ -10,6 +10,7 @@ use syn::ext::IdentExt;
 use syn::{Attribute, FnArg, Ident, Pat};
 
 use crate::args::{Args, Returns, StrategyKind};
+use crate::batch::{self, Batch};
 use crate::body;
 use crate::key_plan::KeyPlan;
 use crate::shape::{Func, Output};
@@ -24,6 +25,8 @@ pub struct Expansion {
     pub receiver: Option<Span>,
     pub output: Output,
     pub plan: KeyPlan,
+    /// The `batch` form's list argument and key type.
+    pub batch: Option<Batch>,
 }
 
 impl Expansion {
@@ -68,10 +71,16 @@ impl Expansion {
                 let self_ty = Ident::new("Self", span);
                 (
                     quote_spanned!(span=> let #this = #p::receiver::<#self_ty>(#self_tok);),
+                    // A batch loader is called once per chunk: each call clones again.
+                    quote_spanned!(span=> let #this = #p::receiver::<#self_ty>(&#this);),
                     quote!(let #this = &#this;),
                 )
             });
-        let (clone_receiver, borrow_receiver) = this_stmts.unzip();
+        if let Some(b) = &self.batch {
+            return self.batch_wrapper(b, &block, this_stmts);
+        }
+        let (clone_receiver, borrow_receiver) =
+            this_stmts.map(|(clone, _, borrow)| (clone, borrow)).unzip();
         let KeyPlan {
             key_ty,
             key_value,
@@ -110,6 +119,31 @@ impl Expansion {
         };
 
         self.signed(body)
+    }
+
+    /// The wrapper of a `batch` fn: every key of the list looked up at once, the body the
+    /// loader of the misses. `this_stmts` clone the receiver for the loader, again for each
+    /// of its calls, and borrow it in the body.
+    fn batch_wrapper(
+        &self,
+        b: &Batch,
+        block: &syn::Block,
+        this_stmts: Option<(TokenStream, TokenStream, TokenStream)>,
+    ) -> TokenStream {
+        let at = self.at();
+        let keys = Ident::new("keys", Span::mixed_site().located_at(at));
+        let key_value = &self.plan.key_value;
+        let make_loader = batch::make_loader(b, &self.plan, block, this_stmts, at);
+        let lookup = self.cached(
+            quote_spanned!(at=> ::core::option::Option::Some(#keys)),
+            make_loader,
+        );
+        self.signed(quote_spanned! {at=>
+            {
+                let #keys = #key_value;
+                #lookup.await
+            }
+        })
     }
 
     /// The wrapper fn: the user's attributes, visibility and signature
@@ -206,17 +240,30 @@ impl Expansion {
         let p = respan(quote!(#krate::__private), at);
         let key_ty = respan(plan.key_ty.clone(), at);
         let value_ty = respan(output.value_ty.to_token_stream(), at);
-        let (cached, types) = match output.returns {
-            Returns::Value => (quote_spanned!(at=> cached), quote!(#key_ty, #value_ty)),
-            Returns::Result => {
-                let ret = respan(output.ty.to_token_stream(), at);
-                let err_ty = output.err_ty.as_ref().expect("a result has an error type");
-                let err_ty = respan(err_ty.to_token_stream(), at);
-                (
-                    quote_spanned!(at=> try_cached),
-                    quote!(#key_ty, #value_ty, #err_ty, #ret),
-                )
-            }
+        let ret = respan(output.ty.to_token_stream(), at);
+        let err_ty = output
+            .err_ty
+            .as_ref()
+            .map(|e| respan(e.to_token_stream(), at));
+        // A batch names `V` of its `Option<V>` cache: the rows' value type.
+        let item_ty = self
+            .batch
+            .as_ref()
+            .map(|b| respan(b.item_ty.to_token_stream(), at));
+        let (cached, types) = match (output.returns, item_ty) {
+            (Returns::Value, None) => (quote_spanned!(at=> cached), quote!(#key_ty, #value_ty)),
+            (Returns::Result, None) => (
+                quote_spanned!(at=> try_cached),
+                quote!(#key_ty, #value_ty, #err_ty, #ret),
+            ),
+            (Returns::Value, Some(item)) => (
+                quote_spanned!(at=> cached_many),
+                quote!(#key_ty, #item, #ret),
+            ),
+            (Returns::Result, Some(item)) => (
+                quote_spanned!(at=> try_cached_many),
+                quote!(#key_ty, #item, #err_ty, #ret),
+            ),
         };
         let tier = if args.shared {
             quote_spanned!(at=> #p::Shared)
@@ -305,6 +352,10 @@ impl Expansion {
         if let Some(d) = args.jitter {
             let d = duration(d, &p);
             setters.push(quote_spanned!(at=> .jitter(#d)));
+        }
+        if let Some(n) = args.max_batch {
+            let n = Literal::u64_unsuffixed(n);
+            setters.push(quote_spanned!(at=> .max_batch(#n)));
         }
         if let Some((d, span)) = args.none_ttl {
             let none = duration(d, &p);

@@ -4,9 +4,11 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, quote};
 
 use crate::args::Args;
+use crate::batch::{self, Batch};
+use crate::diag::Errors;
 use crate::emit::{Expansion, in_trait_impl};
 use crate::key_plan::{KeyPlan, inputs};
-use crate::shape::{Output, check_signature, parse_fn};
+use crate::shape::{Func, Output, check_signature, parse_fn};
 
 /// The expansion of `#[stampede_cached(<attr>)] <item>`. Every error is reported at once;
 /// with errors, the item is kept as written, and when only the arguments are wrong (the
@@ -31,17 +33,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         .krate
         .as_ref()
         .map_or_else(|| quote!(::stampede_cache), |p| p.to_token_stream());
-    let (receiver, inputs) = inputs(&func.sig);
-    let args_span = func.sig.paren_token.span.join();
-    let plan = errors.check(KeyPlan::new(
-        &args,
-        &func.sig.ident,
-        receiver,
-        &inputs,
-        args_span,
-        &krate,
-    ));
-    let output = errors.check(Output::new(&args, &func.sig, &krate));
+    let (receiver, plan, output, batch) = plan(&args, &func, &krate, &mut errors);
     let failed = errors.finish().err();
     let (Some(plan), Some(output)) = (plan, output) else {
         let mut out = failed.expect("an error").to_compile_error();
@@ -56,6 +48,7 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
         receiver,
         output,
         plan,
+        batch,
     };
     match failed {
         None => expansion.emit(),
@@ -69,4 +62,46 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
             out
         }
     }
+}
+
+/// The receiver, the key plan and the output of `func` (and its `batch` form), each `None`
+/// when its checks failed (the errors are in `errors`).
+fn plan(
+    args: &Args,
+    func: &Func,
+    krate: &TokenStream,
+    errors: &mut Errors,
+) -> (
+    Option<proc_macro2::Span>,
+    Option<KeyPlan>,
+    Option<Output>,
+    Option<Batch>,
+) {
+    let (receiver, inputs) = inputs(&func.sig);
+    let args_span = func.sig.paren_token.span.join();
+    if args.batch.is_some() {
+        let Some(mut output) = errors.check(Output::new(args, &func.sig, krate)) else {
+            return (receiver, None, None, None);
+        };
+        let planned = errors.check(batch::plan(
+            args,
+            receiver,
+            &inputs,
+            args_span,
+            &mut output,
+            krate,
+        ));
+        let (plan, batch) = planned.unzip();
+        return (receiver, plan, Some(output), batch);
+    }
+    let plan = errors.check(KeyPlan::new(
+        args,
+        &func.sig.ident,
+        receiver,
+        &inputs,
+        args_span,
+        krate,
+    ));
+    let output = errors.check(Output::new(args, &func.sig, krate));
+    (receiver, plan, output, None)
 }

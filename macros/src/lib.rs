@@ -6,6 +6,7 @@
 use proc_macro::TokenStream;
 
 mod args;
+mod batch;
 mod body;
 mod diag;
 mod emit;
@@ -55,6 +56,8 @@ mod snapshots;
 /// | `fail_safe = "10m"` | keep the last good value this long past expiry and serve it when a load fails, panics or times out (counted in `fail_safe_hits`), > 0 | off |
 /// | `soft_timeout = "200ms"` | a caller that waited this long on a load gets the fail-safe or stale value; the load goes on and lands. Needs `fail_safe` or `strategy = "swr"` (something to serve), > 0 | off |
 /// | `load_timeout = "5s"` | no load runs longer: it is dropped, and its callers get the fail-safe value, else `Err(E::from(LoadTimeout))`. Needs `-> Result<T, E>` (any alias) with `impl From<stampede_cache::LoadTimeout> for E`, > 0 | off |
+/// | `batch` | the fn takes a list of keys and returns the rows it found by key: one call of the body for the misses of many keys (see [Batch](#batch)) | off |
+/// | `max_batch = 500` | `batch` only: the most keys one call of the body is given (more misses: several calls, made at once), > 0 | `DEFAULT_MAX_BATCH` (1000) |
 /// | `trait_impl` | the fn is a method of a trait impl (see [Shapes](#shapes)) | off |
 /// | `returns = "result" \| "value"` | `"result"`: cache `Ok`, share `Err`, for an alias not named `Result` (`type Fallible<T> = Result<T, E>`); `"value"`: cache the return value as is, errors included | a type named `Result` (any path: `io::Result<T>`, `anyhow::Result<T>`) is a result |
 /// | `crate = path` | where the runtime is, for crates that re-export it | `::stampede_cache` |
@@ -111,6 +114,44 @@ mod snapshots;
 /// body `Box::pin(async move { .. })`), caches it as the `async fn` it was, and keeps
 /// `#[async_trait]`'s signature (`Send` and `?Send` alike). There is no attribute order to
 /// get right.
+///
+/// # Batch
+///
+/// With `batch`, the fn loads many keys at once (the cure for N+1 list endpoints):
+///
+/// ```text
+/// impl UserRepo {
+///     #[stampede_cached(ttl = "30s", none_ttl = "5s", batch, max_batch = 500)]
+///     async fn find_users(&self, ids: &[i64]) -> Result<HashMap<i64, User>, DbError> {
+///         /* one query: WHERE id = ANY($1) */
+///     }
+/// }
+/// let users = repo.find_users(&[1, 2, 3]).await?;   // the found ids only
+/// UserRepo::find_users_cache().invalidate(&2);       // a `&'static Cache<i64, Option<User>>`
+/// ```
+///
+/// - It takes one argument besides `&self`, the list: `&[K]`, `Vec<K>` or `&Vec<K>`
+///   (anything else the body needs is reached through `self`); `K` is the key.
+/// - It returns `HashMap<K, V>` or `Result<HashMap<K, V>, E>` (any `Result` path or alias
+///   named `Result`; another alias with `returns = "result"`), with `HashMap` written out
+///   (any path, std's hasher): the cache's static names `V`.
+/// - The cache is a `Cache<K, Option<V>>`. A call serves the keys the cache has, joins the
+///   loads of keys already in flight (a batch's or a single call's), and runs the body
+///   **once** for all the other keys — with only those keys, in the caller's order, each
+///   once, in calls of at most `max_batch` keys. Each key then lands on its own, with every
+///   per-key rule of the cache (strategy, fail-safe, timeouts, jitter, writes win). A key the
+///   body leaves out is cached as `None` (for `none_ttl`, else `ttl`): a list with deleted
+///   rows does not query them again. The call returns the found keys.
+/// - An `Err` of the body answers every key of that call of the body (and the callers waiting
+///   on them); nothing is cached for them, and the call returns the first error among its
+///   keys.
+/// - `tags(..)` are per key: their expressions see `key` (a `&K`), e.g.
+///   `tags(format!("user:{key}"))`; the list and `self` are refused.
+/// - `key = ..`, `skip(..)`, `returns = "value"` and a second argument are refused (a spanned
+///   error that names the fix); every other argument applies as to a single-key fn (`shared`:
+///   each key takes its own fleet lock).
+/// - The body runs as a detached task, as any load: with `&self`, the receiver is cloned for
+///   the call (also when every key is a hit) and for each call of the body.
 ///
 /// # Names
 ///
@@ -217,7 +258,9 @@ mod snapshots;
 /// errors of their own. Refused with a spanned message: non-`async` fns, generic type or
 /// const parameters, `impl Trait` arguments or return types, `self` by value, `&mut self`,
 /// `&mut` arguments, destructuring patterns, returned references, `Self` in the key or value
-/// type, trait method declarations. A key, value or error type that cannot be cached is
+/// type, trait method declarations; with `batch`, a fn that does not take one list of keys
+/// or does not return a `HashMap` of rows. A `batch` fn's map keyed by a type other than
+/// the list's is reported on the fn's name. A key, value or error type that cannot be cached is
 /// reported on the fn's name (the message names the type); a skipped argument the load
 /// cannot copy, a receiver that is not `Clone`, an error type without
 /// `From<LoadTimeout>`, `none_ttl` on a fn that caches no `Option`, and a tag that is not

@@ -12,7 +12,15 @@
 //! 3. reads the counter back FROM THE DATABASE and exits non-zero unless
 //!    exactly one query ran;
 //! 4. shows negative caching (an absent id is one query too) and
-//!    invalidation after a write.
+//!    invalidation after a write;
+//! 5. the N+1 list endpoint: 1000 concurrent `find_users(&ids)` requests of
+//!    20 ids each (Zipf over 10 000 users, so they overlap as real traffic
+//!    does) through `#[stampede_cached(batch)]` — one `WHERE id = ANY($1)`
+//!    for the misses of many requests — and exits non-zero unless, counted
+//!    ON THE SERVER, every row was read exactly once and there were at most
+//!    a tenth as many queries as per-key loads would make (one per
+//!    distinct id even with perfect per-key single flight; 20 000 with no
+//!    cache).
 //!
 //! `find_user` is a method of a trait (`UserStore`, native `async fn`), as a
 //! repository behind an interface is: `#[stampede_cached(.., trait_impl)]`
@@ -22,6 +30,7 @@
 //! `.ci/postgres-example.sh` starts the machine's PostgreSQL, creates the
 //! database and runs this example as a CI step.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,24 +125,52 @@ impl UserRepo {
         Ok(())
     }
 
-    /// How many times `stampede_find_user` ran on the server since the last reset.
-    pub async fn server_query_count(&self) -> Result<i64, RepoError> {
+    /// The list endpoint's read: every id it is asked for in ONE query. The
+    /// cache calls it with only the ids it does not hold (and whose load no
+    /// other request already runs), in chunks of at most 500; ids without a
+    /// row are cached as absent.
+    #[stampede_cached(ttl = "30s", batch, max_batch = 500, name = "example.users.many")]
+    pub async fn find_users(&self, ids: &[i64]) -> Result<HashMap<i64, User>, RepoError> {
+        let rows = self
+            .db
+            .query("SELECT id, name FROM stampede_find_users($1)", &[&ids])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let id: i64 = row.get(0);
+                (
+                    id,
+                    User {
+                        id,
+                        name: row.get(1),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// How many times `fn` (`find_user`, `find_users`) ran on the server
+    /// since the last reset, and how many rows it read.
+    pub async fn server_counts(&self, function: &str) -> Result<(i64, i64), RepoError> {
         let row = self
             .db
             .query_one(
-                "SELECT n FROM stampede_query_count WHERE fn = 'find_user'",
-                &[],
+                "SELECT n, rows FROM stampede_query_count WHERE fn = $1",
+                &[&function],
             )
             .await?;
-        Ok(row.get(0))
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// How many times `stampede_find_user` ran on the server since the last reset.
+    pub async fn server_query_count(&self) -> Result<i64, RepoError> {
+        Ok(self.server_counts("find_user").await?.0)
     }
 
     pub async fn reset_server_query_count(&self) -> Result<(), RepoError> {
         self.db
-            .execute(
-                "UPDATE stampede_query_count SET n = 0 WHERE fn = 'find_user'",
-                &[],
-            )
+            .execute("UPDATE stampede_query_count SET n = 0, rows = 0", &[])
             .await?;
         Ok(())
     }
@@ -142,8 +179,20 @@ impl UserRepo {
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS stampede_users (id bigint PRIMARY KEY, name text NOT NULL);
 CREATE TABLE IF NOT EXISTS stampede_query_count (fn text PRIMARY KEY, n bigint NOT NULL);
-INSERT INTO stampede_query_count VALUES ('find_user', 0) ON CONFLICT DO NOTHING;
+ALTER TABLE stampede_query_count ADD COLUMN IF NOT EXISTS rows bigint NOT NULL DEFAULT 0;
+INSERT INTO stampede_query_count VALUES ('find_user', 0, 0), ('find_users', 0, 0) ON CONFLICT DO NOTHING;
 INSERT INTO stampede_users VALUES (42, 'Ada'), (7, 'Grace') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name;
+-- The list endpoint's users: 10 000 ids (every 10th has no row: deleted).
+INSERT INTO stampede_users SELECT i, 'user ' || i FROM generate_series(100000, 109999) i
+    WHERE i % 10 <> 0 ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION stampede_find_users(ids bigint[])
+RETURNS TABLE (id bigint, name text) LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    UPDATE stampede_query_count SET n = n + 1, rows = rows + cardinality(ids)
+        WHERE fn = 'find_users';
+    PERFORM pg_sleep(0.02); -- a list query takes a while too
+    RETURN QUERY SELECT u.id, u.name FROM stampede_users u WHERE u.id = ANY(ids);
+END $$;
 CREATE OR REPLACE FUNCTION stampede_find_user(uid bigint)
 RETURNS TABLE (id bigint, name text) LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
@@ -230,6 +279,108 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         eprintln!("FAIL: the rename was not visible after invalidation");
         std::process::exit(1);
     }
+    // 5. The N+1 list endpoint.
+    if !list_requests(&repo).await? {
+        std::process::exit(1);
+    }
     println!("OK");
     Ok(())
+}
+
+/// List requests of the N+1 scenario.
+const LIST_REQUESTS: usize = 1000;
+const IDS_PER_REQUEST: usize = 20;
+/// The list endpoint's ids: `FIRST_ID..FIRST_ID + ID_SPACE`.
+const FIRST_ID: i64 = 100_000;
+const ID_SPACE: usize = 10_000;
+
+/// Zipf(1.0) ranks over `ID_SPACE` ids, by inverse CDF: a few ids are
+/// in most requests, most ids in few.
+fn zipf_ids(rng: &mut fastrand::Rng, n: usize) -> Vec<i64> {
+    let weights: Vec<f64> = (1..=ID_SPACE).map(|rank| 1.0 / rank as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(ID_SPACE);
+    let mut acc = 0.0;
+    for w in weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    (0..n)
+        .map(|_| {
+            let u = rng.f64();
+            let rank = cdf.partition_point(|&c| c < u).min(ID_SPACE - 1);
+            FIRST_ID + rank as i64
+        })
+        .collect()
+}
+
+/// 1000 concurrent list requests of 20 Zipf ids on a cold cache; checks
+/// the server's counts. Whether they hold.
+async fn list_requests(repo: &UserRepo) -> Result<bool, RepoError> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    let requests: Vec<Vec<i64>> = (0..LIST_REQUESTS)
+        .map(|_| zipf_ids(&mut rng, IDS_PER_REQUEST))
+        .collect();
+    let distinct: HashSet<i64> = requests.iter().flatten().copied().collect();
+    UserRepo::find_users_cache().invalidate_all();
+    repo.reset_server_query_count().await?;
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = requests
+        .iter()
+        .map(|ids| {
+            let (repo, ids) = (repo.clone(), ids.clone());
+            tokio::spawn(async move {
+                let users = repo.find_users(&ids).await?;
+                for id in &ids {
+                    // Every 10th id has no row: absent, every other is found.
+                    assert_eq!(users.contains_key(id), id % 10 != 0, "id {id}");
+                }
+                Ok::<_, RepoError>(())
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("a list request panicked")?;
+    }
+    let elapsed = started.elapsed();
+    let (queries, rows) = repo.server_counts("find_users").await?;
+    let stats = UserRepo::find_users_cache().stats();
+    println!(
+        "{LIST_REQUESTS} concurrent list requests x {IDS_PER_REQUEST} ids (Zipf over \
+         {ID_SPACE}): {queries} queries, {rows} ids read on the server, {:.1} ms; {} distinct \
+         ids (= per-key queries with perfect single flight), {} ids asked; batch calls {}, \
+         coalesced {}",
+        elapsed.as_secs_f64() * 1000.0,
+        distinct.len(),
+        LIST_REQUESTS * IDS_PER_REQUEST,
+        stats.batch_calls,
+        stats.coalesced
+    );
+    let mut ok = true;
+    if rows != distinct.len() as i64 {
+        eprintln!(
+            "FAIL: {rows} ids read on the server for {} distinct ids",
+            distinct.len()
+        );
+        ok = false;
+    }
+    if queries * 10 > distinct.len() as i64 {
+        eprintln!(
+            "FAIL: {queries} queries, more than a tenth of the {} per-key queries",
+            distinct.len()
+        );
+        ok = false;
+    }
+    // Now all cached, absent ids included: no query at all.
+    repo.reset_server_query_count().await?;
+    for ids in requests.iter().take(100) {
+        repo.find_users(ids).await?;
+    }
+    let (again, _) = repo.server_counts("find_users").await?;
+    println!("100 list requests on the warm cache: {again} queries");
+    if again != 0 {
+        eprintln!("FAIL: {again} queries on a warm cache");
+        ok = false;
+    }
+    Ok(ok)
 }

@@ -57,6 +57,45 @@
 //! # }
 //! ```
 //!
+//! ### Batch lookups
+//!
+//! `batch` caches a fn that takes a list of keys and returns the rows it
+//! found: the misses of a call (and of every concurrent call) are **one**
+//! call of its body, with only the missing keys; ids it does not return are
+//! cached as absent (the cache holds `Option<V>`), so they are not queried
+//! again. The call returns the found keys
+//! ([`Cache::get_many_or_load`] underneath).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use std::collections::HashMap;
+//! use std::sync::{Arc, Mutex};
+//! use stampede_cache::{Cache, stampede_cached};
+//!
+//! #[derive(Clone, Default)]
+//! struct UserRepo { queries: Arc<Mutex<Vec<Vec<i64>>>> }
+//!
+//! impl UserRepo {
+//!     #[stampede_cached(ttl = "30s", none_ttl = "5s", batch, max_batch = 500)]
+//!     async fn find_users(&self, ids: &[i64]) -> Result<HashMap<i64, String>, Arc<str>> {
+//!         self.queries.lock().unwrap().push(ids.to_vec()); // WHERE id = ANY($1)
+//!         Ok(ids.iter().filter(|id| **id != 3).map(|id| (*id, format!("user {id}"))).collect())
+//!     }
+//! }
+//!
+//! let repo = UserRepo::default();
+//! let users = repo.find_users(&[1, 2, 3]).await.unwrap();
+//! assert_eq!(users.len(), 2); // 3 has no row
+//! let users = repo.find_users(&[2, 3, 4]).await.unwrap();
+//! assert_eq!(users[&4], "user 4");
+//! // the second call queried 4 only: 2 was cached, 3 cached as absent
+//! assert_eq!(*repo.queries.lock().unwrap(), [vec![1, 2, 3], vec![4]]);
+//! let cache: &'static Cache<i64, Option<String>> = UserRepo::find_users_cache();
+//! assert_eq!(cache.get(&3), Some(None));
+//! cache.invalidate(&2); // after a write
+//! # }
+//! ```
+//!
 //! ## Choosing a strategy
 //!
 //! Every strategy coalesces misses: at any moment at most one load per key
@@ -218,10 +257,10 @@ pub use backend::{
 pub mod testing {
     pub use crate::backend::conformance::run as backend_conformance;
 }
+pub use batch::{BatchRows, DEFAULT_MAX_BATCH};
 pub use builder::{
     CacheBuilder, DEFAULT_CAPACITY, DEFAULT_LOCK_TTL, DEFAULT_MAX_LOCK_HOLD, DEFAULT_TTL,
 };
-pub use batch::{BatchRows, DEFAULT_MAX_BATCH};
 pub use cache::Cache;
 pub use invalidate::invalidate_tag;
 pub use load::LoadTimeout;

@@ -200,6 +200,29 @@ impl<T: Into<String>> Tag for T {
     }
 }
 
+/// What a `batch` fn returns (the `Ok` of a fallible one): its rows, by key.
+#[diagnostic::on_unimplemented(
+    message = "a `batch` #[stampede_cached] fn returns the rows it found keyed by the elements of its list, `HashMap<{K}, {T}>`, not `{Self}`",
+    label = "the keys of the list are `{K}`",
+    note = "key the map by the list's element type, or take the list as `&[K]` / `Vec<K>` of the map's key type"
+)]
+pub trait Rows<K, T>: Sized {
+    /// The map.
+    fn into_map(self) -> HashMap<K, T>;
+    /// Back from the map (the found keys the wrapper returns).
+    fn from_map(map: HashMap<K, T>) -> Self;
+}
+impl<K, T> Rows<K, T> for HashMap<K, T> {
+    #[inline(always)]
+    fn into_map(self) -> Self {
+        self
+    }
+    #[inline(always)]
+    fn from_map(map: Self) -> Self {
+        map
+    }
+}
+
 /// The error type `E` of a fn with `load_timeout` (`Result<T, E>` under any alias): a load
 /// that timed out is reported as `Err(E::from(LoadTimeout))`.
 #[diagnostic::on_unimplemented(
@@ -250,6 +273,24 @@ pub fn owned<T: ?Sized + LoadArg<O>, O: Movable>(arg: &T) -> O {
 #[inline(always)]
 pub fn moved<T: Movable>(arg: T) -> T {
     arg
+}
+
+/// The list argument of a `batch` fn: `&[K]` / `&Vec<K>` (cloned, where the key bounds are
+/// known) or `Vec<K>` (moved).
+pub enum Keys<'a, K> {
+    /// `&[K]`, `&Vec<K>`.
+    Borrowed(&'a [K]),
+    /// `Vec<K>`.
+    Owned(Vec<K>),
+}
+
+impl<K: Clone> Keys<'_, K> {
+    fn into_vec(self) -> Vec<K> {
+        match self {
+            Keys::Borrowed(keys) => keys.to_vec(),
+            Keys::Owned(keys) => keys,
+        }
+    }
 }
 
 /// `none_ttl = ".."`: the ttl of an entry is `none` for a cached `None`, else `ttl`. The one
@@ -487,6 +528,163 @@ where
     }
 }
 
+// ---- the batch call -----------------------------------------------------------------------
+
+/// [`Tier`] for a `batch` fn: a cache of `Option<T>` whose loader returns `HashMap<K, T>`
+/// (a key it leaves out is cached as `None`: `BatchRows`), with every bound on `K`, `T` and `E` (named
+/// on `T`, not `Option<T>`, so that a message names the user's type).
+pub trait BatchTier<K, T, E = Infallible>: Copy {
+    /// Builds the cache.
+    fn build(self, name: Name, options: Options<K, Option<T>>) -> Cache<K, Option<T>>;
+
+    /// The keys of the list argument.
+    fn keys(self, keys: Keys<'_, K>) -> Vec<K>;
+
+    /// `Cache::try_get_many_or_load`, the found keys of it.
+    fn try_load_many<F, Fut>(
+        self,
+        cache: &'static Cache<K, Option<T>>,
+        keys: Vec<K>,
+        loader: F,
+    ) -> impl Future<Output = Result<HashMap<K, T>, E>>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, T>, E>> + Send + 'static;
+}
+
+impl<K: KeyPart, T: Value, E: Error> BatchTier<K, T, E> for Local {
+    fn build(self, name: Name, options: Options<K, Option<T>>) -> Cache<K, Option<T>> {
+        Tier::<K, Option<T>, E>::build(self, name, options)
+    }
+
+    #[inline(always)]
+    fn keys(self, keys: Keys<'_, K>) -> Vec<K> {
+        keys.into_vec()
+    }
+
+    #[inline(always)]
+    fn try_load_many<F, Fut>(
+        self,
+        cache: &'static Cache<K, Option<T>>,
+        keys: Vec<K>,
+        loader: F,
+    ) -> impl Future<Output = Result<HashMap<K, T>, E>>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, T>, E>> + Send + 'static,
+    {
+        let load = cache.try_get_many_or_load(keys, loader);
+        async move { load.await.map(found) }
+    }
+}
+
+impl<K: SharedKeyPart, T: SharedValuePart, E: Error> BatchTier<K, T, E> for Shared {
+    fn build(self, name: Name, options: Options<K, Option<T>>) -> Cache<K, Option<T>> {
+        Tier::<K, Option<T>, E>::build(self, name, options)
+    }
+
+    #[inline(always)]
+    fn keys(self, keys: Keys<'_, K>) -> Vec<K> {
+        keys.into_vec()
+    }
+
+    #[inline(always)]
+    fn try_load_many<F, Fut>(
+        self,
+        cache: &'static Cache<K, Option<T>>,
+        keys: Vec<K>,
+        loader: F,
+    ) -> impl Future<Output = Result<HashMap<K, T>, E>>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, T>, E>> + Send + 'static,
+    {
+        let load = cache.try_get_many_or_load(keys, loader);
+        async move { load.await.map(found) }
+    }
+}
+
+/// The found keys of a batch (a key cached as absent is left out).
+fn found<K: Hash + Eq, T>(values: HashMap<K, Option<T>>) -> HashMap<K, T> {
+    values
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect()
+}
+
+/// [`cached`] for a `batch` fn that returns `R`, a `HashMap<K, T>`: the cache of `Option<T>`
+/// built in `cell`; with `Some(keys)`, the lookup of every key of the list, the misses
+/// loaded by calls of `make_loader()`'s loader (at most `max_batch` keys each), the found
+/// keys returned. A handle passes `None` and [`no_loader`].
+#[inline(always)]
+pub fn cached_many<K, T, R, F, Fut>(
+    tier: impl BatchTier<K, T>,
+    cell: &'static CacheCell<K, Option<T>>,
+    name: impl FnOnce() -> Name,
+    configure: impl FnOnce(Options<K, Option<T>>) -> Options<K, Option<T>>,
+    keys: Option<Keys<'_, K>>,
+    make_loader: impl FnOnce() -> F,
+) -> Cached<K, Option<T>, impl Future<Output = R>>
+where
+    R: Rows<K, T>,
+    F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let cache = cell.get_or_init(|| tier.build(name(), configure(Options::new())));
+    Cached {
+        cache,
+        lookup: keys.map(|keys| {
+            let keys = tier.keys(keys);
+            let loader = make_loader();
+            let loader = move |keys| {
+                let load = loader(keys);
+                async move { Ok::<_, Infallible>(load.await.into_map()) }
+            };
+            let load = tier.try_load_many(cache, keys, loader);
+            async move {
+                match load.await {
+                    Ok(values) => R::from_map(values),
+                    Err(never) => match never {},
+                }
+            }
+        }),
+    }
+}
+
+/// [`cached_many`] for a `batch` fn that returns `R`, a `Result<HashMap<K, T>, E>` under any
+/// alias: the `Err` of a loader call answers its keys (and their waiters), nothing is
+/// cached for them, and the call returns the first error among its keys.
+#[inline(always)]
+pub fn try_cached_many<K, T, E, R, F, Fut>(
+    tier: impl BatchTier<K, T, E>,
+    cell: &'static CacheCell<K, Option<T>>,
+    name: impl FnOnce() -> Name,
+    configure: impl FnOnce(Options<K, Option<T>>) -> Options<K, Option<T>>,
+    keys: Option<Keys<'_, K>>,
+    make_loader: impl FnOnce() -> F,
+) -> Cached<K, Option<T>, impl Future<Output = R>>
+where
+    R: IsResult<Err = E>,
+    R::Ok: Rows<K, T>,
+    F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+{
+    let cache = cell.get_or_init(|| tier.build(name(), configure(Options::new())));
+    Cached {
+        cache,
+        lookup: keys.map(|keys| {
+            let keys = tier.keys(keys);
+            let loader = make_loader();
+            let loader = move |keys| {
+                let load = loader(keys);
+                async move { load.await.into_result().map(Rows::into_map) }
+            };
+            let load = tier.try_load_many(cache, keys, loader);
+            async move { R::from_result(load.await.map(Rows::from_map)) }
+        }),
+    }
+}
+
 // ---- the cache ----------------------------------------------------------------------------
 
 /// A cache's name.
@@ -633,6 +831,7 @@ pub struct Options<K, V> {
     fail_safe: Option<Duration>,
     soft_timeout: Option<Duration>,
     jitter: Option<Duration>,
+    max_batch: Option<u64>,
     ttl_for: Option<TtlFor<K, V>>,
     tags: Option<TagsOf<K>>,
     steps: Vec<Box<dyn Step<K, V>>>,
@@ -648,6 +847,7 @@ impl<K, V> Options<K, V> {
             fail_safe: None,
             soft_timeout: None,
             jitter: None,
+            max_batch: None,
             ttl_for: None,
             tags: None,
             steps: Vec::new(),
@@ -700,6 +900,13 @@ impl<K, V> Options<K, V> {
     #[inline]
     pub fn jitter(mut self, jitter: Duration) -> Self {
         self.jitter = Some(jitter);
+        self
+    }
+
+    /// `max_batch = n` (a `batch` fn).
+    #[inline]
+    pub fn max_batch(mut self, max_batch: u64) -> Self {
+        self.max_batch = Some(max_batch);
         self
     }
 
@@ -770,6 +977,9 @@ impl<K, V> Options<K, V> {
         }
         if let Some(jitter) = self.jitter {
             b = b.jitter(jitter);
+        }
+        if let Some(n) = self.max_batch {
+            b = b.max_batch(usize::try_from(n).unwrap_or(usize::MAX));
         }
         if let Some(ttl_for) = self.ttl_for {
             b = b.ttl_for(move |key, value| ttl_for(key, value));

@@ -102,7 +102,9 @@ where
 /// The ids of list request `r` of pod `p`: 10 ids out of 0..40, every
 /// request overlapping others (of its pod and of the other pods).
 fn list(p: usize, r: usize) -> Vec<u32> {
-    (0..10).map(|i| ((p * 7 + r * 3 + i * 4) % 40) as u32).collect()
+    (0..10)
+        .map(|i| ((p * 7 + r * 3 + i * 4) % 40) as u32)
+        .collect()
 }
 
 /// Every pod runs `requests` concurrent list requests of 10 overlapping
@@ -147,7 +149,11 @@ pub async fn overlapping_batches_load_each_key_once(
         .flat_map(|p| (0..requests).flat_map(move |r| list(p, r)))
         .collect();
     for id in asked {
-        assert_eq!(table.reads_of(id), 1, "id {id} read more than once fleet-wide");
+        assert_eq!(
+            table.reads_of(id),
+            1,
+            "id {id} read more than once fleet-wide"
+        );
     }
     let batch_calls: u64 = pods.iter().map(|pod| pod.stats().batch_calls).sum();
     assert!(
@@ -182,7 +188,11 @@ pub async fn a_write_during_a_batch_wins_fleet_wide(
     sleep(settle).await;
     for (p, pod) in pods.iter().enumerate() {
         let rows = bounded(pod.get_many_or_load(0..6, table.loader())).await;
-        assert_eq!(rows[&2], table.row(2), "pod {p} served row 2 from before the write");
+        assert_eq!(
+            rows[&2],
+            table.row(2),
+            "pod {p} served row 2 from before the write"
+        );
     }
     assert_eq!(table.reads_of(2), 2, "row 2 read again once, fleet-wide");
     assert_eq!(table.reads_of(3), 1, "the other rows landed for the fleet");
@@ -223,7 +233,11 @@ pub async fn a_failing_batch_answers_every_pod_once(name: &str, backends: &[Shar
         );
     }
     let reads = reads.lock().unwrap().clone();
-    assert_eq!(reads, (0..5).map(|id| (id, 1)).collect(), "each id read once, fleet-wide");
+    assert_eq!(
+        reads,
+        (0..5).map(|id| (id, 1)).collect(),
+        "each id read once, fleet-wide"
+    );
     for pod in &pods {
         assert!(pod.is_empty());
     }
@@ -253,5 +267,9 @@ pub async fn absent_rows_are_cached_fleet_wide(
     sleep(settle).await;
     let second = bounded(pods[1].get_many_or_load(0..4, loader)).await;
     assert_eq!(second, first);
-    assert_eq!(table.queries(), 1, "pod B read every row, absent ones too, from the shared tier");
+    assert_eq!(
+        table.queries(),
+        1,
+        "pod B read every row, absent ones too, from the shared tier"
+    );
 }

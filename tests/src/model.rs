@@ -234,7 +234,11 @@ impl Model {
         };
         match self.batch_of.get(&load) {
             Some(group) => group.iter().map(|l| self.loads[*l].key).collect(),
-            None => self.loads.get(load).map(|l| vec![l.key]).unwrap_or_default(),
+            None => self
+                .loads
+                .get(load)
+                .map(|l| vec![l.key])
+                .unwrap_or_default(),
         }
     }
 
@@ -579,7 +583,10 @@ pub fn batch_loader_on(
     delay: Duration,
 ) -> impl Fn(Vec<u32>) -> BatchLoad + Clone + Send + Sync + 'static {
     move |keys: Vec<u32>| {
-        let guards: Vec<Running> = keys.iter().map(|key| start_load(&model, cache, *key)).collect();
+        let guards: Vec<Running> = keys
+            .iter()
+            .map(|key| start_load(&model, cache, *key))
+            .collect();
         let group = Arc::new(guards.iter().map(|g| g.load).collect::<Vec<_>>());
         {
             let mut m = model.lock().unwrap();
@@ -603,7 +610,15 @@ pub fn batch_loader_on(
             match behaviour {
                 Behaviour::Ok => Ok(guards
                     .iter()
-                    .map(|g| (g.key_version.0, Row { key: g.key_version.0, version: g.key_version.1 }))
+                    .map(|g| {
+                        (
+                            g.key_version.0,
+                            Row {
+                                key: g.key_version.0,
+                                version: g.key_version.1,
+                            },
+                        )
+                    })
                     .collect()),
                 Behaviour::Panic => panic!("{LOADER_PANIC} (load: {first})"),
                 _ => Err(ModelError::Down { load: first }),
@@ -627,7 +642,8 @@ pub fn end_batch_call(
                 match rows.get(key) {
                     Some(row) => m.end_call(*id, &Ok(row.clone())),
                     None => {
-                        let msg = format!("batch call {id}: key {key} not found, but every row exists");
+                        let msg =
+                            format!("batch call {id}: key {key} not found, but every row exists");
                         m.violations.push(msg);
                     }
                 }

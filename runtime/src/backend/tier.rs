@@ -574,8 +574,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                         matches!(
                             failure.kind,
                             FailureKind::Timeout | FailureKind::Panic | FailureKind::NotFound
-                        )
-                            || !expressible
+                        ) || !expressible
                     });
                     if takes_over && !fallback {
                         if let Some(timeout) = self.out_of_time(deadline) {

@@ -130,6 +130,26 @@ where
         R: BatchRows<K, V>,
         E: Clone + Send + Sync + 'static,
     {
+        self.try_get_many_or_load_with(keys, move || loader).await
+    }
+
+    /// [`try_get_many_or_load`](Self::try_get_many_or_load) with a loader
+    /// built by `make_loader` only when the call loads or refreshes
+    /// something: a call whose keys are all hits clones nothing the loader
+    /// captures (see [`get_or_load_with`](Self::get_or_load_with)).
+    pub async fn try_get_many_or_load_with<I, M, F, Fut, R, E>(
+        &self,
+        keys: I,
+        make_loader: M,
+    ) -> Result<HashMap<K, V>, E>
+    where
+        I: IntoIterator<Item = K>,
+        M: FnOnce() -> F,
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        R: BatchRows<K, V>,
+        E: Clone + Send + Sync + 'static,
+    {
         let inner = &self.inner;
         let mut values = HashMap::new();
         let mut misses = Vec::new();
@@ -161,7 +181,10 @@ where
             }
             values.insert(key, entry.value);
         }
-        let call = erase::<K, V, F, Fut, R, E>(loader);
+        if refreshes.is_empty() && misses.is_empty() {
+            return Ok(values);
+        }
+        let call = erase::<K, V, F, Fut, R, E>(make_loader());
         if !refreshes.is_empty() {
             inner.refresh_batch(&call, refreshes, TypeId::of::<E>());
         }

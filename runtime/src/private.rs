@@ -540,14 +540,15 @@ pub trait BatchTier<K, T, E = Infallible>: Copy {
     /// The keys of the list argument.
     fn keys(self, keys: Keys<'_, K>) -> Vec<K>;
 
-    /// `Cache::try_get_many_or_load`, the found keys of it.
-    fn try_load_many<F, Fut>(
+    /// `Cache::try_get_many_or_load_with`, the found keys of it.
+    fn try_load_many<M, F, Fut>(
         self,
         cache: &'static Cache<K, Option<T>>,
         keys: Vec<K>,
-        loader: F,
+        make_loader: M,
     ) -> impl Future<Output = Result<HashMap<K, T>, E>>
     where
+        M: FnOnce() -> F,
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HashMap<K, T>, E>> + Send + 'static;
 }
@@ -563,17 +564,18 @@ impl<K: KeyPart, T: Value, E: Error> BatchTier<K, T, E> for Local {
     }
 
     #[inline(always)]
-    fn try_load_many<F, Fut>(
+    fn try_load_many<M, F, Fut>(
         self,
         cache: &'static Cache<K, Option<T>>,
         keys: Vec<K>,
-        loader: F,
+        make_loader: M,
     ) -> impl Future<Output = Result<HashMap<K, T>, E>>
     where
+        M: FnOnce() -> F,
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HashMap<K, T>, E>> + Send + 'static,
     {
-        let load = cache.try_get_many_or_load(keys, loader);
+        let load = cache.try_get_many_or_load_with(keys, make_loader);
         async move { load.await.map(found) }
     }
 }
@@ -589,17 +591,18 @@ impl<K: SharedKeyPart, T: SharedValuePart, E: Error> BatchTier<K, T, E> for Shar
     }
 
     #[inline(always)]
-    fn try_load_many<F, Fut>(
+    fn try_load_many<M, F, Fut>(
         self,
         cache: &'static Cache<K, Option<T>>,
         keys: Vec<K>,
-        loader: F,
+        make_loader: M,
     ) -> impl Future<Output = Result<HashMap<K, T>, E>>
     where
+        M: FnOnce() -> F,
         F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<HashMap<K, T>, E>> + Send + 'static,
     {
-        let load = cache.try_get_many_or_load(keys, loader);
+        let load = cache.try_get_many_or_load_with(keys, make_loader);
         async move { load.await.map(found) }
     }
 }
@@ -635,12 +638,15 @@ where
         cache,
         lookup: keys.map(|keys| {
             let keys = tier.keys(keys);
-            let loader = make_loader();
-            let loader = move |keys| {
-                let load = loader(keys);
-                async move { Ok::<_, Infallible>(load.await.into_map()) }
+            // Built (the receiver cloned) only when a key must load.
+            let make_loader = move || {
+                let loader = make_loader();
+                move |keys| {
+                    let load = loader(keys);
+                    async move { Ok::<_, Infallible>(load.await.into_map()) }
+                }
             };
-            let load = tier.try_load_many(cache, keys, loader);
+            let load = tier.try_load_many(cache, keys, make_loader);
             async move {
                 match load.await {
                     Ok(values) => R::from_map(values),
@@ -674,12 +680,15 @@ where
         cache,
         lookup: keys.map(|keys| {
             let keys = tier.keys(keys);
-            let loader = make_loader();
-            let loader = move |keys| {
-                let load = loader(keys);
-                async move { load.await.into_result().map(Rows::into_map) }
+            // Built (the receiver cloned) only when a key must load.
+            let make_loader = move || {
+                let loader = make_loader();
+                move |keys| {
+                    let load = loader(keys);
+                    async move { load.await.into_result().map(Rows::into_map) }
+                }
             };
-            let load = tier.try_load_many(cache, keys, loader);
+            let load = tier.try_load_many(cache, keys, make_loader);
             async move { R::from_result(load.await.map(Rows::from_map)) }
         }),
     }

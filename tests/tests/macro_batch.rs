@@ -226,3 +226,51 @@ async fn a_free_fn_with_an_owned_list_and_a_plain_map() {
     assert_eq!(PAGES.load(SeqCst), 2, "the second call queried 5 only");
     assert_eq!(squares_cache().get(&2), Some(None));
 }
+
+/// A receiver that counts its clones (the detached load takes one).
+struct Counted {
+    clones: Arc<AtomicUsize>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, SeqCst);
+        Counted {
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl Counted {
+    #[stampede_cached(ttl = "30s", batch)]
+    async fn lookup(&self, ids: &[u32]) -> HashMap<u32, u32> {
+        // Uses the receiver, so the load takes a copy of it.
+        let factor = if self.clones.load(SeqCst) == usize::MAX {
+            0
+        } else {
+            2
+        };
+        ids.iter().map(|id| (*id, id * factor)).collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_call_whose_keys_are_all_hits_clones_no_receiver() {
+    let repo = Counted {
+        clones: Arc::new(AtomicUsize::new(0)),
+    };
+    let first = bounded(repo.lookup(&[1, 2, 3])).await;
+    assert_eq!(first, HashMap::from([(1, 2), (2, 4), (3, 6)]));
+    let after_load = repo.clones.load(SeqCst);
+    assert!(
+        after_load >= 1,
+        "the load took its own copy ({after_load} clones)"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            bounded(repo.lookup(&[3, 1])).await,
+            HashMap::from([(1, 2), (3, 6)])
+        );
+    }
+    assert_eq!(repo.clones.load(SeqCst), after_load, "hits build no loader");
+}

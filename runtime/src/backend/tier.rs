@@ -90,6 +90,10 @@ struct Core<K, V> {
     /// written under a newer one), except after a subscription gap, when it
     /// is forgotten and read again by the next flight.
     generation: AtomicU64,
+    /// One counter read at a time: the flights that find the generation
+    /// unknown together (a batch's keys, a cold pod's first callers) wait
+    /// for one read instead of each sending its own.
+    generation_read: tokio::sync::Mutex<()>,
     /// How long a write of this cache stays worth retrying: the longest a
     /// value it supersedes can live in the backend (ttl + jitter + stale;
     /// forever with a per-entry ttl).
@@ -164,6 +168,7 @@ impl<K: SharedKey, V: SharedValue> Tier<K, V> {
             counters: spec.counters,
             id,
             generation: AtomicU64::new(UNKNOWN),
+            generation_read: tokio::sync::Mutex::new(()),
             longest_life: spec.longest_life,
             _types: PhantomData,
         });
@@ -301,6 +306,11 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
 
     /// The cache generation, read from the backend when not known.
     async fn generation(&self) -> Result<u64, BackendError> {
+        let known = self.generation.load(Ordering::Relaxed);
+        if known != UNKNOWN {
+            return Ok(known);
+        }
+        let _one_read = self.generation_read.lock().await;
         let known = self.generation.load(Ordering::Relaxed);
         if known != UNKNOWN {
             return Ok(known);

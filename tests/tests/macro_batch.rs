@@ -72,6 +72,8 @@ impl UserRepo {
         self.query(ids).await
     }
 
+    // The `&Vec<K>` form of the list is part of what this covers.
+    #[allow(clippy::ptr_arg)]
     #[stampede_cached(ttl = "30s", batch)]
     async fn invalidated(&self, ids: &Vec<i64>) -> Result<HashMap<i64, User>, DbError> {
         self.query(ids).await

@@ -312,16 +312,24 @@ where
         // its first await is caught like one that panics later.
         let load = CatchUnwind::new(async move { call(keys).await });
         let load: CallFuture<K, V> = Box::pin(async move {
-            match bound {
+            let mut timer = crate::metrics::LoadTimer::start(cache.clone(), true);
+            let outcome = match bound {
                 None => load.await,
                 Some(bound) => match tokio::time::timeout(bound, load).await {
                     Ok(outcome) => outcome,
                     Err(_elapsed) => {
                         counters.load_timeouts.add(size);
-                        Ok(Err(Arc::new(LoadTimeout::new(&cache, bound)) as ErasedError))
+                        timer.end("timeout");
+                        return Ok(Err(Arc::new(LoadTimeout::new(&cache, bound)) as ErasedError));
                     }
                 },
-            }
+            };
+            timer.end(match &outcome {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => "error",
+                Err(_) => "panic",
+            });
+            outcome
         });
         let loader_call = Arc::new(LoaderCall {
             load: Mutex::new(Some(Box::new(load))),

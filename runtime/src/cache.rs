@@ -366,11 +366,17 @@ where
                 inner.counters.coalesced.incr();
                 counted_as_coalesced = true;
             }
+            let waited_from = Instant::now();
             let outcome = match inner.wait(&key, &flight).await {
                 Waited::Outcome(outcome) => outcome,
-                Waited::SoftTimeout(value) => return Ok(value),
+                Waited::SoftTimeout(value) => {
+                    crate::metrics::waited(&inner.name, waited_from.elapsed(), "soft_timeout");
+                    return Ok(value);
+                }
             };
             if let Some(answer) = inner.answer(&key, outcome, &flight, started, false) {
+                let how = if answer.is_ok() { "value" } else { "failure" };
+                crate::metrics::waited(&inner.name, waited_from.elapsed(), how);
                 return answer.map(|value| value.expect("only a batch flight finds nothing"));
             }
             if make_loader.is_none() || retries >= MAX_FLIGHT_RETRIES {
@@ -395,6 +401,14 @@ where
     /// Waits for `flight`; with a soft timeout and a servable value, at most
     /// that long before taking the value instead (the load goes on).
     pub(crate) async fn wait(&self, key: &K, flight: &Flight<V>) -> Waited<V> {
+        // The caller's side of the flight, in its request's trace: how long
+        // it waited, on which load (its span follows from the load's).
+        let span = tracing::info_span!("stampede_cache.wait", cache = %self.name);
+        span.follows_from(&flight.span);
+        tracing::Instrument::instrument(self.wait_untraced(key, flight), span).await
+    }
+
+    async fn wait_untraced(&self, key: &K, flight: &Flight<V>) -> Waited<V> {
         if let Some(soft) = self.soft_timeout
             && self.servable(key, Instant::now()).is_some()
         {

@@ -283,3 +283,26 @@ where
         Inner::stand_in(self, key)
     }
 }
+
+/// What the metrics report reads of a cache.
+impl<K, V> crate::metrics::Reported for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stats(&self) -> crate::CacheStats {
+        self.counters.snapshot()
+    }
+
+    fn entries(&self) -> usize {
+        self.store.len()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.flights.lock().len()
+    }
+}

@@ -31,20 +31,24 @@ pub(crate) struct Flight<V> {
     panic: Mutex<Option<PanicPayload>>,
     /// The tags of the entry being loaded: a tag invalidation supersedes the flight.
     tags: Option<Tags>,
+    /// The load's span: a waiter's span follows from it, so a slow
+    /// request's trace shows which load it waited on.
+    pub(crate) span: tracing::Span,
 }
 
 impl<V> Flight<V> {
     #[cfg(test)]
     pub(crate) fn new() -> Self {
-        Self::tagged(None)
+        Self::traced(None, tracing::Span::none())
     }
 
-    pub(crate) fn tagged(tags: Option<Tags>) -> Self {
+    pub(crate) fn traced(tags: Option<Tags>, span: tracing::Span) -> Self {
         Self {
             outcome: OnceLock::new(),
             done: Notify::new(),
             panic: Mutex::new(None),
             tags,
+            span,
         }
     }
 

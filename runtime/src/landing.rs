@@ -136,7 +136,22 @@ where
             );
         };
         let tag_epoch = tags::epoch();
-        let flight = Arc::new(Flight::tagged(tags.clone()));
+        // A child of the starting caller's span (its request's trace shows
+        // the load); fields are only computed when the span is enabled.
+        let span = tracing::info_span!(
+            "stampede_cache.load",
+            cache = %self.name,
+            key = key_hash(key),
+            strategy = ?self.strategy,
+            refresh = matches!(need, Need::Refresh(_)),
+            role = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        if self.shared.is_none() {
+            span.record("role", "local");
+        }
+        let flight = Arc::new(Flight::traced(tags.clone(), span.clone()));
         flights.insert(key.clone(), flight.clone());
         drop(flights);
         // From here on the landing owns the registration: however this
@@ -154,12 +169,13 @@ where
                 .remote
                 .is_some_and(|policy| policy.error_type == error_type),
             parking,
+            started: Instant::now(),
             landed: false,
         };
         let origin = start.start(self, key.clone());
         // A runtime that is shutting down drops the task unpolled: the
         // landing inside it releases the key.
-        runtime.spawn(landing.run(origin));
+        runtime.spawn(tracing::Instrument::instrument(landing.run(origin), span));
         Join::Flight(flight, true)
     }
 
@@ -176,9 +192,11 @@ where
             .load_timeout
             .as_ref()
             .map(|policy| (policy.bound, Arc::<str>::from(&*self.name)));
+        let name = Arc::<str>::from(&*self.name);
         Box::pin(async move {
             counters.loads.incr();
             let started = Instant::now();
+            let mut timer = crate::metrics::LoadTimer::start(name, false);
             let load = loader(key);
             let result = match bound {
                 None => load.await,
@@ -186,15 +204,26 @@ where
                     Ok(result) => result,
                     Err(_elapsed) => {
                         counters.load_timeouts.incr();
+                        timer.end("timeout");
                         let timeout = LoadTimeout::new(&cache, bound);
                         return Err(Arc::new(timeout) as ErasedError);
                     }
                 },
             };
+            timer.end(if result.is_ok() { "ok" } else { "error" });
             let value = result.map_err(|e| Arc::new(e) as ErasedError)?;
             Ok((value, started.elapsed()))
         })
     }
+}
+
+/// A key's hash for spans: stable within a build, never the key itself
+/// (keys may be personal data).
+fn key_hash<K: Hash>(key: &K) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// What a flight's origin is built from, once the flight starts.
@@ -238,6 +267,8 @@ pub(crate) struct Landing<K: Hash + Eq, V> {
     remote_errors: bool,
     /// The batch this flight belongs to, if any (see `Want::parking`).
     parking: Option<Arc<dyn Parking>>,
+    /// When the flight started (its span's `duration_ms`).
+    started: Instant,
     /// Set once the outcome is published; `Drop` does nothing then.
     landed: bool,
 }
@@ -409,6 +440,17 @@ where
     }
 
     fn finish(&mut self, outcome: Outcome<V>) {
+        let span = &self.flight.span;
+        span.record(
+            "outcome",
+            match &outcome {
+                Outcome::Loaded(_) => "loaded",
+                Outcome::Failed(_) => "failed",
+                Outcome::Panicked => "panicked",
+                Outcome::Abandoned => "abandoned",
+            },
+        );
+        span.record("duration_ms", self.started.elapsed().as_secs_f64() * 1e3);
         self.landed = true;
         self.flight.complete(outcome);
     }

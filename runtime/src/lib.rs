@@ -238,6 +238,7 @@ mod invalidate;
 mod landing;
 mod load;
 mod many;
+pub mod metrics;
 mod registry;
 mod stats;
 mod store;

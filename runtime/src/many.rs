@@ -361,12 +361,18 @@ where
     ) -> Result<Option<V>, E> {
         let (mut flight, mut started) = (flight.clone(), started);
         let mut retries = 0;
+        let waited_from = Instant::now();
         loop {
             let outcome = match self.wait(key, &flight).await {
                 Waited::Outcome(outcome) => outcome,
-                Waited::SoftTimeout(value) => return Ok(Some(value)),
+                Waited::SoftTimeout(value) => {
+                    crate::metrics::waited(&self.name, waited_from.elapsed(), "soft_timeout");
+                    return Ok(Some(value));
+                }
             };
             if let Some(answer) = self.answer(key, outcome, &flight, started, true) {
+                let how = if answer.is_ok() { "value" } else { "failure" };
+                crate::metrics::waited(&self.name, waited_from.elapsed(), how);
                 return answer;
             }
             if retries >= MAX_KEY_RETRIES {

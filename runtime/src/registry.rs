@@ -8,23 +8,33 @@ use std::sync::{Arc, Mutex, Weak};
 
 use crate::Cache;
 use crate::core::Inner;
+use crate::metrics::Reported;
 
-type Registered = Vec<Weak<dyn Any + Send + Sync>>;
+/// A live cache, as `lookup` (by type) and the metrics report see it.
+struct Entry {
+    any: Weak<dyn Any + Send + Sync>,
+    reported: Weak<dyn Reported>,
+}
+
+type Registered = Vec<Entry>;
 
 static CACHES: Mutex<Option<HashMap<String, Registered>>> = Mutex::new(None);
 
 pub(crate) fn register<K, V>(name: &str, inner: &Arc<Inner<K, V>>)
 where
-    K: Send + Sync + 'static,
-    V: Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
 {
-    let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(inner) as _;
+    let weak = Entry {
+        any: Arc::downgrade(inner) as Weak<dyn Any + Send + Sync>,
+        reported: Arc::downgrade(inner) as Weak<dyn Reported>,
+    };
     let mut caches = CACHES.lock().unwrap_or_else(|e| e.into_inner());
     let caches = caches.get_or_insert_with(HashMap::new);
     // Names whose caches are all gone leave (dynamic names do not pile up);
     // O(names) per cache built, which is rare.
     caches.retain(|_, list| {
-        list.retain(|c| c.strong_count() > 0);
+        list.retain(|c| c.any.strong_count() > 0);
         !list.is_empty()
     });
     caches.entry(name.to_owned()).or_default().push(weak);
@@ -68,9 +78,26 @@ where
         .as_ref()?
         .get(name)?
         .iter()
-        .filter_map(Weak::upgrade)
+        .filter_map(|entry| entry.any.upgrade())
         .find_map(|any| any.downcast::<Inner<K, V>>().ok())
         .map(|inner| Cache { inner })
+}
+
+/// Runs `f` on every live cache (the registry's lock is not held while it
+/// runs: `f` may build caches).
+pub(crate) fn each(mut f: impl FnMut(&dyn Reported)) {
+    let live: Vec<Arc<dyn Reported>> = {
+        let caches = CACHES.lock().unwrap_or_else(|e| e.into_inner());
+        caches
+            .iter()
+            .flat_map(|by_name| by_name.values())
+            .flatten()
+            .filter_map(|entry| entry.reported.upgrade())
+            .collect()
+    };
+    for cache in live {
+        f(&*cache);
+    }
 }
 
 #[cfg(test)]

@@ -463,6 +463,14 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn writes(&self) -> &Arc<WriteBehind>;
     /// The locks this process's loads hold through this backend.
     fn held(&self) -> &Arc<held::HeldLocks>;
+    /// Whether its circuit breaker is open now, and how often it opened.
+    fn breaker(&self) -> (bool, u64) {
+        (false, 0)
+    }
+    /// Commands sent to the backend so far.
+    fn commands(&self) -> u64 {
+        0
+    }
     /// The lease a lock is first taken with. A backend whose lock command
     /// may time out and still run later (Redis) starts short, so an orphan
     /// lock nobody renews lapses quickly; the leader extends it to the full
@@ -567,7 +575,7 @@ pub struct SharedBackend {
 
 impl SharedBackend {
     pub(crate) fn new(inner: Arc<dyn Backend>, kind: &'static str) -> Self {
-        remember(&inner);
+        remember(&inner, kind);
         Self { inner, kind }
     }
 
@@ -644,16 +652,52 @@ impl SharedBackend {
 
 /// Every backend this process has made, so `invalidate_tag` reaches each
 /// once — also from a process that never built the tagged cache.
-static BACKENDS: Mutex<Vec<Weak<dyn Backend>>> = Mutex::new(Vec::new());
+/// Each with its metrics label (kind and number: `redis-1`).
+static BACKENDS: Mutex<Vec<(Weak<dyn Backend>, String)>> = Mutex::new(Vec::new());
 
-fn remember(backend: &Arc<dyn Backend>) {
+fn remember(backend: &Arc<dyn Backend>, kind: &str) {
+    static NUMBERED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut known = BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
-    known.retain(|b| b.strong_count() > 0);
+    known.retain(|(b, _)| b.strong_count() > 0);
     if !known
         .iter()
-        .any(|b| std::ptr::addr_eq(b.as_ptr(), Arc::as_ptr(backend)))
+        .any(|(b, _)| std::ptr::addr_eq(b.as_ptr(), Arc::as_ptr(backend)))
     {
-        known.push(Arc::downgrade(backend));
+        let n = NUMBERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        known.push((Arc::downgrade(backend), format!("{kind}-{n}")));
+    }
+}
+
+/// The metrics label of `backend` (see [`remember`]).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn label_of(backend: *const ()) -> Option<String> {
+    let known = BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
+    known
+        .iter()
+        .find(|(b, _)| std::ptr::addr_eq(b.as_ptr(), backend))
+        .map(|(_, label)| label.clone())
+}
+
+/// Runs `f` on the health of every live backend.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) fn each_health(mut f: impl FnMut(crate::metrics::BackendHealth)) {
+    let live: Vec<(Arc<dyn Backend>, String)> = {
+        let known = BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .iter()
+            .filter_map(|(b, label)| Some((b.upgrade()?, label.clone())))
+            .collect()
+    };
+    for (backend, label) in live {
+        let (breaker_open, breaker_trips) = backend.breaker();
+        f(crate::metrics::BackendHealth {
+            label,
+            breaker_open,
+            breaker_trips,
+            commands: backend.commands(),
+            write_retries: backend.writes().retries(),
+            writes_lost: backend.writes().lost(),
+        });
     }
 }
 
@@ -663,7 +707,7 @@ fn remember(backend: &Arc<dyn Backend>) {
 pub(crate) fn invalidate_tag(tag: &str) {
     let live: Vec<Arc<dyn Backend>> = {
         let known = BACKENDS.lock().unwrap_or_else(|e| e.into_inner());
-        known.iter().filter_map(Weak::upgrade).collect()
+        known.iter().filter_map(|(b, _)| b.upgrade()).collect()
     };
     for backend in &live {
         tier::invalidate_tag_on(backend, tag);

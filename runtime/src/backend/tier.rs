@@ -501,6 +501,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             if let Acquire::Value(bytes, left) = &acquired {
                 if let Some(loaded) = self.usable(&key, bytes, *left, need, generation) {
                     self.counters.remote_hits.incr();
+                    role("remote_hit");
                     return Ok(loaded);
                 }
                 // Present but not for us (the copy being refreshed, stale,
@@ -542,6 +543,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                                 {
                                     guard.release_behind();
                                     self.counters.remote_hits.incr();
+                                    role("remote_hit");
                                     return Ok(loaded);
                                 }
                             }
@@ -553,12 +555,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                         generation,
                         tags,
                     };
+                    role("leader");
                     return self.lead(&key, guard, origin, leading).await;
                 }
                 Acquire::Held(seen) => seen,
                 Acquire::Value(..) => None,
             };
             self.counters.lock_contended.incr();
+            role("waiter");
             // Waiting on another process: a batch does not hold its loader
             // call back for this key meanwhile.
             let parked = Parked::new(parking.as_deref());
@@ -569,6 +573,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             match waited {
                 Ok(Waited::Value(loaded)) => {
                     self.counters.remote_hits.incr();
+                    role("waiter_answered");
                     return Ok(loaded);
                 }
                 Ok(Waited::Failed(record)) => {
@@ -927,6 +932,7 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
         origin: OriginLoad<V>,
     ) -> Result<Loaded<V>, ErasedError> {
         self.counters.fallbacks.incr();
+        role("fallback");
         warn_limited(&self.name, "falling back to the in-process path", error);
         let (value, delta) = origin.await?;
         Ok(match self.l1.upgrade() {
@@ -941,6 +947,12 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
             },
         })
     }
+}
+
+/// This flight's role in the fleet, on its load span (the last one set
+/// stands: a waiter that takes over becomes the leader).
+fn role(role: &'static str) {
+    tracing::Span::current().record("role", role);
 }
 
 fn warn_limited(cache: &str, what: &str, error: &BackendError) {

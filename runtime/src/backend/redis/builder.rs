@@ -274,6 +274,7 @@ impl RedisBackendBuilder {
                 subs,
                 subscriber,
                 commands: AtomicU64::new(0),
+                label: std::sync::OnceLock::new(),
             }),
         })
     }

@@ -247,6 +247,8 @@ struct RedisInner {
     subs: Arc<Subs>,
     subscriber: JoinHandle<()>,
     commands: AtomicU64,
+    /// Its metrics label (`redis-<n>`), read once from the backend list.
+    label: std::sync::OnceLock<String>,
 }
 
 impl Drop for RedisInner {

@@ -2,6 +2,7 @@
 //! command timeout, and the [`Backend`] trait on Redis.
 
 use super::*;
+use tokio::time::Instant;
 
 impl RedisInner {
     /// Lets a command through the breaker (or fails it at once), once the
@@ -31,9 +32,25 @@ impl RedisInner {
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> BackendResult<T> {
         let mut conn = self.conn.clone();
+        let started = Instant::now();
         let result = bounded(self.timeout, invocation.invoke_async(&mut conn)).await;
+        self.round_trip(started, &result);
         self.breaker.settle(pass, &result);
         result
+    }
+
+    /// One command's round trip, for the metrics.
+    fn round_trip<T>(&self, started: Instant, result: &BackendResult<T>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(error) if error.is_timeout() => "timeout",
+            Err(_) => "error",
+        };
+        let label = self.label.get_or_init(|| {
+            crate::backend::label_of(self as *const Self as *const ())
+                .unwrap_or_else(|| "redis".to_owned())
+        });
+        crate::metrics::round_trip(label, started.elapsed(), outcome);
     }
 
     /// A release the open breaker refused: sent anyway, without waiting for
@@ -64,7 +81,9 @@ impl RedisInner {
     ) -> BackendResult<T> {
         let pass = self.admit().await?;
         let mut conn = self.conn.clone();
+        let started = Instant::now();
         let result = bounded(self.timeout, cmd.query_async(&mut conn)).await;
+        self.round_trip(started, &result);
         self.breaker.settle(pass, &result);
         result
     }
@@ -148,6 +167,15 @@ impl Backend for RedisInner {
 
     fn held(&self) -> &Arc<HeldLocks> {
         &self.held
+    }
+
+    fn breaker(&self) -> (bool, u64) {
+        let open = !matches!(*self.breaker.lock(), BreakerState::Closed { .. });
+        (open, self.breaker.trips.load(Ordering::Relaxed))
+    }
+
+    fn commands(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
     }
 
     /// A lock command that times out may still run when Redis resumes; the

@@ -35,6 +35,17 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Runs `test` on a paused-clock runtime of its own, one test at a time.
+fn serially(test: impl std::future::Future<Output = ()>) {
+    let _turn = one_at_a_time();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(test);
+}
+
 /// Every series of `label = value`, by metric name and its other labels.
 fn series(label: &str, value: &str) -> Vec<(CompositeKey, DebugValue)> {
     snapshotter()
@@ -80,182 +91,185 @@ fn histogram(all: &[(CompositeKey, DebugValue)], name: &str, with: &[(&str, &str
         .collect()
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_local_cache_reports_its_counters_gauges_loads_and_waits() {
-    let _turn = one_at_a_time();
-    snapshotter(); // installed before anything is recorded
-    let name = "obs.local";
-    let cache: Cache<u32, u32> = Cache::builder(name).ttl(Duration::from_secs(30)).build();
-    // 1 load of 100 ms with 9 callers waiting on it, then 5 hits.
-    let callers: Vec<_> = (0..10)
-        .map(|_| {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get_or_load(1, |k| async move {
+#[test]
+fn a_local_cache_reports_its_counters_gauges_loads_and_waits() {
+    serially(async {
+        snapshotter(); // installed before anything is recorded
+        let name = "obs.local";
+        let cache: Cache<u32, u32> = Cache::builder(name).ttl(Duration::from_secs(30)).build();
+        // 1 load of 100 ms with 9 callers waiting on it, then 5 hits.
+        let callers: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    cache
+                        .get_or_load(1, |k| async move {
+                            sleep(Duration::from_millis(100)).await;
+                            k
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for caller in callers {
+            bounded(caller).await.unwrap();
+        }
+        for _ in 0..5 {
+            cache.get_or_load(1, |k| async move { k }).await;
+        }
+        let failed = cache
+            .try_get_or_load(2, |_| async { Err::<u32, _>("down") })
+            .await;
+        assert_eq!(failed, Err("down"));
+        stampede_cache::metrics::report();
+        let all = series("cache", name);
+        assert_eq!(counter(&all, "stampede_cache_loads_total"), Some(2));
+        assert_eq!(counter(&all, "stampede_cache_hits_total"), Some(5));
+        assert_eq!(counter(&all, "stampede_cache_misses_total"), Some(11));
+        assert_eq!(counter(&all, "stampede_cache_coalesced_total"), Some(9));
+        assert_eq!(counter(&all, "stampede_cache_load_errors_total"), Some(1));
+        assert_eq!(gauge(&all, "stampede_cache_entries"), Some(1.0));
+        assert_eq!(gauge(&all, "stampede_cache_loads_in_flight"), Some(0.0));
+        let ok = histogram(
+            &all,
+            "stampede_cache_load_seconds",
+            &[("outcome", "ok"), ("batch", "false")],
+        );
+        assert_eq!(ok, vec![0.1], "one load of 100 ms");
+        let errors = histogram(&all, "stampede_cache_load_seconds", &[("outcome", "error")]);
+        assert_eq!(errors.len(), 1);
+        // Every caller of the cold key waited the load's 100 ms (the starter
+        // included); the failed call waited for its own load.
+        let waits = histogram(&all, "stampede_cache_wait_seconds", &[("answer", "value")]);
+        assert_eq!(waits, vec![0.1; 10]);
+        let failures = histogram(
+            &all,
+            "stampede_cache_wait_seconds",
+            &[("answer", "failure")],
+        );
+        assert_eq!(failures.len(), 1);
+    });
+}
+
+#[test]
+fn timeouts_soft_timeouts_and_batches_are_told_apart() {
+    serially(async {
+        #[derive(Clone, Debug, PartialEq)]
+        struct Timeout;
+        impl From<stampede_cache::LoadTimeout> for Timeout {
+            fn from(_: stampede_cache::LoadTimeout) -> Self {
+                Timeout
+            }
+        }
+        snapshotter();
+        let name = "obs.timeouts";
+        let cache: Cache<u32, u32> = Cache::builder(name)
+            .ttl(Duration::from_secs(1))
+            .fail_safe(Duration::from_secs(60))
+            .soft_timeout(Duration::from_millis(50))
+            .load_timeout::<Timeout>(Duration::from_millis(200))
+            .build();
+        cache.insert(1, 10);
+        sleep(Duration::from_secs(2)).await;
+        // Expired, with a fail-safe value: the caller gets it at the soft
+        // timeout; the hung load is cut at the load timeout.
+        let got = cache
+            .try_get_or_load(1, |_| async {
+                sleep(Duration::from_secs(3600)).await;
+                Ok::<u32, Timeout>(0)
+            })
+            .await;
+        assert_eq!(got, Ok(10));
+        sleep(Duration::from_secs(1)).await;
+        let rows = cache
+            .get_many_or_load([5, 6], |ids: Vec<u32>| async move {
+                sleep(Duration::from_millis(30)).await;
+                ids.into_iter()
+                    .map(|id| (id, id))
+                    .collect::<HashMap<_, _>>()
+            })
+            .await;
+        assert_eq!(rows.len(), 2);
+        stampede_cache::metrics::report();
+        let all = series("cache", name);
+        let soft = histogram(
+            &all,
+            "stampede_cache_wait_seconds",
+            &[("answer", "soft_timeout")],
+        );
+        assert_eq!(soft, vec![0.05]);
+        let cut = histogram(
+            &all,
+            "stampede_cache_load_seconds",
+            &[("outcome", "timeout")],
+        );
+        assert_eq!(cut, vec![0.2]);
+        let batch = histogram(
+            &all,
+            "stampede_cache_load_seconds",
+            &[("batch", "true"), ("outcome", "ok")],
+        );
+        assert_eq!(batch, vec![0.03], "one loader call for the two keys");
+        assert_eq!(counter(&all, "stampede_cache_batch_calls_total"), Some(1));
+        assert_eq!(counter(&all, "stampede_cache_soft_timeouts_total"), Some(1));
+        assert_eq!(counter(&all, "stampede_cache_load_timeouts_total"), Some(1));
+    });
+}
+
+#[test]
+fn a_shared_cache_reports_its_fleet_counters_and_backend() {
+    serially(async {
+        snapshotter();
+        let name = "obs.shared";
+        let fleet = LocalBackend::new();
+        let pods: Vec<Cache<u32, u32>> = (0..3)
+            .map(|_| {
+                Cache::builder(name)
+                    .ttl(Duration::from_secs(30))
+                    .backend(fleet.clone())
+                    .build()
+            })
+            .collect();
+        let calls: Vec<_> = pods
+            .iter()
+            .map(|pod| {
+                let pod = pod.clone();
+                tokio::spawn(async move {
+                    pod.get_or_load(7, |k| async move {
                         sleep(Duration::from_millis(100)).await;
                         k
                     })
                     .await
-            })
-        })
-        .collect();
-    for caller in callers {
-        bounded(caller).await.unwrap();
-    }
-    for _ in 0..5 {
-        cache.get_or_load(1, |k| async move { k }).await;
-    }
-    let failed = cache
-        .try_get_or_load(2, |_| async { Err::<u32, _>("down") })
-        .await;
-    assert_eq!(failed, Err("down"));
-    stampede_cache::metrics::report();
-    let all = series("cache", name);
-    assert_eq!(counter(&all, "stampede_cache_loads_total"), Some(2));
-    assert_eq!(counter(&all, "stampede_cache_hits_total"), Some(5));
-    assert_eq!(counter(&all, "stampede_cache_misses_total"), Some(11));
-    assert_eq!(counter(&all, "stampede_cache_coalesced_total"), Some(9));
-    assert_eq!(counter(&all, "stampede_cache_load_errors_total"), Some(1));
-    assert_eq!(gauge(&all, "stampede_cache_entries"), Some(1.0));
-    assert_eq!(gauge(&all, "stampede_cache_loads_in_flight"), Some(0.0));
-    let ok = histogram(
-        &all,
-        "stampede_cache_load_seconds",
-        &[("outcome", "ok"), ("batch", "false")],
-    );
-    assert_eq!(ok, vec![0.1], "one load of 100 ms");
-    let errors = histogram(&all, "stampede_cache_load_seconds", &[("outcome", "error")]);
-    assert_eq!(errors.len(), 1);
-    // Every caller of the cold key waited the load's 100 ms (the starter
-    // included); the failed call waited for its own load.
-    let waits = histogram(&all, "stampede_cache_wait_seconds", &[("answer", "value")]);
-    assert_eq!(waits, vec![0.1; 10]);
-    let failures = histogram(
-        &all,
-        "stampede_cache_wait_seconds",
-        &[("answer", "failure")],
-    );
-    assert_eq!(failures.len(), 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn timeouts_soft_timeouts_and_batches_are_told_apart() {
-    #[derive(Clone, Debug, PartialEq)]
-    struct Timeout;
-    impl From<stampede_cache::LoadTimeout> for Timeout {
-        fn from(_: stampede_cache::LoadTimeout) -> Self {
-            Timeout
-        }
-    }
-    let _turn = one_at_a_time();
-    snapshotter();
-    let name = "obs.timeouts";
-    let cache: Cache<u32, u32> = Cache::builder(name)
-        .ttl(Duration::from_secs(1))
-        .fail_safe(Duration::from_secs(60))
-        .soft_timeout(Duration::from_millis(50))
-        .load_timeout::<Timeout>(Duration::from_millis(200))
-        .build();
-    cache.insert(1, 10);
-    sleep(Duration::from_secs(2)).await;
-    // Expired, with a fail-safe value: the caller gets it at the soft
-    // timeout; the hung load is cut at the load timeout.
-    let got = cache
-        .try_get_or_load(1, |_| async {
-            sleep(Duration::from_secs(3600)).await;
-            Ok::<u32, Timeout>(0)
-        })
-        .await;
-    assert_eq!(got, Ok(10));
-    sleep(Duration::from_secs(1)).await;
-    let rows = cache
-        .get_many_or_load([5, 6], |ids: Vec<u32>| async move {
-            sleep(Duration::from_millis(30)).await;
-            ids.into_iter()
-                .map(|id| (id, id))
-                .collect::<HashMap<_, _>>()
-        })
-        .await;
-    assert_eq!(rows.len(), 2);
-    stampede_cache::metrics::report();
-    let all = series("cache", name);
-    let soft = histogram(
-        &all,
-        "stampede_cache_wait_seconds",
-        &[("answer", "soft_timeout")],
-    );
-    assert_eq!(soft, vec![0.05]);
-    let cut = histogram(
-        &all,
-        "stampede_cache_load_seconds",
-        &[("outcome", "timeout")],
-    );
-    assert_eq!(cut, vec![0.2]);
-    let batch = histogram(
-        &all,
-        "stampede_cache_load_seconds",
-        &[("batch", "true"), ("outcome", "ok")],
-    );
-    assert_eq!(batch, vec![0.03], "one loader call for the two keys");
-    assert_eq!(counter(&all, "stampede_cache_batch_calls_total"), Some(1));
-    assert_eq!(counter(&all, "stampede_cache_soft_timeouts_total"), Some(1));
-    assert_eq!(counter(&all, "stampede_cache_load_timeouts_total"), Some(1));
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_shared_cache_reports_its_fleet_counters_and_backend() {
-    let _turn = one_at_a_time();
-    snapshotter();
-    let name = "obs.shared";
-    let fleet = LocalBackend::new();
-    let pods: Vec<Cache<u32, u32>> = (0..3)
-        .map(|_| {
-            Cache::builder(name)
-                .ttl(Duration::from_secs(30))
-                .backend(fleet.clone())
-                .build()
-        })
-        .collect();
-    let calls: Vec<_> = pods
-        .iter()
-        .map(|pod| {
-            let pod = pod.clone();
-            tokio::spawn(async move {
-                pod.get_or_load(7, |k| async move {
-                    sleep(Duration::from_millis(100)).await;
-                    k
                 })
-                .await
             })
-        })
-        .collect();
-    for call in calls {
-        assert_eq!(bounded(call).await.unwrap(), 7);
-    }
-    stampede_cache::metrics::report();
-    let all = series("cache", name);
-    // Three pods of one name report into the same series (absolute values
-    // of each in turn): read the fleet through the pods' stats instead.
-    let loads: u64 = pods.iter().map(|p| p.stats().loads).sum();
-    let lock_acquired: u64 = pods.iter().map(|p| p.stats().lock_acquired).sum();
-    assert_eq!((loads, lock_acquired), (1, 1), "one load for the fleet");
-    assert!(counter(&all, "stampede_cache_lock_contended_total").is_some());
-    let loaded = histogram(&all, "stampede_cache_load_seconds", &[("outcome", "ok")]);
-    assert_eq!(loaded, vec![0.1], "one origin call, fleet-wide");
-    // The backend's health series exist, breaker closed.
-    let backends: Vec<_> = snapshotter()
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| key.key().name() == "stampede_cache_backend_breaker_open")
-        .collect();
-    assert!(!backends.is_empty());
-    assert!(
-        backends
-            .iter()
-            .all(|(_, _, _, v)| matches!(v, DebugValue::Gauge(g) if g.into_inner() == 0.0))
-    );
+            .collect();
+        for call in calls {
+            assert_eq!(bounded(call).await.unwrap(), 7);
+        }
+        stampede_cache::metrics::report();
+        let all = series("cache", name);
+        // Three pods of one name report into the same series (absolute values
+        // of each in turn): read the fleet through the pods' stats instead.
+        let loads: u64 = pods.iter().map(|p| p.stats().loads).sum();
+        let lock_acquired: u64 = pods.iter().map(|p| p.stats().lock_acquired).sum();
+        assert_eq!((loads, lock_acquired), (1, 1), "one load for the fleet");
+        assert!(counter(&all, "stampede_cache_lock_contended_total").is_some());
+        let loaded = histogram(&all, "stampede_cache_load_seconds", &[("outcome", "ok")]);
+        assert_eq!(loaded, vec![0.1], "one origin call, fleet-wide");
+        // The backend's health series exist, breaker closed.
+        let backends: Vec<_> = snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .filter(|(key, ..)| key.key().name() == "stampede_cache_backend_breaker_open")
+            .collect();
+        assert!(!backends.is_empty());
+        assert!(
+            backends
+                .iter()
+                .all(|(_, _, _, v)| matches!(v, DebugValue::Gauge(g) if g.into_inner() == 0.0))
+        );
+    });
 }
 
 /// A span per load, with the fields an operator filters on, and the

@@ -125,13 +125,14 @@ enum Status {
 }
 
 struct State<K, V> {
-    /// Calls still adding members (each until it has started its flights
-    /// and let the calls that arrive at the same time join): while any
+    /// Who may still add members: each call while it starts its flights
+    /// (synchronously), and the gather's tick while it is open. While any
     /// is, nothing is called.
     contributors: usize,
-    /// No call joins any more (one contributor is done): the gather fires
-    /// once the others are done too.
+    /// The tick ended: no call joins any more.
     closed: bool,
+    /// A force-fire timer runs for the ready keys (see [`DECIDE_BOUND`]).
+    timer_armed: bool,
     statuses: Vec<Status>,
     undecided: usize,
     /// Registered keys waiting for the next loader call, with the member's
@@ -164,6 +165,40 @@ impl Seat {
     }
 }
 
+/// How long keys ready for a loader call wait for the batch's other keys
+/// to decide (a flight settling this process's own write of its key, a
+/// slow lock round trip): then the call goes with the ready ones, the
+/// others follow in a later call. A bound, so one slow key never holds
+/// back — or, under `load_timeout`, times out — the rest of its batch.
+const DECIDE_BOUND: Duration = Duration::from_millis(25);
+
+/// The end of a gather's tick: closes it (when the tick's task runs, or
+/// is dropped unpolled) and takes it out of the cache's open slot.
+struct Tick<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    inner: std::sync::Weak<Inner<K, V>>,
+    gather: Arc<Gather<K, V>>,
+}
+
+impl<K, V> Drop for Tick<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.upgrade() {
+            let mut open = inner.open_batch.lock().unwrap_or_else(|e| e.into_inner());
+            if open.as_ref().is_some_and(|g| Arc::ptr_eq(g, &self.gather)) {
+                *open = None;
+            }
+        }
+        self.gather.close();
+    }
+}
+
 /// The open gather of a cache: the one batch calls arriving now join.
 pub(crate) type OpenBatch<K, V> = std::sync::Mutex<Option<Arc<Gather<K, V>>>>;
 
@@ -193,6 +228,7 @@ where
             state: Mutex::new(State {
                 contributors: 1,
                 closed: false,
+                timer_armed: false,
                 statuses: Vec::new(),
                 undecided: 0,
                 ready: Vec::new(),
@@ -216,8 +252,8 @@ where
         })
     }
 
-    /// Another call joins this gather (its misses go into the same loader
-    /// call), unless it is closed.
+    /// Another call adds members (its misses go into the same loader
+    /// call), unless the gather's tick has ended.
     fn contribute(&self) -> bool {
         let mut state = self.lock();
         if state.closed {
@@ -227,33 +263,66 @@ where
         true
     }
 
-    /// A contributing call has started every flight it adds: the gather
-    /// takes no new call, and the loader may go once the others are done.
-    pub(crate) fn seal(&self) {
-        let mut state = self.lock();
-        state.closed = true;
-        state.contributors = state.contributors.saturating_sub(1);
-        self.go_if_ready(state);
+    /// A contributor is done adding: the loader may go once every other
+    /// contributor is done and no member is still deciding.
+    pub(crate) fn seal(self: &Arc<Self>) {
+        let state = self.lock();
+        self.done_contributing(state, false);
     }
 
-    /// The gather a batch call adds its misses to: the cache's open one
-    /// (a call that arrived at the same time is still adding to it), or a
-    /// new one with this call's loader, left open for the next.
-    pub(crate) fn join(inner: &Inner<K, V>, call: &BatchCall<K, V>) -> Arc<Self> {
+    /// The gather's tick ended: no call joins any more.
+    fn close(self: &Arc<Self>) {
+        let state = self.lock();
+        self.done_contributing(state, true);
+    }
+
+    fn done_contributing(self: &Arc<Self>, mut state: MutexGuard<'_, State<K, V>>, close: bool) {
+        state.closed |= close;
+        state.contributors = state.contributors.saturating_sub(1);
+        self.go_if_ready(state, false);
+    }
+
+    /// The gather a batch call adds its misses to (already counted as one
+    /// of its contributors: `seal` it once its flights are started), and
+    /// whether the loader is this call's own.
+    ///
+    /// Calls arriving together share one: the cache's open gather stays
+    /// open for one tick — a spawned task yields once (after the calls
+    /// scheduled beside it have run), then closes it; DataLoader's batching
+    /// window. The tick is the spawned task's, never a caller's: a call
+    /// that is never polled again cannot hold anyone's keys back. Outside
+    /// a runtime the gather is the call's own.
+    pub(crate) fn join(inner: &Arc<Inner<K, V>>, call: &BatchCall<K, V>) -> (Arc<Self>, bool) {
         let mut open = inner.open_batch.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(gather) = open.as_ref()
             && gather.contribute()
         {
-            return gather.clone();
+            return (gather.clone(), false);
         }
         let gather = Self::new(inner, call.clone());
+        // The new gather's first contributor is this call; the tick is a second.
+        gather.lock().contributors += 1;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            gather.lock().contributors -= 1;
+            return (gather, true);
+        };
         *open = Some(gather.clone());
-        gather
+        let tick = Tick {
+            inner: Arc::downgrade(inner),
+            gather: gather.clone(),
+        };
+        // Closes the gather however the task ends (also dropped unpolled
+        // by a runtime shutting down).
+        runtime.spawn(async move {
+            let _tick = tick;
+            tokio::task::yield_now().await;
+        });
+        (gather, true)
     }
 
     /// Moves member `index` to `status` (keeping `undecided` true), and
     /// calls the loader if that was the last member deciding.
-    fn set(&self, index: usize, status: Status, ready: Option<Ready<K, V>>) {
+    fn set(self: &Arc<Self>, index: usize, status: Status, ready: Option<Ready<K, V>>) {
         let mut state = self.lock();
         let was = state.statuses[index];
         if was == status || was == Status::Gone || was == Status::Registered {
@@ -269,11 +338,31 @@ where
         if let Some(ready) = ready {
             state.ready.push(ready);
         }
-        self.go_if_ready(state);
+        self.go_if_ready(state, false);
     }
 
-    fn go_if_ready(&self, mut state: MutexGuard<'_, State<K, V>>) {
-        if state.contributors > 0 || state.undecided > 0 || state.ready.is_empty() {
+    /// Calls the loader for the ready keys once nobody may add to them —
+    /// or, `force`d, when they have waited [`DECIDE_BOUND`] for members
+    /// still deciding (those go into a later call).
+    fn go_if_ready(self: &Arc<Self>, mut state: MutexGuard<'_, State<K, V>>, force: bool) {
+        if state.ready.is_empty() {
+            return;
+        }
+        if !force && (state.contributors > 0 || state.undecided > 0) {
+            if !state.timer_armed
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                state.timer_armed = true;
+                let gather = Arc::downgrade(self);
+                runtime.spawn(async move {
+                    tokio::time::sleep(DECIDE_BOUND).await;
+                    if let Some(gather) = gather.upgrade() {
+                        let mut state = gather.lock();
+                        state.timer_armed = false;
+                        gather.go_if_ready(state, true);
+                    }
+                });
+            }
             return;
         }
         let mut ready = std::mem::take(&mut state.ready);
@@ -303,7 +392,16 @@ where
             return;
         }
         self.counters.batch_calls.incr();
-        let keys: Vec<K> = chunk.iter().map(|ready| ready.key.clone()).collect();
+        // A key can be in one chunk twice (its flight was superseded by a
+        // write and a call of the same tick started a new one): asked once,
+        // its row answers both.
+        let mut asked = std::collections::HashSet::with_capacity(chunk.len());
+        let keys: Vec<K> = chunk
+            .iter()
+            .filter(|ready| asked.insert(&ready.key))
+            .map(|ready| ready.key.clone())
+            .collect();
+        self.counters.loads.add(keys.len());
         tracing::debug!(cache = %self.cache, keys = keys.len(), "batch loader call");
         let call = self.call.clone();
         let (bound, cache, counters) = (self.bound, self.cache.clone(), self.counters.clone());
@@ -402,10 +500,10 @@ where
         return; // cut: nobody waits
     };
     match outcome {
-        Ok(Ok(mut rows)) => {
+        Ok(Ok(rows)) => {
             for ready in chunk {
-                let _ = ready.answer.send(match rows.remove(&ready.key) {
-                    Some(value) => Answer::Value(value),
+                let _ = ready.answer.send(match rows.get(&ready.key) {
+                    Some(value) => Answer::Value(value.clone()),
                     None => Answer::Failed(Arc::new(NotFound)),
                 });
             }
@@ -480,11 +578,9 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    fn start(self, inner: &Inner<K, V>, key: K) -> OriginLoad<V> {
+    fn start(self, _inner: &Inner<K, V>, key: K) -> OriginLoad<V> {
         let member = self.0;
-        let counters = inner.counters.clone();
         Box::pin(async move {
-            counters.loads.incr();
             let started = Instant::now();
             let (send, answer) = oneshot::channel();
             let seat = Arc::new(Seat::default());

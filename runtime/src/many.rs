@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use futures_util::future::join_all;
+
 use crate::batch::{BatchCall, BatchOrigin, BatchRows, Gather};
 use crate::cache::{Cache, Waited};
 use crate::core::Inner;
@@ -19,10 +21,6 @@ use crate::flight::Flight;
 use crate::landing::Join;
 use crate::load::{ErasedError, Need, Parking};
 use crate::strategy::{Decision, Freshness, RefreshReason, decide};
-
-/// How many times a key of a batch whose flight ended without a value (its
-/// loader panicked elsewhere, its task was dropped) is loaded again, alone.
-const MAX_KEY_RETRIES: u32 = 1;
 
 impl<K, V> Cache<K, V>
 where
@@ -193,28 +191,57 @@ where
         }
         inner.counters.misses.add(misses.len());
         // Concurrent list requests share loader calls: this call's misses
-        // go into the cache's open gather, which stays open while this call
-        // lets the calls scheduled beside it join (one yield), DataLoader's
-        // "one tick".
-        let gather = Gather::join(inner, &call);
-        let seal = Seal {
-            inner,
-            gather: gather.clone(),
+        // go into the cache's open gather (see `Gather::join`).
+        let (gather, own_loader) = Gather::join(inner, &call);
+        let waiting = {
+            let _seal = Seal(gather.clone());
+            inner.start_batch(&gather, misses, TypeId::of::<E>(), &mut values, true)
         };
-        let waiting = inner.start_batch(&gather, misses, TypeId::of::<E>(), &mut values);
-        tokio::task::yield_now().await;
-        drop(seal);
-        let answers =
-            futures_util::future::join_all(waiting.into_iter().map(|(key, flight, started)| {
-                let call = &call;
-                async move {
-                    let value = inner.wait_key::<E>(&key, &flight, started, call).await?;
-                    Ok::<_, E>((key, value))
+        let mut again = Vec::new();
+        let answers = join_all(waiting.into_iter().map(|(key, flight, started)| {
+            // A flight this call started on another call's loader is, for
+            // a panic, a waiter's: that loader's panic is not ours to raise.
+            inner.wait_key::<E>(key, flight, started && own_loader)
+        }))
+        .await;
+        for (key, answer) in answers {
+            match answer {
+                Some(answer) => {
+                    if let Some(value) = answer? {
+                        values.insert(key, value);
+                    }
                 }
-            }))
-            .await;
-        for answer in answers {
-            if let (key, Some(value)) = answer? {
+                None => again.push(key),
+            }
+        }
+        if again.is_empty() {
+            return Ok(values);
+        }
+        // The flights some keys joined ended without an answer for this
+        // call (a panic, a dropped task, an error of another call's type):
+        // those keys load again, together, in one call of this call's own
+        // loader — and once only.
+        let gather = Gather::new(inner, call.clone());
+        let waiting = {
+            let _seal = Seal(gather.clone());
+            inner.start_batch(&gather, again, TypeId::of::<E>(), &mut values, false)
+        };
+        let answers = join_all(
+            waiting
+                .into_iter()
+                .map(|(key, flight, started)| inner.wait_key::<E>(key, flight, started)),
+        )
+        .await;
+        for (key, answer) in answers {
+            let Some(answer) = answer else {
+                panic!(
+                    "stampede-cache `{}`: the load this batch key waited on panicked or was \
+                     dropped before it finished (runtime shut down?), 2 time(s) in a row; see the \
+                     loader's panic in the log",
+                    inner.name
+                );
+            };
+            if let Some(value) = answer? {
                 values.insert(key, value);
             }
         }
@@ -246,34 +273,21 @@ where
     })
 }
 
-/// Seals a gather when dropped: once a call has started every flight it
-/// adds (and let concurrent calls join), or if starting one panicked or
-/// the call was cancelled meanwhile (the started ones must not wait
-/// forever). The cache's open gather is closed with it.
-struct Seal<'a, K, V>
+/// Seals a gather (this call's part in it) when dropped: once the call
+/// has started every flight it adds, or if starting one panicked (the
+/// started ones must not wait forever).
+struct Seal<K, V>(Arc<Gather<K, V>>)
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    inner: &'a Inner<K, V>,
-    gather: Arc<Gather<K, V>>,
-}
+    V: Clone + Send + Sync + 'static;
 
-impl<K, V> Drop for Seal<'_, K, V>
+impl<K, V> Drop for Seal<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     fn drop(&mut self) {
-        self.gather.seal();
-        let mut open = self
-            .inner
-            .open_batch
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if open.as_ref().is_some_and(|g| Arc::ptr_eq(g, &self.gather)) {
-            *open = None;
-        }
+        self.0.seal();
     }
 }
 
@@ -292,6 +306,7 @@ where
         misses: Vec<K>,
         error_type: TypeId,
         values: &mut HashMap<K, V>,
+        first_attempt: bool,
     ) -> Vec<(K, Arc<Flight<V>>, bool)> {
         let mut waiting = Vec::with_capacity(misses.len());
         for key in misses {
@@ -308,7 +323,7 @@ where
                     values.insert(key, entry.value);
                 }
                 Join::Flight(flight, started) => {
-                    if !started {
+                    if !started && first_attempt {
                         self.counters.coalesced.incr();
                     }
                     waiting.push((key, flight, started));
@@ -328,10 +343,7 @@ where
         error_type: TypeId,
     ) {
         let gather = Gather::new(self, call.clone());
-        let _seal = Seal {
-            inner: self,
-            gather: gather.clone(),
-        };
+        let _seal = Seal(gather.clone());
         for (key, reason, seen) in refreshes {
             let member = gather.member();
             let parking: Arc<dyn Parking> = member.clone();
@@ -349,56 +361,28 @@ where
         tracing::debug!(cache = %self.name, "batch background refresh started");
     }
 
-    /// What one key of a batch gets: its flight's outcome, or — when that
-    /// flight ended without an answer for us — a flight of its own (a batch
-    /// of one key), at most [`MAX_KEY_RETRIES`] times.
+    /// What one key of a batch gets from its flight: its value (`None`:
+    /// not found), an error — or `None` when the flight ended without an
+    /// answer for this call (it loads the key again).
     async fn wait_key<E: Clone + Send + Sync + 'static>(
         self: &Arc<Self>,
-        key: &K,
-        flight: &Arc<Flight<V>>,
+        key: K,
+        flight: Arc<Flight<V>>,
         started: bool,
-        call: &BatchCall<K, V>,
-    ) -> Result<Option<V>, E> {
-        let (mut flight, mut started) = (flight.clone(), started);
-        let mut retries = 0;
+    ) -> (K, Option<Result<Option<V>, E>>) {
         let waited_from = Instant::now();
-        loop {
-            let outcome = match self.wait(key, &flight).await {
-                Waited::Outcome(outcome) => outcome,
-                Waited::SoftTimeout(value) => {
-                    crate::metrics::waited(&self.name, waited_from.elapsed(), "soft_timeout");
-                    return Ok(Some(value));
-                }
-            };
-            if let Some(answer) = self.answer(key, outcome, &flight, started, true) {
-                let how = if answer.is_ok() { "value" } else { "failure" };
-                crate::metrics::waited(&self.name, waited_from.elapsed(), how);
-                return answer;
+        let outcome = match self.wait(&key, &flight).await {
+            Waited::Outcome(outcome) => outcome,
+            Waited::SoftTimeout(value) => {
+                crate::metrics::waited(&self.name, waited_from.elapsed(), "soft_timeout");
+                return (key, Some(Ok(Some(value))));
             }
-            if retries >= MAX_KEY_RETRIES {
-                panic!(
-                    "stampede-cache `{}`: the load this batch key waited on panicked or was \
-                     dropped before it finished (runtime shut down?), {} time(s) in a row; see \
-                     the loader's panic in the log",
-                    self.name,
-                    retries + 1
-                );
-            }
-            retries += 1;
-            let mut values = HashMap::new();
-            let gather = Gather::new(self, call.clone());
-            let seal = Seal {
-                inner: self,
-                gather: gather.clone(),
-            };
-            let mut again =
-                self.start_batch(&gather, vec![key.clone()], TypeId::of::<E>(), &mut values);
-            drop(seal);
-            if let Some(value) = values.remove(key) {
-                return Ok(Some(value));
-            }
-            let (_, next, next_started) = again.pop().expect("one key, one flight");
-            (flight, started) = (next, next_started);
+        };
+        let answer = self.answer(&key, outcome, &flight, started, true);
+        if let Some(answer) = &answer {
+            let how = if answer.is_ok() { "value" } else { "failure" };
+            crate::metrics::waited(&self.name, waited_from.elapsed(), how);
         }
+        (key, answer)
     }
 }

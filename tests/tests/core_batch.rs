@@ -539,3 +539,105 @@ async fn a_request_arriving_later_makes_its_own_call() {
     assert_eq!(table.queries(), vec![vec![1, 2], vec![3]]);
     assert_eq!(bounded(first).await.unwrap(), expected([1, 2]));
 }
+
+// ---- found in review: each failed before its fix ---------------------------
+
+/// Polls `future` exactly once (it must be pending), keeping it alive.
+async fn poll_once<F: std::future::Future + Unpin>(future: &mut F) {
+    std::future::poll_fn(|cx| {
+        assert!(std::pin::Pin::new(&mut *future).poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_call_polled_once_and_then_held_does_not_wedge_its_keys() {
+    let cache = cache("review.held");
+    let table = Table::with_latency(Duration::from_millis(10));
+    let mut held = Box::pin(cache.get_many_or_load([1, 2], table.loader()));
+    poll_once(&mut held).await; // its flights started; never polled again, not dropped
+    let single = tokio::time::timeout(
+        Duration::from_secs(60),
+        cache.get_or_load(1, |id| async move { id * 10 }),
+    )
+    .await;
+    assert_eq!(
+        single.ok(),
+        Some(10),
+        "a single caller of key 1 hung on the held call"
+    );
+    assert_eq!(table.queries(), vec![vec![1, 2]]);
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_between_two_joined_calls_does_not_ask_a_key_twice_or_lose_its_row() {
+    let cache = cache("review.dup");
+    let table = Table::with_latency(Duration::from_millis(10));
+    let mut x = Box::pin(cache.get_many_or_load([1, 2], table.loader()));
+    let mut y = Box::pin(cache.get_many_or_load([2, 3], table.loader()));
+    poll_once(&mut x).await; // flights of 1 and 2 started; the gather is open
+    cache.invalidate(&2); // a write of row 2: its flight is superseded
+    poll_once(&mut y).await; // joins the open gather: a new flight of 2, and 3
+    let (x, y) = bounded(async { tokio::join!(x, y) }).await;
+    assert_eq!(x, expected([1, 2]));
+    assert_eq!(table.queries(), vec![vec![1, 2, 3]], "each key asked once");
+    assert_eq!(y, expected([2, 3]), "the row of key 2 exists");
+    assert_eq!(
+        cache.get(&2),
+        Some(20),
+        "the flight that started after the write lands"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_retried_after_another_calls_failure_are_one_loader_call() {
+    let cache = cache("review.retry_n1");
+    let failing = |_ids: Vec<u64>| async {
+        sleep(Duration::from_millis(100)).await;
+        Err::<HashMap<u64, u64>, _>("db down")
+    };
+    let first = tokio::spawn({
+        let c = cache.clone();
+        async move { c.try_get_many_or_load(0..50, failing).await }
+    });
+    sleep(Duration::from_millis(10)).await;
+    let table = Table::default();
+    // Joins the 50 failing flights, whose error is not of its type: loads again.
+    let values = bounded(cache.get_many_or_load(0..50, table.loader())).await;
+    assert_eq!(values, expected(0..50));
+    assert_eq!(bounded(first).await.unwrap(), Err("db down"));
+    assert_eq!(
+        table.queries().len(),
+        1,
+        "{} queries",
+        table.queries().len()
+    );
+    assert_eq!(cache.stats().coalesced, 50, "counted once per key");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_joined_another_calls_gather_is_not_killed_by_its_loaders_panic() {
+    let cache = cache("review.foreign_panic");
+    let table = Table::with_latency(Duration::from_millis(10));
+    let buggy = tokio::spawn({
+        let c = cache.clone();
+        async move {
+            c.get_many_or_load([1], |_ids: Vec<u64>| async {
+                sleep(Duration::from_millis(10)).await;
+                panic!("bug in endpoint A's query");
+                #[allow(unreachable_code)]
+                HashMap::<u64, u64>::new()
+            })
+            .await
+        }
+    });
+    let innocent = tokio::spawn({
+        let (c, t) = (cache.clone(), table.clone());
+        async move { c.get_many_or_load([2], t.loader()).await } // same tick: joins A's gather
+    });
+    assert!(bounded(buggy).await.unwrap_err().is_panic());
+    assert_eq!(bounded(innocent).await.ok(), Some(expected([2])));
+    assert_eq!(table.queries(), vec![vec![2]], "its own loader, once");
+}

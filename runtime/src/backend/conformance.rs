@@ -161,7 +161,7 @@ async fn failures(backend: &SharedBackend, run: &str) {
     let cache = CacheKeys::new(b.prefix(), &name);
     let s = slot_of(backend, &name, "06");
     assert!(
-        !b.fail(&s, "nobody", b"rec", LEASE).await.unwrap(),
+        !b.fail(&s, "nobody", b"rec", LEASE, false).await.unwrap(),
         "no lock, no record"
     );
     assert_eq!(
@@ -169,7 +169,7 @@ async fn failures(backend: &SharedBackend, run: &str) {
         Acquire::Locked
     );
     assert!(
-        b.fail(&s, "a", b"rec", LEASE * 3).await.unwrap(),
+        b.fail(&s, "a", b"rec", LEASE * 3, false).await.unwrap(),
         "holder records its failure"
     );
     let found = b.read(&s).await.unwrap();
@@ -190,7 +190,7 @@ async fn failures(backend: &SharedBackend, run: &str) {
         Acquire::Held(Some(b"rec".to_vec())),
         "held: with the record there was, so a waiter tells a newer failure from it"
     );
-    assert!(b.fail(&s, "x", b"rec-x", LEASE * 3).await.unwrap());
+    assert!(b.fail(&s, "x", b"rec-x", LEASE * 3, false).await.unwrap());
     assert_eq!(
         b.read(&s).await.unwrap().failure.as_deref(),
         Some(&b"rec-x"[..]),
@@ -202,7 +202,7 @@ async fn failures(backend: &SharedBackend, run: &str) {
         Acquire::Locked,
         "the record expires"
     );
-    assert!(b.fail(&s, "b", b"rec2", TTL).await.unwrap());
+    assert!(b.fail(&s, "b", b"rec2", TTL, false).await.unwrap());
     // A write clears the failure record.
     b.insert(&s, &cache, b"v", TTL, &notice(9, 0, Some("06")))
         .await
@@ -217,7 +217,22 @@ async fn failures(backend: &SharedBackend, run: &str) {
         b.lock(&s, "c", LEASE, false, true).await.unwrap(),
         Acquire::Locked
     );
-    assert!(b.fail(&s, "c", b"rec3", TTL).await.unwrap());
+    assert!(b.fail(&s, "c", b"rec3", TTL, false).await.unwrap());
+    assert!(
+        b.read(&s).await.unwrap().value.is_some(),
+        "a failure keeps the value (fail-safe elsewhere)"
+    );
+    assert_eq!(
+        b.lock(&s, "d", LEASE, false, false).await.unwrap(),
+        Acquire::Locked
+    );
+    assert!(b.fail(&s, "d", b"gone", TTL, true).await.unwrap());
+    let found = b.read(&s).await.unwrap();
+    assert_eq!(
+        (found.value, found.failure.as_deref()),
+        (None, Some(&b"gone"[..])),
+        "a not-found drops the value with the record, in one step"
+    );
     b.invalidate(&s, &cache, &notice(9, 0, Some("06")))
         .await
         .unwrap();
@@ -253,7 +268,7 @@ async fn notices(backend: &SharedBackend, run: &str) {
         b.lock(&s, "w", TTL, false, true).await.unwrap(),
         Acquire::Locked
     );
-    assert!(b.fail(&s, "w", b"rec", LEASE).await.unwrap());
+    assert!(b.fail(&s, "w", b"rec", LEASE, false).await.unwrap());
     tokio::time::timeout(NOTICE_BOUND, watch.changed())
         .await
         .expect("a failure record publishes a ready notice");

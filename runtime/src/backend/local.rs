@@ -412,6 +412,7 @@ impl Backend for LocalInner {
         token: &'a str,
         record: &'a [u8],
         ttl: Duration,
+        drop_value: bool,
     ) -> BackendFut<'a, bool> {
         self.op(move || {
             Ok(self.fenced(
@@ -422,6 +423,9 @@ impl Backend for LocalInner {
                     state
                         .failures
                         .insert(slot.as_str().to_owned(), record.to_vec(), until, now);
+                    if drop_value {
+                        state.values.remove(slot.as_str());
+                    }
                 },
                 |state, now| {
                     state

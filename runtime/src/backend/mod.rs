@@ -510,14 +510,17 @@ pub(crate) trait Backend: Send + Sync + 'static {
         ttl: Duration,
     ) -> BackendFut<'a, bool>;
     /// Fenced failure: only if `token` holds the lock, in one step: leave
-    /// the failure record (expiring in `ttl`), drop the lock, publish a
-    /// ready notice so the waiters take the failure instead of loading.
+    /// the failure record (expiring in `ttl`), drop the lock (and, with
+    /// `drop_value`, the key's value: a batch loader found no row, so the
+    /// old one must not be read back), publish a ready notice so the
+    /// waiters take the failure instead of loading.
     fn fail<'a>(
         &'a self,
         slot: &'a Slot,
         token: &'a str,
         record: &'a [u8],
         ttl: Duration,
+        drop_value: bool,
     ) -> BackendFut<'a, bool>;
     /// `Cache::insert`: write the value unconditionally, drop the lock and
     /// failure record (superseding any load in flight anywhere), publish a

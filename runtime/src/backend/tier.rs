@@ -577,6 +577,15 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
                     return Ok(loaded);
                 }
                 Ok(Waited::Failed(record)) => {
+                    // The load waited on found no row: a batch takes that
+                    // as its answer (a single caller's loader decides for
+                    // itself, so it takes over).
+                    if parking.is_some()
+                        && codec::decode_failure(&record)
+                            .is_some_and(|failure| failure.kind == FailureKind::NotFound)
+                    {
+                        return Err(Arc::new(NotFound));
+                    }
                     // A timeout is not an error of the origin, nor a panic
                     // an answer (a bug of that one call): with nothing to
                     // serve, the waiters take over and one of them loads —
@@ -770,11 +779,14 @@ impl<K: SharedKey, V: SharedValue> Core<K, V> {
     /// answered with a failure that ended before it started.
     async fn publish_failure(&self, guard: LockGuard, mut failure: Failure) {
         failure.flight = guard.token.clone();
+        // Not found: the origin has no row, so no process may read the old
+        // one back from the shared tier.
+        let gone = failure.kind == FailureKind::NotFound;
         let record = codec::encode_failure(&failure);
         let ttl = self.retry_backoff.max(MIN_FAILURE_TTL);
         match self
             .backend
-            .fail(&guard.slot, &guard.token, &record, ttl)
+            .fail(&guard.slot, &guard.token, &record, ttl, gone)
             .await
         {
             Ok(_) => guard.disarm(),

@@ -318,6 +318,7 @@ impl Backend for RedisInner {
         token: &'a str,
         record: &'a [u8],
         ttl: Duration,
+        drop_value: bool,
     ) -> BackendFut<'a, bool> {
         Box::pin(async move {
             let failed: i64 = self
@@ -326,10 +327,12 @@ impl Backend for RedisInner {
                         .fail_fenced
                         .key(slot.lock())
                         .key(slot.fail())
+                        .key(slot.value())
                         .arg(token)
                         .arg(record)
                         .arg(millis(ttl))
-                        .arg(slot.ready()),
+                        .arg(slot.ready())
+                        .arg(if drop_value { "1" } else { "0" }),
                 )
                 .await?;
             Ok(failed == 1)

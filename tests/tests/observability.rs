@@ -28,8 +28,8 @@ fn snapshotter() -> &'static Snapshotter {
     })
 }
 
-/// A snapshot drains the histograms of every series: the tests that read
-/// them run one at a time.
+/// A snapshot drains every series: the tests that read them run one at a
+/// time.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
     TURN.lock().unwrap_or_else(|e| e.into_inner())
@@ -46,22 +46,34 @@ fn serially(test: impl std::future::Future<Output = ()>) {
         .block_on(test);
 }
 
-/// Every series of `label = value`, by metric name and its other labels.
-fn series(label: &str, value: &str) -> Vec<(CompositeKey, DebugValue)> {
+/// Every series, read once: a snapshot drains what it reads (histograms,
+/// and counters and gauges too), so each test takes one and reads it all.
+fn snapshot() -> Vec<(CompositeKey, DebugValue)> {
     snapshotter()
         .snapshot()
         .into_vec()
         .into_iter()
-        .filter(|(key, ..)| {
-            key.key()
-                .labels()
-                .any(|l| l.key() == label && l.value() == value)
-        })
         .map(|(key, _, _, value)| (key, value))
         .collect()
 }
 
-fn counter(all: &[(CompositeKey, DebugValue)], name: &str) -> Option<u64> {
+/// The series of `snapshot` with `label = value`.
+fn series<'a>(
+    snapshot: &'a [(CompositeKey, DebugValue)],
+    label: &str,
+    value: &str,
+) -> Vec<&'a (CompositeKey, DebugValue)> {
+    snapshot
+        .iter()
+        .filter(|(key, _)| {
+            key.key()
+                .labels()
+                .any(|l| l.key() == label && l.value() == value)
+        })
+        .collect()
+}
+
+fn counter(all: &[&(CompositeKey, DebugValue)], name: &str) -> Option<u64> {
     all.iter()
         .find_map(|(key, value)| match (key.kind(), value) {
             (MetricKind::Counter, DebugValue::Counter(n)) if key.key().name() == name => Some(*n),
@@ -69,7 +81,7 @@ fn counter(all: &[(CompositeKey, DebugValue)], name: &str) -> Option<u64> {
         })
 }
 
-fn gauge(all: &[(CompositeKey, DebugValue)], name: &str) -> Option<f64> {
+fn gauge(all: &[&(CompositeKey, DebugValue)], name: &str) -> Option<f64> {
     all.iter().find_map(|(key, value)| match value {
         DebugValue::Gauge(g) if key.key().name() == name => Some(g.into_inner()),
         _ => None,
@@ -77,7 +89,7 @@ fn gauge(all: &[(CompositeKey, DebugValue)], name: &str) -> Option<f64> {
 }
 
 /// The samples of histogram `name` whose labels include every one of `with`.
-fn histogram(all: &[(CompositeKey, DebugValue)], name: &str, with: &[(&str, &str)]) -> Vec<f64> {
+fn histogram(all: &[&(CompositeKey, DebugValue)], name: &str, with: &[(&str, &str)]) -> Vec<f64> {
     all.iter()
         .filter(|(key, _)| key.key().name() == name)
         .filter(|(key, _)| {
@@ -122,7 +134,8 @@ fn a_local_cache_reports_its_counters_gauges_loads_and_waits() {
             .await;
         assert_eq!(failed, Err("down"));
         stampede_cache::metrics::report();
-        let all = series("cache", name);
+        let snap = snapshot();
+        let all = series(&snap, "cache", name);
         assert_eq!(counter(&all, "stampede_cache_loads_total"), Some(2));
         assert_eq!(counter(&all, "stampede_cache_hits_total"), Some(5));
         assert_eq!(counter(&all, "stampede_cache_misses_total"), Some(11));
@@ -191,7 +204,8 @@ fn timeouts_soft_timeouts_and_batches_are_told_apart() {
             .await;
         assert_eq!(rows.len(), 2);
         stampede_cache::metrics::report();
-        let all = series("cache", name);
+        let snap = snapshot();
+        let all = series(&snap, "cache", name);
         let soft = histogram(
             &all,
             "stampede_cache_wait_seconds",
@@ -247,7 +261,8 @@ fn a_shared_cache_reports_its_fleet_counters_and_backend() {
             assert_eq!(bounded(call).await.unwrap(), 7);
         }
         stampede_cache::metrics::report();
-        let all = series("cache", name);
+        let snap = snapshot();
+        let all = series(&snap, "cache", name);
         // Three pods of one name report into the same series (absolute values
         // of each in turn): read the fleet through the pods' stats instead.
         let loads: u64 = pods.iter().map(|p| p.stats().loads).sum();
@@ -346,4 +361,86 @@ fn a_load_has_a_span_with_its_cache_role_outcome_and_duration() {
         text.contains("stampede_cache.wait{cache=obs.span}"),
         "a caller's wait span:\n{text}"
     );
+}
+
+/// A shared cache on a real `redis-server` that freezes: the calls fall
+/// back to the process, the breaker opens — and the dashboards say so.
+#[cfg(feature = "redis")]
+#[test]
+fn a_frozen_redis_shows_as_fallbacks_timeouts_and_an_open_breaker() {
+    use stampede_cache::redis::RedisBackend;
+    use stampede_cache_tests::redis_server::RedisServer;
+
+    let _turn = one_at_a_time();
+    snapshotter();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let server = RedisServer::start();
+        let backend = RedisBackend::builder(&server.url())
+            .command_timeout(Duration::from_millis(100))
+            .breaker_cooldown(Duration::from_secs(30))
+            .connect()
+            .await
+            .expect("connect");
+        let name = "obs.frozen";
+        let cache: Cache<u32, u32> = Cache::builder(name)
+            .ttl(Duration::from_secs(60))
+            .backend(backend.clone())
+            .build();
+        assert_eq!(cache.get_or_load(0, |k| async move { k }).await, 0);
+        server.freeze();
+        for key in 1..=10 {
+            assert_eq!(cache.get_or_load(key, |k| async move { k }).await, key);
+        }
+        assert!(backend.breaker_is_open());
+        stampede_cache::metrics::report();
+        let snap = snapshot();
+        let all = series(&snap, "cache", name);
+        assert_eq!(counter(&all, "stampede_cache_fallbacks_total"), Some(10));
+        assert_eq!(
+            counter(&all, "stampede_cache_lock_acquired_total"),
+            Some(1),
+            "the warm-up"
+        );
+        assert_eq!(counter(&all, "stampede_cache_loads_total"), Some(11));
+        let open: Vec<_> = snap
+            .iter()
+            .filter(|(key, value)| {
+                key.key().name() == "stampede_cache_backend_breaker_open"
+                    && matches!(value, DebugValue::Gauge(g) if g.into_inner() == 1.0)
+            })
+            .collect();
+        assert_eq!(open.len(), 1, "this backend's breaker shows open");
+        let label = open[0]
+            .0
+            .key()
+            .labels()
+            .find(|l| l.key() == "backend")
+            .map(|l| l.value().to_owned())
+            .expect("a backend label");
+        assert!(label.starts_with("redis-"), "{label}");
+        let backend_series = series(&snap, "backend", &label);
+        assert_eq!(
+            counter(
+                &backend_series,
+                "stampede_cache_backend_breaker_trips_total"
+            ),
+            Some(1)
+        );
+        let timeouts = histogram(
+            &backend_series,
+            "stampede_cache_backend_round_trip_seconds",
+            &[("outcome", "timeout")],
+        );
+        assert!(
+            !timeouts.is_empty(),
+            "the timed-out round trips are recorded"
+        );
+        assert!(timeouts.iter().all(|t| *t >= 0.09), "{timeouts:?}");
+        server.thaw();
+    });
 }

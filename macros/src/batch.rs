@@ -234,16 +234,11 @@ fn rows_value(output: &Output, list: &Input, key: &Type) -> syn::Result<Type> {
 /// A batch's tags are computed for each key on its own: they see `key` (a `&K`), not the
 /// list, and not `self`.
 fn check_tags(args: &Args, receiver: Option<Span>, list: &Ident, errors: &mut Errors) {
-    let self_ident = Ident::new("self", Span::call_site());
     for expr in &args.tags {
         let tokens = expr.to_token_stream();
-        if receiver.is_some()
-            && let Some(span) = mention(tokens.clone(), &self_ident)
-        {
-            errors.push(err(
-                span,
-                "a `tags(..)` expression cannot use `self`: tags are computed from the key when a load starts, and the receiver is not part of the key\nhelp: use `key`, the key of the entry, e.g. `tags(format!(\"user:{key}\"))`",
-            ));
+        let help = "use `key`, the key of the entry, e.g. `tags(format!(\"user:{key}\"))`";
+        if let Some(error) = crate::key_plan::self_in_tag(&tokens, receiver, help) {
+            errors.push(error);
         } else if list != "key"
             && let Some(span) = mention(tokens, list)
         {

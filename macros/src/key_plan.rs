@@ -336,16 +336,10 @@ fn check_tags(
     key: &KeySource,
 ) -> syn::Result<()> {
     let mut errors = Errors::default();
-    let self_ident = Ident::new("self", Span::call_site());
     for expr in &args.tags {
         let tokens = expr.to_token_stream();
-        if receiver.is_some()
-            && let Some(span) = mention(tokens.clone(), &self_ident)
-        {
-            errors.push(err(
-                span,
-                "a `tags(..)` expression cannot use `self`: tags are computed from the key when a load starts, and the receiver is not part of the key\nhelp: use the arguments that form the key",
-            ));
+        if let Some(error) = self_in_tag(&tokens, receiver, "use the arguments that form the key") {
+            errors.push(error);
             continue;
         }
         for a in inputs {
@@ -509,6 +503,19 @@ fn to_load(p: &TokenStream, a: &Input) -> TokenStream {
         quote_spanned!(a.ty.span()=> #p::moved(#id))
     });
     quote!(let #id = #v;)
+}
+
+/// The error for a `tags(..)` expression of a method that uses `self`
+/// (tags are computed from the key alone), with `help`.
+pub fn self_in_tag(tokens: &TokenStream, receiver: Option<Span>, help: &str) -> Option<syn::Error> {
+    receiver?;
+    let span = mention(tokens.clone(), &Ident::new("self", Span::call_site()))?;
+    Some(err(
+        span,
+        format!(
+            "a `tags(..)` expression cannot use `self`: tags are computed from the key when a load starts, and the receiver is not part of the key\nhelp: {help}"
+        ),
+    ))
 }
 
 #[cfg(test)]

@@ -69,20 +69,16 @@ impl Db {
     }
 }
 
+#[path = "../examples/support/zipf.rs"]
+mod zipf;
+
 fn zipf_requests(seed: u64) -> Vec<Vec<u64>> {
-    let weights: Vec<f64> = (1..=ID_SPACE).map(|rank| 1.0 / rank as f64).collect();
-    let total: f64 = weights.iter().sum();
-    let mut cdf = Vec::with_capacity(ID_SPACE);
-    let mut acc = 0.0;
-    for w in weights {
-        acc += w / total;
-        cdf.push(acc);
-    }
+    let zipf = zipf::Zipf::new(ID_SPACE);
     let mut rng = fastrand::Rng::with_seed(seed);
     (0..REQUESTS)
         .map(|_| {
             (0..IDS_PER_REQUEST)
-                .map(|_| cdf.partition_point(|&c| c < rng.f64()).min(ID_SPACE - 1) as u64)
+                .map(|_| zipf.draw(&mut rng) as u64)
                 .collect()
         })
         .collect()

@@ -18,8 +18,6 @@
 //!   lock-or-read script goes out together on the multiplexed connection
 //!   (pipelined), so the batch costs about one round trip, not n.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,55 +25,29 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use stampede_cache::Cache;
 use stampede_cache::redis::RedisBackend;
 
-struct Server(Option<Child>, String);
+#[path = "../examples/support/own_redis.rs"]
+mod own_redis;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+/// `REDIS_URL`'s server, or one of our own (kept alive by the first field
+/// until the bench ends).
+struct Server(#[allow(dead_code)] Option<own_redis::OwnRedis>, String);
 
 fn server() -> Server {
     if let Ok(url) = std::env::var("REDIS_URL") {
         return Server(None, url);
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start redis-server (or set REDIS_URL)");
-    let url = format!("redis://127.0.0.1:{port}/");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Server(Some(child), url)
+    let own = own_redis::OwnRedis::start(&[]);
+    let url = own.url.clone();
+    Server(Some(own), url)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn bench(c: &mut Criterion) {
-    let server = server();
+/// A 2-worker runtime and two processes' backends (each its own
+/// connections) on `server`.
+fn two_pods(server: &Server) -> (tokio::runtime::Runtime, RedisBackend, RedisBackend) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -86,6 +58,12 @@ fn bench(c: &mut Criterion) {
         let b = RedisBackend::connect(&server.1).await.expect("connect");
         (a, b)
     });
+    (rt, a, b)
+}
+
+fn bench(c: &mut Criterion) {
+    let server = server();
+    let (rt, a, b) = two_pods(&server);
     let local: Cache<u64, u64> = Cache::builder("bench.local")
         .ttl(Duration::from_secs(60))
         .build();
@@ -249,16 +227,7 @@ fn batch_of_l2_hits(rt: &tokio::runtime::Runtime, a: &RedisBackend, b: &RedisBac
 
 fn bench_batch(_c: &mut Criterion) {
     let server = server();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (a, b) = rt.block_on(async {
-        let a = RedisBackend::connect(&server.1).await.expect("connect");
-        let b = RedisBackend::connect(&server.1).await.expect("connect");
-        (a, b)
-    });
+    let (rt, a, b) = two_pods(&server);
     batch_of_l2_hits(&rt, &a, &b);
 }
 

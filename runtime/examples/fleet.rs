@@ -30,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stampede_cache::redis::{RedisBackend, RedisTls};
 use stampede_cache::{Cache, SharedBackend, Strategy};
 
+#[path = "support/own_redis.rs"]
+mod own_redis;
 #[path = "demo/svg.rs"]
 mod svg;
 
@@ -338,47 +340,6 @@ fn concurrency(loads: &[(u64, u64)], span_ms: u64) -> Vec<usize> {
         .collect()
 }
 
-/// A `redis-server` of our own on a free port, stopped on drop.
-struct OwnRedis(Child, String);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn own_redis() -> OwnRedis {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--maxclients", "10000"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            eprintln!("cannot start redis-server ({e}): install it, or give --redis URL");
-            std::process::exit(2);
-        });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    OwnRedis(child, format!("redis://127.0.0.1:{port}/"))
-}
-
 fn main() {
     let mut argv = std::env::args().skip(1).peekable();
     if argv.peek().map(String::as_str) == Some("--pod") {
@@ -386,11 +347,16 @@ fn main() {
         return pod(argv);
     }
     let args = args();
-    let own = args.redis.is_none().then(own_redis);
+    // 2 connections per pod: past 5 000 pods Redis's default client limit
+    // would refuse some.
+    let own = args
+        .redis
+        .is_none()
+        .then(|| own_redis::OwnRedis::start(&["--maxclients", "10000"]));
     let url = args
         .redis
         .clone()
-        .unwrap_or_else(|| own.as_ref().expect("own").1.clone());
+        .unwrap_or_else(|| own.as_ref().expect("own").url.clone());
     println!(
         "{} pods × {} callers, key expires every {} ms, a {} ms origin call, {} s; Redis: {}",
         args.pods,

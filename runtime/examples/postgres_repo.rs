@@ -294,32 +294,20 @@ const IDS_PER_REQUEST: usize = 20;
 const FIRST_ID: i64 = 100_000;
 const ID_SPACE: usize = 10_000;
 
-/// Zipf(1.0) ranks over `ID_SPACE` ids, by inverse CDF: a few ids are
-/// in most requests, most ids in few.
-fn zipf_ids(rng: &mut fastrand::Rng, n: usize) -> Vec<i64> {
-    let weights: Vec<f64> = (1..=ID_SPACE).map(|rank| 1.0 / rank as f64).collect();
-    let total: f64 = weights.iter().sum();
-    let mut cdf = Vec::with_capacity(ID_SPACE);
-    let mut acc = 0.0;
-    for w in weights {
-        acc += w / total;
-        cdf.push(acc);
-    }
-    (0..n)
-        .map(|_| {
-            let u = rng.f64();
-            let rank = cdf.partition_point(|&c| c < u).min(ID_SPACE - 1);
-            FIRST_ID + rank as i64
-        })
-        .collect()
-}
+#[path = "support/zipf.rs"]
+mod zipf;
 
 /// 1000 concurrent list requests of 20 Zipf ids on a cold cache; checks
 /// the server's counts. Whether they hold.
 async fn list_requests(repo: &UserRepo) -> Result<bool, RepoError> {
     let mut rng = fastrand::Rng::with_seed(7);
+    let zipf = zipf::Zipf::new(ID_SPACE);
     let requests: Vec<Vec<i64>> = (0..LIST_REQUESTS)
-        .map(|_| zipf_ids(&mut rng, IDS_PER_REQUEST))
+        .map(|_| {
+            (0..IDS_PER_REQUEST)
+                .map(|_| FIRST_ID + zipf.draw(&mut rng) as i64)
+                .collect()
+        })
         .collect();
     let distinct: HashSet<i64> = requests.iter().flatten().copied().collect();
     UserRepo::find_users_cache().invalidate_all();

@@ -580,6 +580,10 @@ impl<K: KeyPart, T: Value, E: Error> BatchTier<K, T, E> for Local {
     }
 }
 
+// The same body as `Local`'s on purpose: the bounds live on each impl, so a
+// type that misses one is reported once, naming that impl (pinned in the
+// ui-tests' `.stderr`); a shared default method would move the bounds to
+// every call site.
 impl<K: SharedKeyPart, T: SharedValuePart, E: Error> BatchTier<K, T, E> for Shared {
     fn build(self, name: Name, options: Options<K, Option<T>>) -> Cache<K, Option<T>> {
         Tier::<K, Option<T>, E>::build(self, name, options)

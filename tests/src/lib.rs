@@ -23,3 +23,29 @@ pub async fn bounded<F: Future>(future: F) -> F::Output {
         Err(_) => panic!("a step of the test did not finish within {BOUND:?}: a hang"),
     }
 }
+
+/// A `tracing` writer that keeps everything in memory (give a clone to
+/// `tracing_subscriber::fmt().with_writer(move || writer.clone())`).
+#[derive(Clone, Default)]
+pub struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}

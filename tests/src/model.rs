@@ -627,6 +627,46 @@ pub fn batch_loader_on(
     }
 }
 
+/// Records the start of one batch call of `keys` on `cache`: one call
+/// record per distinct key (`hit` tells whether a value was served at its
+/// start), returned as `(key, call id)`.
+pub fn begin_batch_call(
+    model: &Shared,
+    keys: &[u32],
+    cache: usize,
+    hit: impl Fn(&u32) -> bool,
+) -> Vec<(u32, usize)> {
+    let mut ids: Vec<(u32, usize)> = Vec::new();
+    for key in keys {
+        if !ids.iter().any(|(seen, _)| seen == key) {
+            let hit = hit(key);
+            ids.push((*key, model.lock().unwrap().begin_call(*key, cache, hit)));
+        }
+    }
+    ids
+}
+
+/// A call's loader behaviour and delay, drawn.
+pub fn draw_load(rng: &mut fastrand::Rng, hangs: bool, max_ms: u64) -> (Behaviour, Duration) {
+    (
+        Behaviour::random(rng, hangs),
+        Duration::from_millis(rng.u64(0..max_ms)),
+    )
+}
+
+/// Whether (and after how long) a call is cancelled: one in six, within 40 ms.
+pub fn draw_cancel(rng: &mut fastrand::Rng) -> Option<Duration> {
+    (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)))
+}
+
+/// `call`'s output, or `None` when it is cancelled `after` that long.
+pub async fn cancellable<F: Future>(after: Option<Duration>, call: F) -> Option<F::Output> {
+    match after {
+        Some(after) => tokio::time::timeout(after, call).await.ok(),
+        None => Some(call.await),
+    }
+}
+
 /// Records the answers of one batch call: `ids` are its per-key call
 /// records (by key). A value answers its key; an error answers the keys of
 /// the batch invocation it names (the others' answers are unknown: no end).

@@ -34,10 +34,10 @@ use std::time::Duration;
 use fastrand::Rng;
 use stampede_cache::{Cache, Strategy};
 use stampede_cache_tests::model::{
-    Behaviour, ModelError, Row, Shared, batch_loader_on, draw_key_tags, end_batch_call, loader,
-    run_seeds, settle,
+    Behaviour, ModelError, Row, Shared, batch_loader_on, begin_batch_call, cancellable,
+    draw_cancel, draw_key_tags, draw_load, end_batch_call, loader, run_seeds, settle,
 };
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep};
 
 const KEYS: u32 = 3;
 const OPS: usize = 40;
@@ -132,24 +132,16 @@ async fn run_seed(seed: u64) {
         match rng.u8(0..23) {
             0..=12 => {
                 let started_at_version = model.lock().unwrap().version(key);
-                let load = loader(
-                    model.clone(),
-                    Behaviour::random(&mut rng, hangs),
-                    Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
-                );
-                let cancel_after =
-                    (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)));
+                let (behaviour, delay) = draw_load(&mut rng, hangs, MAX_LOAD_MS);
+                let load = loader(model.clone(), behaviour, delay);
+                let cancel_after = draw_cancel(&mut rng);
                 let (cache, model) = (cache.clone(), model.clone());
                 calls.push(tokio::spawn(async move {
                     let id = model.lock().unwrap().begin_call(key, 0, false);
                     let started = Instant::now();
                     let call = cache.try_get_or_load_with(key, move || load);
-                    let served = match cancel_after {
-                        Some(after) => match timeout(after, call).await {
-                            Ok(served) => served,
-                            Err(_cancelled) => return,
-                        },
-                        None => call.await,
+                    let Some(served) = cancellable(cancel_after, call).await else {
+                        return;
                     };
                     let waited = started.elapsed();
                     let mut m = model.lock().unwrap();
@@ -215,34 +207,16 @@ async fn run_seed(seed: u64) {
                     let m = model.lock().unwrap();
                     keys.iter().map(|k| m.version(*k)).collect()
                 };
-                let load = batch_loader_on(
-                    model.clone(),
-                    0,
-                    Behaviour::random(&mut rng, hangs),
-                    Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
-                );
-                let cancel_after =
-                    (rng.u8(0..6) == 0).then(|| Duration::from_millis(rng.u64(0..40)));
+                let (behaviour, delay) = draw_load(&mut rng, hangs, MAX_LOAD_MS);
+                let load = batch_loader_on(model.clone(), 0, behaviour, delay);
+                let cancel_after = draw_cancel(&mut rng);
                 let (cache, model) = (cache.clone(), model.clone());
                 calls.push(tokio::spawn(async move {
-                    let ids: Vec<(u32, usize)> = {
-                        let mut m = model.lock().unwrap();
-                        let mut ids = Vec::new();
-                        for k in &keys {
-                            if !ids.iter().any(|(seen, _)| seen == k) {
-                                ids.push((*k, m.begin_call(*k, 0, false)));
-                            }
-                        }
-                        ids
-                    };
+                    let ids = begin_batch_call(&model, &keys, 0, |_| false);
                     let started = Instant::now();
                     let call = cache.try_get_many_or_load(keys.clone(), load);
-                    let served = match cancel_after {
-                        Some(after) => match timeout(after, call).await {
-                            Ok(served) => served,
-                            Err(_cancelled) => return,
-                        },
-                        None => call.await,
+                    let Some(served) = cancellable(cancel_after, call).await else {
+                        return;
                     };
                     let waited = started.elapsed();
                     end_batch_call(&model, &ids, &served);

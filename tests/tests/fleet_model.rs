@@ -41,8 +41,8 @@ use std::time::Duration;
 use fastrand::Rng;
 use stampede_cache::{Cache, LocalBackend, Strategy};
 use stampede_cache_tests::model::{
-    Behaviour, CallRecord, End, Model, ModelError, Row, Shared, Stamp, batch_loader_on,
-    draw_key_tags, end_batch_call, join_calls, loader_on, run_seeds, settle,
+    CallRecord, End, Model, ModelError, Row, Shared, Stamp, batch_loader_on, begin_batch_call,
+    draw_key_tags, draw_load, end_batch_call, join_calls, loader_on, run_seeds, settle,
 };
 use tokio::time::{Instant, sleep};
 
@@ -505,12 +505,9 @@ async fn run_seed(seed: u64) {
         let op = rng.u8(0..28);
         match op {
             0..=14 => {
-                let load = loader_on(
-                    model.clone(),
-                    by,
-                    Behaviour::random(&mut rng, fleet.load_timeout.is_some()),
-                    Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
-                );
+                let (behaviour, delay) =
+                    draw_load(&mut rng, fleet.load_timeout.is_some(), MAX_LOAD_MS);
+                let load = loader_on(model.clone(), by, behaviour, delay);
                 let (cache, model) = (pods[pod].cache.clone(), model.clone());
                 calls.push(tokio::spawn(async move {
                     let hit = cache.get(&key).is_some();
@@ -607,24 +604,12 @@ async fn run_seed(seed: u64) {
                 // loader call (split by `max_batch`), each key a call of
                 // its own for the checks.
                 let keys: Vec<u32> = (0..KEYS).filter(|_| rng.bool()).chain([key]).collect();
-                let load = batch_loader_on(
-                    model.clone(),
-                    by,
-                    Behaviour::random(&mut rng, fleet.load_timeout.is_some()),
-                    Duration::from_millis(rng.u64(0..MAX_LOAD_MS)),
-                );
+                let (behaviour, delay) =
+                    draw_load(&mut rng, fleet.load_timeout.is_some(), MAX_LOAD_MS);
+                let load = batch_loader_on(model.clone(), by, behaviour, delay);
                 let (cache, model) = (pods[pod].cache.clone(), model.clone());
                 calls.push(tokio::spawn(async move {
-                    let ids: Vec<(u32, usize)> = {
-                        let mut ids: Vec<(u32, usize)> = Vec::new();
-                        for k in &keys {
-                            if !ids.iter().any(|(seen, _)| seen == k) {
-                                let hit = cache.get(k).is_some();
-                                ids.push((*k, model.lock().unwrap().begin_call(*k, by, hit)));
-                            }
-                        }
-                        ids
-                    };
+                    let ids = begin_batch_call(&model, &keys, by, |k| cache.get(k).is_some());
                     let served = cache.try_get_many_or_load(keys, load).await;
                     end_batch_call(&model, &ids, &served);
                 }));

@@ -291,20 +291,8 @@ fn a_shared_cache_reports_its_fleet_counters_and_backend() {
 /// caller's wait span.
 #[test]
 fn a_load_has_a_span_with_its_cache_role_outcome_and_duration() {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
+    use stampede_cache_tests::Captured;
 
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     // tracing caches each callsite's interest process-wide: a test of this
     // binary hitting the same callsites on another thread, without this
     // thread's subscriber, could make it skip them. One at a time.
@@ -342,7 +330,7 @@ fn a_load_has_a_span_with_its_cache_role_outcome_and_duration() {
             assert_eq!(waiter.await.unwrap(), 1);
         });
     });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let load = text
         .lines()
         .find(|l| l.contains("stampede_cache.load{"))

@@ -189,7 +189,8 @@ where
             found = found.and_then(|entry| inner.check_tags(&key, entry));
         }
         if let Some(entry) = found {
-            let now = Instant::now();
+            // The coarse clock: a hit needs no nanoseconds (see `clock.rs`).
+            let now = crate::clock::now();
             match decide(&inner.strategy, Some(&entry.freshness), now) {
                 Decision::Serve => {
                     inner.counters.hits.incr();
@@ -217,7 +218,11 @@ where
     /// retry backoff runs), if any. Never loads.
     pub fn get(&self, key: &K) -> Option<V> {
         let entry = self.inner.entry(key)?;
-        let decision = decide(&self.inner.strategy, Some(&entry.freshness), Instant::now());
+        let decision = decide(
+            &self.inner.strategy,
+            Some(&entry.freshness),
+            crate::clock::now(),
+        );
         (decision != Decision::Load).then_some(entry.value)
     }
 
@@ -230,6 +235,7 @@ where
         // The user's closures (`tags`, `ttl_for`) run before the flight
         // map's lock is taken: one that calls back into the cache must not
         // find it held.
+        crate::clock::watch();
         let tags = inner.tags_of(&key);
         if let Some(tier) = &inner.shared {
             tier.store(&key, &value, tags.clone());

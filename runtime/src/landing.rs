@@ -92,6 +92,7 @@ where
         error_type: TypeId,
         parking: Option<Arc<dyn Parking>>,
     ) -> Join<V> {
+        crate::clock::watch();
         // The user's `tags` closure runs before the lock is taken (it may
         // call back into the cache); for a caller that only joins it is
         // wasted work, but a miss already costs a spawn.

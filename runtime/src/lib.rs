@@ -210,6 +210,17 @@
 //! until they land; [`SharedBackend::flush`] waits for them (call it before
 //! a process exits).
 //!
+//! ## Time
+//!
+//! A hit reads a coarse clock — an instant refreshed every millisecond by a
+//! background thread, one atomic load instead of a system-clock read (about
+//! half of a hit's cost) — so an entry may be served up to about a
+//! millisecond past its ttl; loads, writes and timeouts use the precise
+//! clock. Tokio's paused clock (`start_paused`, `advance`) works as before:
+//! the first load or `insert` that finds it paused switches the process's
+//! hits to tokio's clock ([`clock`] has the details, and
+//! [`clock::use_tokio_clock`] for a test whose first cache call is a `get`).
+//!
 //! ## Observability
 //!
 //! [`Cache::stats`] returns plain counters ([`CacheStats`]); loads, failed
@@ -232,6 +243,7 @@ mod backend;
 mod batch;
 mod builder;
 mod cache;
+pub mod clock;
 mod core;
 mod flight;
 mod invalidate;

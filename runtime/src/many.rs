@@ -153,7 +153,7 @@ where
         let mut misses = Vec::new();
         let mut refreshes = Vec::new();
         let mut asked = HashSet::new();
-        let now = Instant::now();
+        let now = crate::clock::now();
         for key in keys {
             if !asked.insert(key.clone()) {
                 continue;

@@ -3,11 +3,13 @@
 //!
 //! Reading the system clock (`Instant::now()`, a vDSO `clock_gettime`) is
 //! the largest single cost of a hit (~20 ns of ~47 on the development VM).
-//! A hit needs no nanosecond precision: it reads a *coarse* clock instead —
-//! one atomic load of an instant a background thread refreshes every
-//! [`RESOLUTION`] (quanta's `Clock::recent`, Caffeine's ticker). So an entry
-//! may be served up to about one resolution past its ttl; every write,
-//! load and timeout still uses the precise clock.
+//! A hit needs no nanosecond precision: on Linux it reads the kernel's
+//! *coarse* monotonic clock (`CLOCK_MONOTONIC_COARSE`: the time of the last
+//! scheduler tick, also a vDSO read but without the hardware counter and
+//! its arithmetic), on the same time base as `Instant`. So an entry may be
+//! served up to one kernel tick ([`resolution`], 1–4 ms) past its ttl;
+//! every write, load and timeout still uses the precise clock. Elsewhere
+//! hits read the precise clock. No thread, nothing to wake up.
 //!
 //! Tokio's paused clock (`start_paused`, `time::pause`, `advance`, feature
 //! `test-util`) is not the system's: a hit reading the coarse clock would
@@ -18,58 +20,100 @@
 //! before — paused tests need no ceremony. A process can also opt in at
 //! once with [`use_tokio_clock`].
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// How often the coarse clock is refreshed.
-pub const RESOLUTION: Duration = Duration::from_millis(1);
-
 /// Set once tokio's clock was seen paused: hits read it from then on.
 static TOKIO_CLOCK: AtomicBool = AtomicBool::new(false);
 
-/// The coarse clock: an origin, and nanoseconds since it.
-struct Coarse {
-    origin: std::time::Instant,
-    since: AtomicU64,
+/// How far behind the precise clock the coarse one may be (Linux: the
+/// kernel tick, `clock_getres(CLOCK_MONOTONIC_COARSE)`); zero where hits
+/// read the precise clock.
+pub fn resolution() -> Duration {
+    coarse::resolution()
 }
 
-fn coarse() -> &'static Coarse {
-    static COARSE: OnceLock<&'static Coarse> = OnceLock::new();
-    COARSE.get_or_init(|| {
-        let coarse: &'static Coarse = Box::leak(Box::new(Coarse {
-            origin: std::time::Instant::now(),
-            since: AtomicU64::new(0),
-        }));
-        let spawned = std::thread::Builder::new()
-            .name("stampede-cache-clock".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(RESOLUTION);
-                    let since = coarse.origin.elapsed().as_nanos() as u64;
-                    coarse.since.store(since, Ordering::Relaxed);
-                }
-            });
-        if spawned.is_err() {
-            // No thread: hits read the precise clock.
-            TOKIO_CLOCK.store(true, Ordering::Relaxed);
-        }
-        coarse
-    })
-}
-
-/// Now, as a hit sees it: the coarse clock (at most about [`RESOLUTION`]
+/// Now, as a hit sees it: the coarse clock (at most one [`resolution`]
 /// behind), or tokio's once its clock was seen paused.
 #[inline]
 pub(crate) fn now() -> Instant {
     if TOKIO_CLOCK.load(Ordering::Relaxed) {
         return Instant::now();
     }
-    let coarse = coarse();
-    let at = coarse.origin + Duration::from_nanos(coarse.since.load(Ordering::Relaxed));
-    Instant::from_std(at)
+    coarse::now()
+}
+
+#[cfg(target_os = "linux")]
+mod coarse {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    /// An `Instant` and `CLOCK_MONOTONIC` read back to back: the coarse
+    /// clock shares that base (it is `CLOCK_MONOTONIC` as of the last
+    /// tick), so a coarse reading is that `Instant` plus the difference —
+    /// never ahead of the precise clock, at most a tick behind.
+    struct Base {
+        instant: std::time::Instant,
+        nanos: u64,
+    }
+
+    fn read(clock: libc::clockid_t) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; a clock id the
+        // kernel lacks only returns an error (then `ts` stays zero).
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64)
+    }
+
+    fn base() -> &'static Base {
+        static BASE: OnceLock<Base> = OnceLock::new();
+        BASE.get_or_init(|| Base {
+            instant: std::time::Instant::now(),
+            nanos: read(libc::CLOCK_MONOTONIC),
+        })
+    }
+
+    #[inline]
+    pub(super) fn now() -> Instant {
+        let base = base();
+        let since = read(libc::CLOCK_MONOTONIC_COARSE).saturating_sub(base.nanos);
+        Instant::from_std(base.instant + Duration::from_nanos(since))
+    }
+
+    pub(super) fn resolution() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: as in `read`.
+        unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod coarse {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    #[inline]
+    pub(super) fn now() -> Instant {
+        Instant::now()
+    }
+
+    pub(super) fn resolution() -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// Makes every hit of this process read tokio's clock (the precise one,
@@ -116,20 +160,24 @@ mod tests {
 
     #[test]
     fn the_coarse_clock_follows_the_system_clock_within_its_resolution() {
-        let _ = coarse();
-        std::thread::sleep(Duration::from_millis(20));
-        if TOKIO_CLOCK.load(Ordering::Relaxed) {
-            return; // another test of this binary paused tokio's clock
+        let resolution = resolution();
+        assert!(resolution <= Duration::from_millis(20), "{resolution:?}");
+        for _ in 0..1000 {
+            let before = std::time::Instant::now();
+            let seen = coarse::now().into_std();
+            let after = std::time::Instant::now();
+            // Never ahead of the precise clock, never more than a tick behind
+            // (plus the base's own offset of at most a tick).
+            assert!(
+                seen <= after + Duration::from_micros(1),
+                "ahead by {:?}",
+                seen - after
+            );
+            assert!(
+                before.saturating_duration_since(seen)
+                    <= resolution * 2 + Duration::from_micros(100)
+            );
         }
-        let system = Instant::now();
-        let seen = now();
-        assert!(seen <= system);
-        // Generous: the refresher thread may be descheduled on a busy machine.
-        assert!(
-            system - seen < Duration::from_millis(500),
-            "{:?}",
-            system - seen
-        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -212,14 +212,14 @@
 //!
 //! ## Time
 //!
-//! A hit reads a coarse clock — an instant refreshed every millisecond by a
-//! background thread, one atomic load instead of a system-clock read (about
-//! half of a hit's cost) — so an entry may be served up to about a
-//! millisecond past its ttl; loads, writes and timeouts use the precise
-//! clock. Tokio's paused clock (`start_paused`, `advance`) works as before:
-//! the first load or `insert` that finds it paused switches the process's
-//! hits to tokio's clock ([`clock`] has the details, and
-//! [`clock::use_tokio_clock`] for a test whose first cache call is a `get`).
+//! On Linux a hit reads the kernel's coarse monotonic clock (the time of
+//! the last scheduler tick: a fifth of a precise clock read), so an entry
+//! may be served up to one tick — [`clock::resolution`], 1–4 ms — past its
+//! ttl; loads, writes and timeouts use the precise clock. Tokio's paused
+//! clock (`start_paused`, `advance`) works as before: the first load or
+//! `insert` that finds it paused switches the process's hits to tokio's
+//! clock ([`clock`] has the details, and [`clock::use_tokio_clock`] for a
+//! test whose first cache call is a `get`).
 //!
 //! ## Observability
 //!
